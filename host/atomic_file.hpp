@@ -1,0 +1,33 @@
+// host/atomic_file.hpp — outputs that appear whole or not at all.
+//
+// Output is written to a temporary name beside the target and renamed over
+// it on commit(); if the writer is destroyed without commit (an error, an
+// exception), the temporary is removed, so a failed run never leaves a
+// half-written file and never damages an existing one.
+#pragma once
+
+#include <filesystem>
+#include <fstream>
+
+namespace ptwalk {
+
+class atomic_output_file {
+ public:
+  explicit atomic_output_file(std::filesystem::path target);
+  ~atomic_output_file();
+  atomic_output_file(const atomic_output_file&) = delete;
+  atomic_output_file& operator=(const atomic_output_file&) = delete;
+
+  [[nodiscard]] std::ofstream& stream() { return stream_; }
+  [[nodiscard]] const std::filesystem::path& temporary_path() const { return temporary_; }
+  // Flushes, checks for write errors and renames onto the target.
+  void commit();
+
+ private:
+  std::filesystem::path target_;
+  std::filesystem::path temporary_;
+  std::ofstream stream_;
+  bool committed_ = false;
+};
+
+}  // namespace ptwalk

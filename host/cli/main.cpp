@@ -1,0 +1,42 @@
+// host/cli/main.cpp — entry point of the ptwalk command line.
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+
+#include <fmt/format.h>
+
+#include "command.hpp"
+#include "memory_image.hpp"
+
+namespace ptwalk::cli {
+
+std::vector<registered_command>& command_registry() {
+  static std::vector<registered_command> commands;
+  return commands;
+}
+
+}  // namespace ptwalk::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"ptwalk: walk the page tables of many address spaces in guest memory images,\n"
+               "find the tables they share, and rebuild compact snapshots that keep the sharing."};
+  app.name("ptwalk");
+  app.set_version_flag("--version", std::string("ptwalk ") + PTWALK_VERSION);
+  app.require_subcommand(1);
+  auto& commands = ptwalk::cli::command_registry();
+  std::sort(commands.begin(), commands.end(),
+            [](const auto& a, const auto& b) { return a.order < b.order; });
+  for (const auto& command : commands) command.setup(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const ptwalk::input_error& e) {
+    fmt::print(stderr, "ptwalk: {}\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "ptwalk: error: {}\n", e.what());
+    return 2;
+  }
+  return 0;
+}
