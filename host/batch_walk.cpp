@@ -32,6 +32,8 @@ snapshot_walk reference_walk(const loaded_snapshot& snapshot, va_range range) {
 
 std::vector<snapshot_walk> walk_snapshots(std::span<const loaded_snapshot> snapshots,
                                           walk_backend backend, va_range range) {
+  // Until the parallel backends land, auto means the reference walker.
+  if (backend == walk_backend::automatic) backend = walk_backend::reference;
   if (backend != walk_backend::reference)
     throw std::runtime_error(std::string("walk backend not built yet: ") + std::string(backend_name(backend)));
   std::vector<snapshot_walk> out;
