@@ -27,9 +27,15 @@ namespace ptwalk {
 // The spec as one manifest line (no newline); inverse of parse_manifest_line.
 [[nodiscard]] std::string format_manifest_line(const snapshot_spec& spec);
 
+// A roots file: one hex root per line in primacy order; '#' starts a
+// comment, blank lines are skipped. Throws input_error("FILE:LINE: problem").
+[[nodiscard]] std::vector<u64> read_roots_file(const std::filesystem::path& path);
+
 // Maps the spec's memory (relative paths resolved against `base_dir`) and
-// checks every root lies inside some region.
-[[nodiscard]] loaded_snapshot load_snapshot(snapshot_spec spec, const std::filesystem::path& base_dir);
+// checks every root's table lies inside some region. `origin` is the file
+// errors about the snapshot name (the manifest); empty: its memory file.
+[[nodiscard]] loaded_snapshot load_snapshot(snapshot_spec spec, const std::filesystem::path& base_dir,
+                                            std::string_view origin = {});
 // Reads and loads a whole manifest.
 [[nodiscard]] std::vector<loaded_snapshot> load_manifest(const std::filesystem::path& manifest);
 

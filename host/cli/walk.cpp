@@ -1,0 +1,150 @@
+// host/cli/walk.cpp — `ptwalk walk`: walk every space of a fleet (or of one image) to JSON Lines.
+#include <chrono>
+#include <iostream>
+#include <memory>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "atomic_file.hpp"
+#include "batch_walk.hpp"
+#include "command.hpp"
+#include "manifest.hpp"
+#include "walk_output.hpp"
+
+namespace ptwalk::cli {
+namespace {
+
+struct walk_options {
+  std::string manifest;
+  std::string snapshot;
+  std::string elf, raw, base, roots;
+  std::string format = "x86_64";
+  std::string va_range_text;
+  std::string out;
+  std::string backend = "auto";
+};
+
+// "LO:HI" in hex, half-open; "LO:" runs to the end of the address space.
+va_range parse_va_range(std::string_view text) {
+  const auto fail = [&](std::string_view problem) {
+    return input_error(fmt::format("--va-range: \"{}\": {}", text, problem));
+  };
+  const auto colon = text.find(':');
+  if (colon == std::string_view::npos) throw fail("expected LO:HI or LO: in hex");
+  const auto lo = parse_hex(text.substr(0, colon));
+  if (!lo) throw fail("bad hex LO");
+  if (colon + 1 == text.size()) return {*lo, ~u64{0}};
+  const auto hi = parse_hex(text.substr(colon + 1));
+  if (!hi) throw fail("bad hex HI");
+  if (*hi <= *lo) throw fail("empty range (HI must be above LO)");
+  return {*lo, *hi - 1};
+}
+
+// --roots is a file when one exists by that name, else a comma-separated hex list.
+std::vector<u64> parse_roots_argument(const std::string& text) {
+  if (std::filesystem::exists(text)) return read_roots_file(text);
+  std::vector<u64> roots;
+  for (std::string_view rest = text; !rest.empty();) {
+    const auto comma = rest.find(',');
+    const auto root = parse_hex(rest.substr(0, comma));
+    if (!root)
+      throw input_error(fmt::format("--roots: \"{}\" is neither a file nor a comma-separated list of hex roots",
+                                    text));
+    roots.push_back(*root);
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+  }
+  return roots;
+}
+
+std::vector<loaded_snapshot> load_fleet(const walk_options& o) {
+  if (o.manifest.empty()) {
+    // The single-image form: one snapshot named after its image file.
+    snapshot_spec spec;
+    const std::string& image = o.elf.empty() ? o.raw : o.elf;
+    spec.id = std::filesystem::path(image).filename().string();
+    spec.format = *parse_format(o.format);
+    if (o.elf.empty()) {
+      const auto base = o.base.empty() ? std::optional<u64>{0} : parse_hex(o.base);
+      if (!base) throw input_error(fmt::format("--base: bad hex \"{}\"", o.base));
+      spec.memory = raw_source{o.raw, *base};
+    } else {
+      spec.memory = elf_source{o.elf};
+    }
+    spec.roots = parse_roots_argument(o.roots);
+    std::vector<loaded_snapshot> fleet;
+    fleet.push_back(load_snapshot(std::move(spec), {}));
+    return fleet;
+  }
+  if (o.snapshot.empty()) return load_manifest(o.manifest);
+  const std::filesystem::path manifest(o.manifest);
+  for (auto& spec : read_manifest(manifest))
+    if (spec.id == o.snapshot) {
+      std::vector<loaded_snapshot> fleet;
+      fleet.push_back(load_snapshot(std::move(spec), manifest.parent_path(), o.manifest));
+      return fleet;
+    }
+  throw input_error(fmt::format("{}: no snapshot with id \"{}\"", o.manifest, o.snapshot));
+}
+
+void run_walk(const walk_options& o) {
+  if (o.manifest.empty() == (o.elf.empty() && o.raw.empty()))
+    throw input_error("walk: give a MANIFEST, or one image with --elf or --raw (and --roots)");
+  if (o.manifest.empty() && o.roots.empty()) throw input_error("walk: --elf and --raw need --roots");
+  const va_range range = o.va_range_text.empty() ? va_range{} : parse_va_range(o.va_range_text);
+  // Created first so an unwritable destination fails before a long walk;
+  // it appears only on commit.
+  std::optional<atomic_output_file> out_file;
+  if (!o.out.empty()) out_file.emplace(o.out);
+
+  const auto fleet = load_fleet(o);
+  unsigned levels = 0;
+  for (const auto& s : fleet) levels = std::max(levels, format_levels(s.format()));
+
+  const walk_backend backend = *parse_backend(o.backend);
+  const auto start = std::chrono::steady_clock::now();
+  const auto walks = walk_snapshots(fleet, backend, range);
+  const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+
+  if (out_file) {
+    write_walk_jsonl(out_file->stream(), walks);
+    out_file->commit();
+  } else {
+    write_walk_jsonl(std::cout, walks);
+    if (!std::cout.flush()) throw input_error("stdout: write failed");
+  }
+  fmt::print(stderr, "{}", format_walk_summary(walks, levels, o.backend, elapsed.count()));
+}
+
+void setup_walk(CLI::App& app) {
+  auto o = std::make_shared<walk_options>();
+  auto* cmd = app.add_subcommand(
+      "walk",
+      "Walk every root of every snapshot; write leaf and alias records as JSON Lines (SPEC §5).");
+  auto* manifest = cmd->add_option("manifest", o->manifest, "fleet manifest (JSON Lines)");
+  cmd->add_option("--snapshot", o->snapshot, "walk only the snapshot with this id")->needs(manifest);
+  auto* elf = cmd->add_option("--elf", o->elf, "single image: an ELF core (QEMU dump-guest-memory, kdump)")
+                  ->excludes(manifest);
+  auto* raw = cmd->add_option("--raw", o->raw, "single image: a raw file of guest-physical memory")
+                  ->excludes(manifest, elf);
+  cmd->add_option("--base", o->base, "guest-physical address of the raw file's first byte (default 0x0)")
+      ->needs(raw);
+  cmd->add_option("--roots", o->roots, "single image: a roots file (one hex root per line) or HEX,HEX,...")
+      ->excludes(manifest);
+  cmd->add_option("--format", o->format, "single image: paging format")
+      ->check(CLI::IsMember({"x86_64", "x86_64-la57"}))
+      ->excludes(manifest)
+      ->capture_default_str();
+  cmd->add_option("--va-range", o->va_range_text, "walk only LO:HI (half-open, hex; HI may be omitted)");
+  cmd->add_option("--out", o->out, "output file (default: stdout)");
+  cmd->add_option("--backend", o->backend, "walker")
+      ->check(CLI::IsMember({"reference", "cpu", "cuda", "auto"}))
+      ->capture_default_str();
+  cmd->callback([o] { run_walk(*o); });
+}
+
+}  // namespace
+
+PTWALK_COMMAND(20, setup_walk);
+
+}  // namespace ptwalk::cli
