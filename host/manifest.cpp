@@ -281,14 +281,14 @@ std::vector<loaded_snapshot> load_manifest(const std::filesystem::path& manifest
 
 namespace {
 
-nlohmann::json memory_json(const memory_source& memory) {
+nlohmann::ordered_json memory_json(const memory_source& memory) {
   struct to_json {
-    nlohmann::json operator()(const raw_source& s) const {
+    nlohmann::ordered_json operator()(const raw_source& s) const {
       return {{"raw", s.path}, {"base", hex(s.base)}};
     }
-    nlohmann::json operator()(const elf_source& s) const { return {{"elf", s.path}}; }
-    nlohmann::json operator()(const region_source& s) const {
-      nlohmann::json regions = nlohmann::json::array();
+    nlohmann::ordered_json operator()(const elf_source& s) const { return {{"elf", s.path}}; }
+    nlohmann::ordered_json operator()(const region_source& s) const {
+      nlohmann::ordered_json regions = nlohmann::ordered_json::array();
       for (const auto& r : s.regions)
         regions.push_back({{"path", r.path}, {"gpa", hex(r.gpa)}, {"size", hex(r.size)},
                            {"offset", hex(r.offset)}});
