@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <new>
 
 #include <fmt/format.h>
 
@@ -58,6 +59,17 @@ void memory_image::add_owned_region(u64 gpa, std::vector<std::byte> bytes, std::
   std::memcpy(buffer.get(), bytes.data(), bytes.size());
   insert_region({gpa, bytes.size(), buffer.get(), std::move(source)});
   owned_.push_back(std::move(buffer));
+}
+
+std::span<std::byte> memory_image::add_zeroed_region(u64 gpa, u64 size, std::string source) {
+  if (size == 0) return {};
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  std::shared_ptr<std::byte> mapping(static_cast<std::byte*>(p),
+                                     [size](std::byte* q) { ::munmap(q, size); });
+  insert_region({gpa, size, mapping.get(), std::move(source)});
+  zeroed_.push_back(mapping);
+  return {mapping.get(), size};
 }
 
 void memory_image::insert_region(image_region region) {

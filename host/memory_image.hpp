@@ -65,6 +65,10 @@ class memory_image {
   void add_file_region(std::shared_ptr<const mapped_file> file, u64 offset, u64 size, u64 gpa);
   // Adds a region backed by a buffer the image owns.
   void add_owned_region(u64 gpa, std::vector<std::byte> bytes, std::string source = "memory");
+  // Adds a zero-filled region the image owns and returns its bytes for the
+  // caller to fill before sharing the image. Pages never written cost no
+  // memory, so a mostly empty guest (a generated 1 GiB frame) stays cheap.
+  std::span<std::byte> add_zeroed_region(u64 gpa, u64 size, std::string source = "memory");
 
   // The region that backs all of [pa, pa+len), or nullptr.
   [[nodiscard]] const image_region* find(u64 pa, u64 len) const;
@@ -83,6 +87,7 @@ class memory_image {
   std::vector<image_region> regions_;  // sorted by gpa, disjoint
   std::vector<std::shared_ptr<const mapped_file>> files_;
   std::vector<std::unique_ptr<std::byte[]>> owned_;
+  std::vector<std::shared_ptr<std::byte>> zeroed_;  // anonymous mappings, unmapped on release
 };
 
 }  // namespace ptwalk
