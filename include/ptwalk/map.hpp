@@ -116,6 +116,19 @@ map_status space_aware_map(Ops& ops, unsigned shared_depth, u64 our_va,
                                            shared_depth - 1, link, tables);
 }
 
+// Writes `entry` verbatim as the depth-`depth` entry for `va`, creating the
+// tables above it. For entries map cannot express: a not-present entry with
+// OS-private bits (a swap entry, PROT_NONE) that a rebuild must keep.
+template <class Format, table_write_ops Ops>
+map_status write_entry_at(Ops& ops, u64 va, unsigned depth, u64 entry,
+                          const intermediate_flags& tables = {}) {
+  if (depth >= Format::levels) return map_status::bad_page_size;
+  if ((Format::linear(va) & (Format::entry_span(depth) - 1)) != 0) return map_status::misaligned;
+  return detail::write_at_depth<Format, 0>(ops, detail::root_update_parent<Ops>{},
+                                           ops.root_table(), Format::linear(va), depth, entry,
+                                           tables);
+}
+
 // Translates `va` through the tables under ops.root_table(); the mapping
 // returned is the whole leaf (page base, size, effective permissions).
 template <class Format, table_read_ops Ops>
