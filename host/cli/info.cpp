@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "command.hpp"
+#include "cpu_state.hpp"
 #include "elf_core.hpp"
 #include "manifest.hpp"
 
@@ -70,6 +71,7 @@ void print_elf(const std::filesystem::path& path) {
     fmt::print("  note {} type {:#x}{}{}, {} bytes\n", n.name, n.type, meaning.empty() ? "" : " ",
                meaning, n.desc.size());
   }
+  fmt::print("{}", describe_machine_state(read_machine_state(core)));
 }
 
 void print_manifest(const std::filesystem::path& path) {

@@ -1,0 +1,104 @@
+// host/cpu_state.hpp — what a memory dump says about its machine, besides its memory.
+//
+// ELF cores carry the vCPUs' registers and the kernel's own hints in notes:
+// - "QEMU" notes (dump-guest-memory): struct QEMUCPUState, with CR0/CR3/CR4,
+//   so each vCPU's root and paging format (CR4.LA57) are known exactly;
+// - "CORE" NT_PRSTATUS notes (QEMU and kdump): general registers and the
+//   pid running on the CPU, but no control registers;
+// - the "VMCOREINFO" note (kdump; QEMU with -device vmcoreinfo): text lines
+//   such as NUMBER(pgtable_l5_enabled)=1, SYMBOL(init_top_pgt)=…,
+//   NUMBER(phys_base)=…, from which the kernel's own root follows.
+// Import and root discovery start from these roots; `ptwalk info` prints
+// them. Compressed kdump files are recognised only to be refused by name.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "elf_core.hpp"
+#include "ptwalk/format.hpp"
+
+namespace ptwalk {
+
+// One vCPU, from its notes (the i-th NT_PRSTATUS and the i-th QEMU note).
+struct vcpu_state {
+  unsigned index = 0;
+  bool has_control_registers = false;  // a QEMU note gave CR0/CR3/CR4
+  u64 cr0 = 0, cr3 = 0, cr4 = 0;
+  u64 rip = 0, rsp = 0;
+  std::optional<u32> pid;  // NT_PRSTATUS pr_pid (QEMU: vCPU index + 1; kdump: the task's pid)
+
+  static constexpr u64 cr0_paging = u64{1} << 31;
+  static constexpr u64 cr4_la57 = u64{1} << 12;
+
+  [[nodiscard]] bool paging_enabled() const { return has_control_registers && (cr0 & cr0_paging); }
+  // The root CR3 names (its low 12 bits, PCID or PWT/PCD, masked off).
+  [[nodiscard]] u64 root() const;
+  // 5-level paging exactly when CR4.LA57 is set.
+  [[nodiscard]] paging_format format() const {
+    return (cr4 & cr4_la57) != 0 ? paging_format::x86_64_la57 : paging_format::x86_64;
+  }
+};
+
+// The VMCOREINFO note: KEY=VALUE lines, kept as text.
+class vmcoreinfo {
+ public:
+  explicit vmcoreinfo(std::string_view text);
+
+  [[nodiscard]] std::optional<std::string_view> value(std::string_view key) const;
+  // NUMBER(name): decimal, possibly negative (phys_base often is).
+  [[nodiscard]] std::optional<std::int64_t> number(std::string_view name) const;
+  // SYMBOL(name): a kernel virtual address in hex without 0x.
+  [[nodiscard]] std::optional<u64> symbol(std::string_view name) const;
+
+  // NUMBER(pgtable_l5_enabled), when the kernel wrote it.
+  [[nodiscard]] std::optional<paging_format> format() const;
+  // Physical address of the kernel's own top-level table (init_top_pgt, or
+  // swapper_pg_dir on older kernels): the symbol's offset in the kernel
+  // image map plus phys_base.
+  [[nodiscard]] std::optional<u64> kernel_root() const;
+  [[nodiscard]] std::optional<std::string_view> os_release() const { return value("OSRELEASE"); }
+
+ private:
+  std::map<std::string, std::string, std::less<>> entries_;
+};
+
+// Everything an ELF core's notes say about its CPUs.
+struct machine_state {
+  std::vector<vcpu_state> vcpus;
+  std::optional<vmcoreinfo> info;
+
+  // A root known from the state, with what identifies it.
+  struct known_root {
+    u64 root = 0;
+    paging_format format = paging_format::x86_64;
+    std::string label;  // "cpu0", "cpu1", …, "kernel" (VMCOREINFO)
+  };
+  // vCPU roots in vCPU order (a CR3 shared by several vCPUs once), then the
+  // kernel root from VMCOREINFO if no vCPU already names it.
+  [[nodiscard]] std::vector<known_root> known_roots() const;
+  // The paging format the state implies: CR4.LA57 of the first vCPU with
+  // paging on, else VMCOREINFO's pgtable_l5_enabled; nullopt if neither says.
+  // Throws input_error (naming `origin`) if vCPUs disagree.
+  [[nodiscard]] std::optional<paging_format> implied_format(std::string_view origin) const;
+};
+
+// Reads the notes of `core`. Malformed notes of a known kind (a QEMU note
+// whose size field does not match, a short NT_PRSTATUS) are input errors.
+[[nodiscard]] machine_state read_machine_state(const elf_core& core);
+
+// Lines for `ptwalk info`: one per vCPU (CR3, CR4, implied format) and the
+// VMCOREINFO facts that matter for walking.
+[[nodiscard]] std::string describe_machine_state(const machine_state& state);
+
+// Names a compressed or flattened kdump format ("KDUMP   " / "DISKDUMP"
+// headers written by makedumpfile and QEMU's kdump-zlib/lzo/snappy, the
+// "makedumpfile" flattened stream) when `bytes` start like one.
+[[nodiscard]] std::optional<std::string_view> compressed_dump_kind(std::span<const std::byte> bytes);
+
+}  // namespace ptwalk
