@@ -84,8 +84,8 @@ constexpr kernel_bases linux_5level{0xff11'0000'0000'0000ull, 0xffa0'0000'0000'0
                                     0xffd4'0000'0000'0000ull, 0xffff'ffff'8100'0000ull};
 
 constexpr unsigned self_map_index = 493;       // Windows' PML4 self-map slot (0x1ed)
-constexpr unsigned cut_root_entries = 300;     // whole entries left in the cut-off root
-constexpr u64 cut_root_bytes = cut_root_entries * 8 + 4;
+constexpr unsigned cut_table_entries = 300;    // whole entries left in the cut-off table
+constexpr u64 cut_table_bytes = cut_table_entries * 8 + 4;
 constexpr u64 far_outside = 0x000f'fff0'0000'0000ull;  // physical addresses no image reaches
 constexpr u64 big_frames = 4;                  // 2 MiB frames: two for kernel text, two for THPs
 
@@ -359,20 +359,33 @@ class snapshot_builder {
     roots_.push_back(gadgets);
     labels_.push_back("hostile:gadgets");
 
-    // 3. A root in the image's cut-off last page, sharing space 0's top-level
-    //    entries; those past the cut are lost and read as dangling zeros.
+    // 3. The image's last page is cut off (its size is not a multiple of
+    //    4 KiB): a PDPT there keeps its first entries, copies of one of space
+    //    0's (aliases one level down); the rest read as dangling zeros. Its
+    //    root, sharing space 0's top-level entries, is whole, as the manifest
+    //    loader requires of root tables.
+    const u64 cut_root = new_root(false);
+    const u64 root0 = roots_.front();
+    u64 source = 0;
+    for (unsigned i = 1; i < 512; ++i) {
+      const u64 entry = tables_.read_entry(tables_.entry_addr(root0, i));
+      if (i == self_map_index || F::classify(entry, 0) != entry_kind::table) continue;
+      link(tables_, 1, top_va(i), F::table_address(entry), entry & ~F::address_mask, false, false);
+      if (source == 0) source = F::table_address(entry);
+    }
     cut_base_ = std::max(table_base_ + tables_.table_count() * page_bytes, shape_.large_pages ? gib : 0);
     cut_.emplace(cut_base_);
-    const u64 cut_root = cut_->alloc_table();
-    cut_->update_root(cut_root);
-    tally_.table(0, false, false);
-    for (unsigned i = 0; i < 512; ++i) {
-      const u64 entry = tables_.read_entry(tables_.entry_addr(roots_.front(), i));
-      if (i == self_map_index || F::classify(entry, 0) != entry_kind::table) continue;
-      check(space_aware_map<F>(*cut_, 1, top_va(i), F::table_address(entry), entry & ~F::address_mask), i);
-      if (i < cut_root_entries) tally_.alias(1, false);
+    const u64 cut_table = cut_->alloc_table();
+    for (unsigned i = 0; source != 0 && i < 512; ++i) {
+      const u64 entry = tables_.read_entry(tables_.entry_addr(source, i));
+      cut_->write_entry(cut_->entry_addr(cut_table, i), entry);
+      if (i >= cut_table_entries) continue;
+      const entry_kind kind = F::classify(entry, 1);
+      if (kind == entry_kind::table) tally_.alias(2, false);
+      if (kind == entry_kind::leaf) tally_.template leaf<F>(1, false);
     }
-    s.dangling_reads += 512 - cut_root_entries;
+    link(tables_, 1, top_va(0), cut_table, flags::user_table, false, true);
+    s.dangling_reads += 512 - cut_table_entries;
     roots_.push_back(cut_root);
     labels_.push_back("hostile:cut");
   }
@@ -402,7 +415,7 @@ class snapshot_builder {
   built_snapshot assemble() {
     const u64 table_end = table_base_ + tables_.table_count() * page_bytes;
     expected_.table_pages = tables_.table_count() + (cut_ ? 1 : 0);
-    expected_.image_bytes = cut_ ? cut_base_ + cut_root_bytes : std::max(table_end, shape_.large_pages ? gib : 0);
+    expected_.image_bytes = cut_ ? cut_base_ + cut_table_bytes : std::max(table_end, shape_.large_pages ? gib : 0);
     built_snapshot out;
     out.expected = expected_;
     snapshot_spec& spec = out.snapshot.spec;
@@ -424,8 +437,8 @@ class snapshot_builder {
     std::memcpy(bytes.data() + table_base_, tables_.words().data(), tables_.words().size() * 8);
     out.extents.emplace_back(page_bytes, table_end);
     if (cut_) {
-      std::memcpy(bytes.data() + cut_base_, cut_->words().data(), cut_root_bytes);
-      out.extents.emplace_back(cut_base_, cut_base_ + cut_root_bytes);
+      std::memcpy(bytes.data() + cut_base_, cut_->words().data(), cut_table_bytes);
+      out.extents.emplace_back(cut_base_, cut_base_ + cut_table_bytes);
     }
     return out;
   }

@@ -48,8 +48,9 @@ struct fleet_shape {
   la57_mode la57 = la57_mode::off;
   // Adds three roots per snapshot: one whose 512 entries all point at itself,
   // one with tables outside the image, an unbacked leaf, swap-like
-  // not-present entries and a table used as both PD and PT, and one in a
-  // cut-off last page (the image size is not a multiple of 4 KiB).
+  // not-present entries and a table used as both PD and PT, and one whose
+  // PDPT lies in the cut-off last page (the image size is not a multiple of
+  // 4 KiB; the root is whole, as load_snapshot requires of root tables).
   bool hostile = false;
   u32 data_frames = 0;  // 4 KiB data frames per image; 0: min(4096, enough for one per page), at least 64
   u64 seed = 1;
