@@ -3,6 +3,7 @@
 
 #include <elf.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -98,19 +99,18 @@ std::optional<u64> vmcoreinfo::kernel_root() const {
   return *pgd - start_kernel_map + static_cast<u64>(*phys_base);
 }
 
-std::vector<machine_state::known_root> machine_state::known_roots() const {
-  std::vector<known_root> out;
+std::vector<root_hint> machine_state::known_roots() const {
+  std::vector<root_hint> out;
   const auto seen = [&](u64 root) {
-    for (const auto& k : out)
-      if (k.root == root) return true;
-    return false;
+    return std::any_of(out.begin(), out.end(), [&](const root_hint& k) { return k.root == root; });
   };
   for (const auto& cpu : vcpus)
     if (cpu.paging_enabled() && !seen(cpu.root()))
-      out.push_back({cpu.root(), cpu.format(), fmt::format("cpu{}", cpu.index)});
+      out.push_back({cpu.root(), fmt::format("cpu{}", cpu.index),
+                     fmt::format("vCPU {} CR3 {} (CR4 {})", cpu.index, hex(cpu.cr3), hex(cpu.cr4))});
   if (info)
     if (const auto kernel = info->kernel_root(); kernel && !seen(*kernel))
-      out.push_back({*kernel, info->format().value_or(paging_format::x86_64), "kernel"});
+      out.push_back({*kernel, "kernel", "VMCOREINFO init_top_pgt + phys_base"});
   return out;
 }
 

@@ -68,20 +68,21 @@ class vmcoreinfo {
   std::map<std::string, std::string, std::less<>> entries_;
 };
 
+// A root known before any scan, with what identifies it.
+struct root_hint {
+  u64 root = 0;         // a CR3 value; flag bits are masked off where it is used
+  std::string label;    // "cpu0", "cpu1", …, "kernel" (VMCOREINFO), "hint"
+  std::string evidence;  // for people: "vCPU 0 CR3 0x… (CR4 0x…)"
+};
+
 // Everything an ELF core's notes say about its CPUs.
 struct machine_state {
   std::vector<vcpu_state> vcpus;
   std::optional<vmcoreinfo> info;
 
-  // A root known from the state, with what identifies it.
-  struct known_root {
-    u64 root = 0;
-    paging_format format = paging_format::x86_64;
-    std::string label;  // "cpu0", "cpu1", …, "kernel" (VMCOREINFO)
-  };
   // vCPU roots in vCPU order (a CR3 shared by several vCPUs once), then the
   // kernel root from VMCOREINFO if no vCPU already names it.
-  [[nodiscard]] std::vector<known_root> known_roots() const;
+  [[nodiscard]] std::vector<root_hint> known_roots() const;
   // The paging format the state implies: CR4.LA57 of the first vCPU with
   // paging on, else VMCOREINFO's pgtable_l5_enabled; nullopt if neither says.
   // Throws input_error (naming `origin`) if vCPUs disagree.

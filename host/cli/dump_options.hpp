@@ -1,0 +1,60 @@
+// host/cli/dump_options.hpp — the options `ptwalk roots` and `ptwalk import` share.
+//
+// How to read a dump (raw base address, paging format) and how to discover
+// its roots (hints, kernel-only tables, threads); parsed once here so both
+// commands accept and check them alike.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "command.hpp"
+#include "manifest.hpp"
+
+namespace ptwalk::cli {
+
+struct dump_options {
+  std::vector<std::string> hint_text;
+  std::string format_text;
+  std::string base_text;
+  bool keep_kernel_only = false;
+  unsigned jobs = 0;
+
+  [[nodiscard]] std::vector<u64> hints() const {
+    std::vector<u64> out;
+    for (const auto& text : hint_text) {
+      const auto value = parse_hex(text);
+      if (!value) throw input_error(fmt::format("--hint: bad hex \"{}\"", text));
+      out.push_back(*value);
+    }
+    return out;
+  }
+  [[nodiscard]] std::optional<paging_format> format() const {
+    if (format_text.empty()) return std::nullopt;
+    return parse_format(format_text);
+  }
+  [[nodiscard]] u64 raw_base() const {
+    if (base_text.empty()) return 0;
+    const auto value = parse_hex(base_text);
+    if (!value) throw input_error(fmt::format("--base: bad hex \"{}\"", base_text));
+    return *value;
+  }
+};
+
+inline void add_dump_options(CLI::App& cmd, dump_options& o) {
+  cmd.add_option("--hint", o.hint_text,
+                 "a known root (CR3 value, hex); repeatable. Dumps without CPU state need one, "
+                 "or a kernel half that several tables share");
+  cmd.add_option("--format", o.format_text,
+                 "paging format (default: CR4.LA57 of the dump's vCPUs, else VMCOREINFO, else x86_64)")
+      ->check(CLI::IsMember({"x86_64", "x86_64-la57"}));
+  cmd.add_option("--base", o.base_text, "guest-physical address of a raw file's first byte (default 0x0)");
+  cmd.add_flag("--keep-kernel-only", o.keep_kernel_only,
+               "also report tables whose user half is empty (exited processes, kernel copies)");
+  cmd.add_option("--jobs", o.jobs, "scan threads (default: every core)");
+}
+
+}  // namespace ptwalk::cli

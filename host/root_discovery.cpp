@@ -1,0 +1,367 @@
+// host/root_discovery.cpp — reference kernel halves, the parallel page scan, PTI pairing, labels.
+#include "root_discovery.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "elf_core.hpp"
+#include "manifest.hpp"
+#include "ptwalk/walk.hpp"
+
+namespace ptwalk {
+
+namespace {
+
+constexpr u64 page_bytes = 4096;
+constexpr u64 pti_partner_bit = page_bytes;  // the user table sits 4 KiB above the kernel one
+
+enum class pti_role { none, kernel, user };
+
+struct reference {
+  std::array<u64, half_entries> half{};
+  pti_role role = pti_role::none;
+  std::string description;
+};
+
+struct candidate {
+  u64 pa = 0;
+  int reference = -1;
+  bool user_half_empty = true;
+};
+
+// The image's backed ranges, adjacent regions merged.
+struct backed_ranges {
+  std::vector<u64> starts, ends;
+
+  explicit backed_ranges(const memory_image& image) {
+    for (const auto& r : image.regions()) {
+      if (!ends.empty() && ends.back() == r.gpa) {
+        ends.back() = r.end();
+      } else {
+        starts.push_back(r.gpa);
+        ends.push_back(r.end());
+      }
+    }
+  }
+  [[nodiscard]] backed_ranges_ref ref() const {
+    return {starts.data(), ends.data(), static_cast<u32>(starts.size())};
+  }
+};
+
+std::array<u64, half_entries> kernel_half(const std::byte* page) {
+  std::array<u64, half_entries> out{};
+  for (unsigned i = 0; i < half_entries; ++i) out[i] = load_entry(page, half_entries + i);
+  return out;
+}
+
+bool halves_equal(const std::array<u64, half_entries>& a, const std::array<u64, half_entries>& b) {
+  for (unsigned i = 0; i < half_entries; ++i)
+    if (!same_ignoring_accessed(a[i], b[i])) return false;
+  return true;
+}
+
+template <class Format>
+unsigned present_count(const std::array<u64, half_entries>& half) {
+  return static_cast<unsigned>(std::count_if(half.begin(), half.end(), [](u64 e) { return Format::present(e); }));
+}
+
+// Linux PTI mirrors every user-half entry of a process's kernel table into
+// its user table, setting NX on the kernel copy (pti_set_user_pgtbl).
+template <class Format>
+bool user_halves_mirror(const std::byte* kernel_table, const std::byte* user_table) {
+  for (unsigned i = 0; i < half_entries; ++i)
+    if (((load_entry(kernel_table, i) ^ load_entry(user_table, i)) &
+         ~(entry_accessed | Format::bit_no_execute)) != 0)
+      return false;
+  return true;
+}
+
+class scanner {
+ public:
+  explicit scanner(const memory_image& image) : image_(image), backed_(image) {}
+
+  const std::byte* page(u64 pa) const { return image_.bytes_at(pa, page_bytes); }
+
+  // Adds the kernel half of `root` (and of its PTI partner) as references;
+  // false when the root's kernel half is empty.
+  template <class Format>
+  bool add_reference(u64 root, const std::string& name) {
+    const std::byte* table = page(root);
+    auto half = kernel_half(table);
+    if (present_count<Format>(half) == 0) return false;
+    const int own = add_half(half, fmt::format("{}'s kernel half", name));
+    const u64 partner = root ^ pti_partner_bit;
+    const std::byte* partner_table = page(partner);
+    if (partner_table == nullptr) return true;
+    const auto partner_half = kernel_half(partner_table);
+    const bool root_is_kernel = (root & pti_partner_bit) == 0;
+    if (present_count<Format>(partner_half) == 0 || halves_equal(half, partner_half) ||
+        !user_halves_mirror<Format>(root_is_kernel ? table : partner_table,
+                                    root_is_kernel ? partner_table : table))
+      return true;
+    const int other = add_half(partner_half, fmt::format("kernel half of {}'s PTI {} table {}", name,
+                                                         root_is_kernel ? "user" : "kernel", hex(partner)));
+    references_[own].role = root_is_kernel ? pti_role::kernel : pti_role::user;
+    references_[other].role = root_is_kernel ? pti_role::user : pti_role::kernel;
+    return true;
+  }
+
+  // Without a known root: the kernel half that most plausible top-level
+  // tables share, and a page that has it.
+  template <class Format>
+  std::optional<u64> census(unsigned threads) {
+    struct half_hash {
+      std::size_t operator()(const std::array<u64, half_entries>& h) const {
+        u64 x = 0xcbf29ce484222325ull;
+        for (const u64 e : h) x = (x ^ (e & ~entry_accessed)) * 0x100000001b3ull;
+        return static_cast<std::size_t>(x);
+      }
+    };
+    struct half_equal {
+      bool operator()(const std::array<u64, half_entries>& a, const std::array<u64, half_entries>& b) const {
+        return halves_equal(a, b);
+      }
+    };
+    std::unordered_map<std::array<u64, half_entries>, std::pair<u64, u64>, half_hash, half_equal> seen;
+    const auto ranges = backed_.ref();
+    for_each_page(threads, [&](u64 pa, const std::byte* bytes, std::vector<candidate>& found) {
+      if (looks_like_top_table<Format>(bytes, ranges, 2)) found.push_back({pa, 0, false});
+    }, [&](std::vector<candidate>& found) {
+      for (const auto& c : found) {
+        auto [it, fresh] = seen.try_emplace(kernel_half(page(c.pa)), c.pa, 0);
+        it->second.first = std::min(it->second.first, c.pa);
+        ++it->second.second;
+      }
+    });
+    std::optional<u64> best;
+    u64 best_count = 1;  // a half only one page has is shared by nobody
+    for (const auto& [half, where] : seen)
+      if (where.second > best_count || (where.second == best_count && best && where.first < *best)) {
+        best = where.first;
+        best_count = where.second;
+      }
+    if (best) census_count_ = best_count;
+    return best;
+  }
+
+  // Runs the predicate over every page; candidates sorted by address.
+  template <class Format>
+  std::vector<candidate> scan(unsigned threads) {
+    std::vector<u64> flat;
+    for (const auto& r : references_) flat.insert(flat.end(), r.half.begin(), r.half.end());
+    const kernel_halves_ref halves{flat.data(), static_cast<u32>(references_.size())};
+    const auto ranges = backed_.ref();
+    std::vector<candidate> out;
+    for_each_page(threads, [&](u64 pa, const std::byte* bytes, std::vector<candidate>& found) {
+      const auto verdict = test_root_candidate<Format>(bytes, halves, ranges);
+      if (verdict.reference >= 0) found.push_back({pa, verdict.reference, verdict.user_half_empty});
+    }, [&](std::vector<candidate>& found) { out.insert(out.end(), found.begin(), found.end()); });
+    std::sort(out.begin(), out.end(), [](const candidate& a, const candidate& b) { return a.pa < b.pa; });
+    return out;
+  }
+
+  [[nodiscard]] const std::vector<reference>& references() const { return references_; }
+  [[nodiscard]] u64 pages_scanned() const { return pages_scanned_; }
+  [[nodiscard]] u64 census_count() const { return census_count_; }
+
+ private:
+  int add_half(const std::array<u64, half_entries>& half, std::string description) {
+    for (std::size_t i = 0; i < references_.size(); ++i)
+      if (halves_equal(references_[i].half, half)) return static_cast<int>(i);
+    references_.push_back({half, pti_role::none, std::move(description)});
+    return static_cast<int>(references_.size() - 1);
+  }
+
+  // Calls test(pa, bytes, found) for every 4 KiB page that one region backs
+  // whole, over `threads` threads; each thread's `found` goes to merge()
+  // under a lock when it is done.
+  template <class Test, class Merge>
+  void for_each_page(unsigned threads, Test&& test, Merge&& merge) {
+    pages_scanned_ = 0;
+    for (const auto& region : image_.regions()) {
+      const u64 first = (region.gpa + page_bytes - 1) & ~(page_bytes - 1);
+      if (first >= region.end() || region.end() - first < page_bytes) continue;
+      const std::int64_t pages = static_cast<std::int64_t>((region.end() - first) / page_bytes);
+      pages_scanned_ += static_cast<u64>(pages);
+      const std::byte* base = region.data + (first - region.gpa);
+#pragma omp parallel num_threads(threads)
+      {
+        std::vector<candidate> found;
+#pragma omp for schedule(static, 4096) nowait
+        for (std::int64_t p = 0; p < pages; ++p)
+          test(first + static_cast<u64>(p) * page_bytes, base + static_cast<u64>(p) * page_bytes, found);
+#pragma omp critical(ptwalk_root_scan_merge)
+        merge(found);
+      }
+    }
+  }
+
+  const memory_image& image_;
+  backed_ranges backed_;
+  std::vector<reference> references_;
+  u64 pages_scanned_ = 0;
+  u64 census_count_ = 0;
+};
+
+std::string_view role_suffix(pti_role role) {
+  switch (role) {
+    case pti_role::kernel: return "/pti-kernel";
+    case pti_role::user: return "/pti-user";
+    case pti_role::none: break;
+  }
+  return "";
+}
+
+template <class Format>
+root_discovery_result discover(const memory_image& image, const root_discovery_options& options,
+                               std::string_view origin) {
+  const auto started = std::chrono::steady_clock::now();
+  scanner scan(image);
+  const unsigned threads = options.threads != 0 ? options.threads : static_cast<unsigned>(omp_get_max_threads());
+  root_discovery_result result;
+  result.threads = threads;
+
+  std::vector<u64> known_roots;
+  for (const auto& hint : options.known) {
+    const u64 root = root_table_address<Format>(hint.root);
+    if (scan.page(root) == nullptr)
+      throw input_error(fmt::format("{}: {} root {} ({}) is outside the image", origin, hint.label,
+                                    hex(root), hint.evidence));
+    known_roots.push_back(root);
+    if (!scan.template add_reference<Format>(root, hint.label))
+      result.references.push_back(fmt::format("{} {}: kernel half empty, not a reference", hint.label, hex(root)));
+  }
+  if (scan.references().empty()) {
+    const auto seed = scan.template census<Format>(threads);
+    if (!seed)
+      throw input_error(fmt::format("{}: no known root (no vCPU state or VMCOREINFO; give --hint CR3) and "
+                                    "no kernel half shared by two plausible top-level tables",
+                                    origin));
+    (void)scan.template add_reference<Format>(
+        *seed, fmt::format("census: table {} (kernel half shared by {} plausible tables)", hex(*seed),
+                           scan.census_count()));
+  }
+  for (const auto& r : scan.references()) result.references.push_back(r.description);
+
+  const auto candidates = scan.template scan<Format>(threads);
+  result.pages_scanned = scan.pages_scanned();
+  result.bytes_scanned = result.pages_scanned * page_bytes;
+
+  const auto& refs = scan.references();
+  const auto find_candidate = [&](u64 pa) -> const candidate* {
+    const auto it = std::lower_bound(candidates.begin(), candidates.end(), pa,
+                                     [](const candidate& c, u64 v) { return c.pa < v; });
+    return it != candidates.end() && it->pa == pa ? &*it : nullptr;
+  };
+  // The evidence and label suffix a scanned table carries.
+  const auto describe = [&](const candidate& c, discovered_root& out) {
+    const auto& ref = refs[static_cast<std::size_t>(c.reference)];
+    out.label += role_suffix(ref.role);
+    out.user_half_empty = c.user_half_empty;
+    unsigned user_entries = 0;
+    for (unsigned i = 0; i < half_entries; ++i) user_entries += Format::present(load_entry(scan.page(c.pa), i));
+    out.evidence += fmt::format("{}kernel half = {}; {} user entries", out.evidence.empty() ? "" : "; ",
+                                ref.description, user_entries);
+    if (ref.role != pti_role::none) {
+      const u64 partner = c.pa ^ pti_partner_bit;
+      const candidate* other = find_candidate(partner);
+      const bool paired = other != nullptr && refs[static_cast<std::size_t>(other->reference)].role != pti_role::none &&
+                          refs[static_cast<std::size_t>(other->reference)].role != ref.role;
+      out.evidence += paired ? fmt::format("; PTI pair with {}", hex(partner)) : "; PTI partner missing";
+    }
+  };
+
+  for (std::size_t i = 0; i < options.known.size(); ++i) {
+    const u64 root = known_roots[i];
+    if (std::find(known_roots.begin(), known_roots.begin() + static_cast<std::ptrdiff_t>(i), root) !=
+        known_roots.begin() + static_cast<std::ptrdiff_t>(i))
+      continue;
+    discovered_root out{root, options.known[i].label, options.known[i].evidence, false};
+    if (const candidate* c = find_candidate(root)) describe(*c, out);
+    result.roots.push_back(std::move(out));
+  }
+  for (const auto& c : candidates) {
+    if (std::find(known_roots.begin(), known_roots.end(), c.pa) != known_roots.end()) continue;
+    if (c.user_half_empty && !options.keep_kernel_only) {
+      ++result.kernel_only_skipped;
+      continue;
+    }
+    discovered_root out{c.pa, c.user_half_empty ? "kernel-only" : "process", {}, c.user_half_empty};
+    describe(c, out);
+    result.roots.push_back(std::move(out));
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return result;
+}
+
+}  // namespace
+
+root_discovery_result discover_roots(const memory_image& image, const root_discovery_options& options,
+                                     std::string_view origin) {
+  return visit_format(options.format,
+                      [&]<class F>() { return discover<F>(image, options, origin); });
+}
+
+root_discovery_result discover_dump_roots(const opened_dump& dump, std::span<const u64> hints,
+                                          bool keep_kernel_only, unsigned threads) {
+  root_discovery_options options;
+  options.format = dump.snapshot.format();
+  options.known = dump.machine.known_roots();
+  for (const u64 hint : hints) options.known.push_back({hint, "hint", fmt::format("--hint {}", hex(hint))});
+  options.keep_kernel_only = keep_kernel_only;
+  options.threads = threads;
+  return discover_roots(dump.snapshot.image, options, dump.path.string());
+}
+
+std::string format_discovery_summary(const root_discovery_result& result, std::string_view origin) {
+  const double seconds = std::max(result.seconds, 1e-9);
+  return fmt::format("{}: {} roots; scanned {} pages ({:.0f} MiB) in {:.3f} s on {} threads: {:.3g} pages/s, "
+                     "{:.0f} MiB/s; {} kernel-only tables skipped\n",
+                     origin, result.roots.size(), result.pages_scanned,
+                     static_cast<double>(result.bytes_scanned) / (1 << 20), result.seconds, result.threads,
+                     static_cast<double>(result.pages_scanned) / seconds,
+                     static_cast<double>(result.bytes_scanned) / (1 << 20) / seconds, result.kernel_only_skipped);
+}
+
+opened_dump open_dump(const std::filesystem::path& path, u64 raw_base,
+                      std::optional<paging_format> format) {
+  snapshot_spec spec;
+  spec.id = path.stem().string();
+  machine_state machine;
+  {
+    const auto file = std::make_shared<const mapped_file>(path);
+    if (const auto kind = compressed_dump_kind(file->bytes()))
+      throw input_error(fmt::format("{}: {} is not supported; write an ELF core instead "
+                                    "(QEMU dump-guest-memory without -z, makedumpfile -E)",
+                                    path.string(), *kind));
+    if (has_elf_magic(file->bytes())) {
+      machine = read_machine_state(elf_core(file));
+      spec.memory = elf_source{path.string()};
+    } else {
+      spec.memory = raw_source{path.string(), raw_base};
+    }
+  }
+  std::string origin = "--format";
+  if (!format) {
+    if (const auto implied = machine.implied_format(path.string())) {
+      format = implied;
+      origin = std::any_of(machine.vcpus.begin(), machine.vcpus.end(),
+                           [](const vcpu_state& c) { return c.paging_enabled(); })
+                   ? "CR4.LA57 of the vCPUs"
+                   : "VMCOREINFO pgtable_l5_enabled";
+    } else {
+      format = paging_format::x86_64;
+      origin = "default (the dump does not say)";
+    }
+  }
+  spec.format = *format;
+  return {path, load_snapshot(std::move(spec), {}), std::move(machine), std::move(origin)};
+}
+
+}  // namespace ptwalk
