@@ -3,7 +3,8 @@
 // Output is written to a temporary name beside the target and renamed over
 // it on commit(); if the writer is destroyed without commit (an error, an
 // exception), the temporary is removed, so a failed run never leaves a
-// half-written file and never damages an existing one.
+// half-written file and never damages an existing one. atomic_output_dir
+// does the same for a directory of outputs.
 #pragma once
 
 #include <filesystem>
@@ -27,6 +28,28 @@ class atomic_output_file {
   std::filesystem::path target_;
   std::filesystem::path temporary_;
   std::ofstream stream_;
+  bool committed_ = false;
+};
+
+// A directory of outputs, built in a temporary directory beside the target
+// and put in place by commit(). An existing target is swapped with the new
+// one in a single rename (RENAME_EXCHANGE) and removed afterwards, so the
+// target is at every moment the old directory or the new one, never a mix.
+// Whether an existing target may be replaced is the caller's decision.
+class atomic_output_dir {
+ public:
+  explicit atomic_output_dir(std::filesystem::path target);
+  ~atomic_output_dir();
+  atomic_output_dir(const atomic_output_dir&) = delete;
+  atomic_output_dir& operator=(const atomic_output_dir&) = delete;
+
+  // Where to write the outputs until commit().
+  [[nodiscard]] const std::filesystem::path& path() const { return temporary_; }
+  void commit();
+
+ private:
+  std::filesystem::path target_;
+  std::filesystem::path temporary_;
   bool committed_ = false;
 };
 

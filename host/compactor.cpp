@@ -1,8 +1,12 @@
 // host/compactor.cpp — frame placement, the relinker, and writing the compacted image.
 #include "compactor.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cstring>
 #include <optional>
 #include <stdexcept>
@@ -433,6 +437,28 @@ nlohmann::json output_meta(const nlohmann::json& input_meta, const compaction_po
   return meta;
 }
 
+bool all_zero(const std::byte* bytes, u64 size) {
+  u64 any = 0;
+  for (u64 i = 0; i + 8 <= size; i += 8) {
+    u64 word;
+    std::memcpy(&word, bytes + i, 8);
+    any |= word;
+  }
+  for (u64 i = size & ~u64{7}; i < size; ++i) any |= static_cast<u64>(bytes[i]);
+  return any == 0;
+}
+
+bool write_all(int fd, const std::byte* bytes, u64 size, u64 offset) {
+  while (size > 0) {
+    const ssize_t n = ::pwrite(fd, bytes, std::min<u64>(size, u64{1} << 30), static_cast<off_t>(offset));
+    if (n <= 0) return false;
+    bytes += n;
+    size -= static_cast<u64>(n);
+    offset += static_cast<u64>(n);
+  }
+  return true;
+}
+
 // The output's backed pieces (data and tables) in address order.
 std::vector<output_piece> all_pieces(const compacted_snapshot& s) {
   std::vector<output_piece> pieces = s.data;
@@ -495,27 +521,40 @@ memory_image materialize(const compacted_snapshot& snapshot) {
   return image;
 }
 
-memory_source write_compacted_image(const compacted_snapshot& snapshot, std::ostream& out,
-                                    const std::string& file_name) {
-  static const std::vector<char> zeros(1 << 20);
+memory_source write_compacted_image(const compacted_snapshot& snapshot, const std::filesystem::path& file) {
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw input_error(fmt::format("{}: cannot create: {}", file.string(), std::strerror(errno)));
+  bool ok = true;
+  u64 offset = 0;  // in the file
   for (const output_piece& p : all_pieces(snapshot)) {
-    if (p.bytes != nullptr) {
-      out.write(reinterpret_cast<const char*>(p.bytes), static_cast<std::streamsize>(p.size));
-      continue;
+    // Runs of non-zero blocks are written; zero blocks (and zero pieces) stay holes.
+    for (u64 at = 0; ok && p.bytes != nullptr && at < p.size;) {
+      const u64 block = std::min(page_4k, p.size - at);
+      if (all_zero(p.bytes + at, block)) {
+        at += block;
+        continue;
+      }
+      u64 end = at + block;
+      while (end < p.size && !all_zero(p.bytes + end, std::min(page_4k, p.size - end)))
+        end += std::min(page_4k, p.size - end);
+      ok = write_all(fd, p.bytes + at, end - at, offset + at);
+      at = end;
     }
-    for (u64 left = p.size; left > 0;) {
-      const u64 n = std::min<u64>(left, zeros.size());
-      out.write(zeros.data(), static_cast<std::streamsize>(n));
-      left -= n;
-    }
+    offset += p.size;
   }
+  ok = ok && ::ftruncate(fd, static_cast<off_t>(offset)) == 0;
+  const int error = errno;
+  ok = ::close(fd) == 0 && ok;
+  if (!ok) throw input_error(fmt::format("{}: write failed: {}", file.string(), std::strerror(error)));
+
+  const std::string name = file.filename().string();
   const std::vector<output_run> runs = snapshot.runs();
-  if (runs.size() <= 1) return raw_source{file_name, runs.empty() ? 0 : runs.front().gpa};
+  if (runs.size() <= 1) return raw_source{name, runs.empty() ? 0 : runs.front().gpa};
   region_source regions;
-  u64 offset = 0;
+  u64 file_offset = 0;
   for (const output_run& run : runs) {
-    regions.regions.push_back({file_name, run.gpa, run.size, offset});
-    offset += run.size;
+    regions.regions.push_back({name, run.gpa, run.size, file_offset});
+    file_offset += run.size;
   }
   return regions;
 }

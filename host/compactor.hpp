@@ -11,7 +11,7 @@
 // streams it to a file, materialize builds it in memory.
 #pragma once
 
-#include <ostream>
+#include <filesystem>
 #include <string>
 #include <utility>
 #include <vector>
@@ -98,10 +98,12 @@ struct compacted_snapshot {
 // The compacted image in memory (owned copies of every run).
 [[nodiscard]] memory_image materialize(const compacted_snapshot& snapshot);
 
-// Streams the image's runs back to back to `out` and returns the memory
-// source that describes them, naming the file `file_name` (as the manifest
-// will). One run is a raw file at its base; several are regions of it.
+// Writes the image's runs back to back to `file` and returns the memory
+// source that describes them, naming the file by its file name (the
+// manifest lives beside it). One run is a raw file at its base; several are
+// regions of it. All-zero 4 KiB blocks are left as holes, so a sparse input
+// gives a sparse output.
 [[nodiscard]] memory_source write_compacted_image(const compacted_snapshot& snapshot,
-                                                  std::ostream& out, const std::string& file_name);
+                                                  const std::filesystem::path& file);
 
 }  // namespace ptwalk

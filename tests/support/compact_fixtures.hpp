@@ -11,10 +11,16 @@
 // NX, read-only and protection-key bits, and a root listed twice with a PCID.
 #pragma once
 
+#include <unistd.h>
+
+#include <atomic>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
-#include <sstream>
 #include <stdexcept>
+#include <string>
 #include <variant>
 
 #include "compactor.hpp"
@@ -162,10 +168,14 @@ struct written_image {
 };
 
 inline written_image write_to_memory(const compacted_snapshot& c) {
-  std::ostringstream out;
+  static std::atomic<unsigned> serial{0};
+  const auto file = std::filesystem::temp_directory_path() /
+                    ("ptwalk-written-" + std::to_string(::getpid()) + "-" + std::to_string(serial++) + ".img");
   written_image w;
-  w.source = write_compacted_image(c, out, "memory.img");
-  const std::string s = std::move(out).str();
+  w.source = write_compacted_image(c, file);
+  std::ifstream in(file, std::ios::binary);
+  const std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::filesystem::remove(file);
   w.bytes.resize(s.size());
   std::memcpy(w.bytes.data(), s.data(), s.size());
   return w;
