@@ -4,8 +4,10 @@
 // determinism; the written directory loads back to the same walk.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -253,6 +255,30 @@ TEST_F(fleet_dir_test, files_are_deterministic_and_runs_leave_nothing_behind) {
   EXPECT_NE(file_text(dir_ / "a" / "manifest.jsonl"), manifest);
   // Only the two fleets are left: no temporary directories.
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 2);
+}
+
+TEST_F(fleet_dir_test, gen_command_writes_and_reports) {
+  const auto gen = [&](const std::string& args) {
+    const std::string command = fmt::format("{} gen {} >{} 2>{}", PTWALK_BINARY, args, (dir_ / "out").string(),
+                                            (dir_ / "err").string());
+    const int raw = std::system(command.c_str());
+    return WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  };
+  const fs::path out = dir_ / "fleet";
+  ASSERT_EQ(gen(fmt::format("--out {} --shape small,kernel=64 --spaces 3 --hostile --seed 5", out.string())), 0);
+  // Three spaces and three hostile roots in each of the two snapshots.
+  EXPECT_NE(file_text(dir_ / "out").find("2 snapshots (0 la57), 12 spaces"), std::string::npos) << file_text(dir_ / "out");
+  const auto loaded = load_manifest(out / "manifest.jsonl");
+  ASSERT_EQ(loaded.size(), 2u);
+  const generated_fleet memory = generate_fleet(shape("small,kernel=64,spaces=3,hostile,seed=5"));
+  EXPECT_EQ(reference_walk(loaded[1]).stats, memory.expected[1].stats);
+
+  EXPECT_EQ(gen(fmt::format("--out {} --shape nosuch", (dir_ / "bad").string())), 1);
+  EXPECT_EQ(file_text(dir_ / "err"), "ptwalk: fleet shape: unknown preset or key \"nosuch\"\n");
+  EXPECT_FALSE(fs::exists(dir_ / "bad"));
+  EXPECT_EQ(gen(fmt::format("--out {}", out.string())), 1);
+  EXPECT_EQ(file_text(dir_ / "err"), fmt::format("ptwalk: {}: exists and is not empty (use --force to replace it)\n",
+                                                  out.string()));
 }
 
 TEST(fleet_shape_text, presets_overrides_and_canonical_form) {
