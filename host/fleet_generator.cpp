@@ -3,20 +3,17 @@
 // One snapshot_builder per snapshot builds every table into one
 // page_table_buffer through map / space_aware_map, and tallies each table it
 // creates, each extra link to an existing table and each leaf as the walk
-// will see them (see `tally`). The shape parser, the in-memory image and the
-// directory writer are below it.
+// will see them (see `tally`). The directory writer is below it; the shape's
+// text form is in fleet_shape.cpp.
 #include "fleet_generator.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
-#include <charconv>
 #include <cstring>
 #include <exception>
 #include <fstream>
-#include <variant>
 
 #include <fmt/format.h>
 
@@ -83,11 +80,11 @@ constexpr kernel_bases linux_4level{0xffff'8880'0000'0000ull, 0xffff'c900'0000'0
 constexpr kernel_bases linux_5level{0xff11'0000'0000'0000ull, 0xffa0'0000'0000'0000ull,
                                     0xffd4'0000'0000'0000ull, 0xffff'ffff'8100'0000ull};
 
-constexpr unsigned self_map_index = 493;       // Windows' PML4 self-map slot (0x1ed)
-constexpr unsigned cut_table_entries = 300;    // whole entries left in the cut-off table
+constexpr unsigned self_map_index = 493;     // Windows' PML4 self-map slot (0x1ed)
+constexpr unsigned cut_table_entries = 300;  // whole entries left in the cut-off table
 constexpr u64 cut_table_bytes = cut_table_entries * 8 + 4;
 constexpr u64 far_outside = 0x000f'fff0'0000'0000ull;  // physical addresses no image reaches
-constexpr u64 big_frames = 4;                  // 2 MiB frames: two for kernel text, two for THPs
+constexpr u64 big_frames = 4;                          // 2 MiB frames: two for kernel text, two for THPs
 
 struct leaf_plan {
   u64 va, pa, flags;
@@ -172,8 +169,8 @@ class snapshot_builder {
 
   static void check(map_status status, u64 va) {
     if (status != map_status::ok)
-      throw std::logic_error(fmt::format("fleet generator: cannot map {:#x} (status {})", va,
-                                         static_cast<int>(status)));
+      throw std::logic_error(
+          fmt::format("fleet generator: cannot map {:#x} (status {})", va, static_cast<int>(status)));
   }
   // Tables that a map just created sit at the deepest depths above its entry.
   void count_created(u64 tables_before, unsigned entry_depth, bool recursive) {
@@ -195,8 +192,10 @@ class snapshot_builder {
     const u64 before = tables_.table_count();
     check(space_aware_map<F>(ops, depth, va, table, link_flags, table_flags(link_flags)), va);
     count_created(before, depth - 1, recursive);
-    if (first) tally_.table(depth, recursive, true);
-    else tally_.alias(depth, recursive);
+    if (first)
+      tally_.table(depth, recursive, true);
+    else
+      tally_.alias(depth, recursive);
   }
   u64 new_root(bool recursive) {
     const u64 root = tables_.alloc_table();
@@ -226,7 +225,8 @@ class snapshot_builder {
       kernel_leaves_.push_back({bases.vmemmap + i * page_bytes, random_frame(rng), flags::kernel_rw});
     const u64 text_4k = bases.text + (shape_.large_pages ? 2 * mib2 : 0);
     for (u64 i = 0; i < text; ++i)
-      kernel_leaves_.push_back({text_4k + i * page_bytes, pool_pa(i), i % 4 == 3 ? flags::kernel_rw : flags::kernel_text});
+      kernel_leaves_.push_back(
+          {text_4k + i * page_bytes, pool_pa(i), i % 4 == 3 ? flags::kernel_rw : flags::kernel_text});
     if (shape_.large_pages) {
       kernel_large_.push_back({bases.direct_map, 0, flags::kernel_rw, 30});  // the first GiB of RAM
       for (u64 i = 0; i < 2; ++i)
@@ -234,7 +234,8 @@ class snapshot_builder {
     }
     for (std::size_t i = 0; i < kernel_leaves_.size(); ++i) {
       const u64 block = kernel_leaves_[i].va & ~(mib2 - 1);
-      if (kernel_blocks_.empty() || kernel_blocks_.back().va != block) kernel_blocks_.push_back({block, i, i});
+      if (kernel_blocks_.empty() || kernel_blocks_.back().va != block)
+        kernel_blocks_.push_back({block, i, i});
       kernel_blocks_.back().end = i + 1;
     }
     for (const auto& leaf : kernel_leaves_) kernel_top_.push_back(F::table_index(F::linear(leaf.va), 0));
@@ -264,7 +265,8 @@ class snapshot_builder {
       return;
     }
     std::vector<u64> own_tables;
-    std::vector<u64>& page_tables = shape_.nanvix_groups > 0 ? group_tables_[space % shape_.nanvix_groups] : own_tables;
+    std::vector<u64>& page_tables =
+        shape_.nanvix_groups > 0 ? group_tables_[space % shape_.nanvix_groups] : own_tables;
     const bool first = page_tables.empty();
     for (std::size_t b = 0; b < kernel_blocks_.size(); ++b) {
       if (first) page_tables.push_back(build_kernel_table(b));
@@ -287,12 +289,16 @@ class snapshot_builder {
       map_leaf(va, pa, shift, leaf_flags, flags::user_table, recursive);
     };
     u64 va = 0x5550'0000'0000ull + rng.below(u64{1} << 27) * page_bytes;
-    for (u64 i = 0; i < code; ++i, va += page_bytes) map_user(va, pool_pa(binary_frame + i), flags::user_code);
-    for (u64 i = 0; i < rodata; ++i, va += page_bytes) map_user(va, pool_pa(binary_frame + code + i), flags::user_ro);
+    for (u64 i = 0; i < code; ++i, va += page_bytes)
+      map_user(va, pool_pa(binary_frame + i), flags::user_code);
+    for (u64 i = 0; i < rodata; ++i, va += page_bytes)
+      map_user(va, pool_pa(binary_frame + code + i), flags::user_ro);
     for (u64 i = 0; i < data; ++i, va += page_bytes) map_user(va, random_frame(rng), writable());
     va += rng.below(8192) * page_bytes;  // brk randomization
-    for (u64 i = 0; i < heap; ++i, va += page_bytes * (rng.one_in(8) ? 2 : 1)) map_user(va, random_frame(rng), writable());
-    if (shape_.large_pages) map_user(align_up(va, mib2) + mib2, big_base_ + (2 + rng.below(2)) * mib2, writable(), 21);
+    for (u64 i = 0; i < heap; ++i, va += page_bytes * (rng.one_in(8) ? 2 : 1))
+      map_user(va, random_frame(rng), writable());
+    if (shape_.large_pages)
+      map_user(align_up(va, mib2) + mib2, big_base_ + (2 + rng.below(2)) * mib2, writable(), 21);
     u64 cursor = 0x7f00'0000'0000ull + rng.below(u64{1} << 26) * page_bytes;
     for (u64 done = 0; done < mmapped;) {
       const u64 pages = std::min<u64>(16, mmapped - done);
@@ -314,7 +320,8 @@ class snapshot_builder {
     build_kernel_half(space, recursive);
     build_user_half(space, recursive);
     if (recursive) {
-      check(space_aware_map<F>(tables_, 1, top_va(self_map_index), root, flags::kernel_table | flags::nx), root);
+      check(space_aware_map<F>(tables_, 1, top_va(self_map_index), root, flags::kernel_table | flags::nx),
+            root);
       tally_.self_map();
     }
   }
@@ -341,11 +348,14 @@ class snapshot_builder {
     link(tables_, last, top_va(1), far_outside + page_bytes, flags::user_table, false, true);
     s.dangling_reads += 2 * 512;
     const u64 odd = tables_.alloc_table();
-    const auto put = [&](u64 table, unsigned i, u64 entry) { tables_.write_entry(tables_.entry_addr(table, i), entry); };
+    const auto put = [&](u64 table, unsigned i, u64 entry) {
+      tables_.write_entry(tables_.entry_addr(table, i), entry);
+    };
     put(odd, 0, F::make_leaf_entry(far_outside + 2 * page_bytes, last, flags::user_rw));
     put(odd, 1, F::make_leaf_entry(pool_pa(0), last, flags::user_ro));
     put(odd, 2, F::make_leaf_entry(pool_pa(1), last, flags::user_rw | bit_protnone) & ~F::bit_present);
-    put(odd, 3, F::make_leaf_entry(u64{0x4242} << 12, last, 3u << 1) & ~F::bit_present);  // swap type 3, offset 0x4242
+    // A swap entry: type 3 in bits 1.., offset 0x4242 in the address field.
+    put(odd, 3, F::make_leaf_entry(u64{0x4242} << 12, last, 3u << 1) & ~F::bit_present);
     link(tables_, last, top_va(2), odd, flags::user_table, false, true);
     for (int i = 0; i < 2; ++i) tally_.template leaf<F>(last, false);
     expected_.unbacked_leaves += 1;
@@ -405,8 +415,11 @@ class snapshot_builder {
     const walk_stats& s = expected_.stats;
     return {{"tables", std::vector<u64>(s.tables, s.tables + F::levels)},
             {"aliases", std::vector<u64>(s.aliases, s.aliases + F::levels)},
-            {"leaves_4k", s.leaves_4k}, {"leaves_2m", s.leaves_2m}, {"leaves_1g", s.leaves_1g},
-            {"dangling_reads", s.dangling_reads}, {"entries_read", s.entries_read},
+            {"leaves_4k", s.leaves_4k},
+            {"leaves_2m", s.leaves_2m},
+            {"leaves_1g", s.leaves_1g},
+            {"dangling_reads", s.dangling_reads},
+            {"entries_read", s.entries_read},
             {"unbacked_leaves", expected_.unbacked_leaves}};
   }
 
@@ -415,7 +428,8 @@ class snapshot_builder {
   built_snapshot assemble() {
     const u64 table_end = table_base_ + tables_.table_count() * page_bytes;
     expected_.table_pages = tables_.table_count() + (cut_ ? 1 : 0);
-    expected_.image_bytes = cut_ ? cut_base_ + cut_table_bytes : std::max(table_end, shape_.large_pages ? gib : 0);
+    expected_.image_bytes =
+        cut_ ? cut_base_ + cut_table_bytes : std::max(table_end, shape_.large_pages ? gib : 0);
     built_snapshot out;
     out.expected = expected_;
     snapshot_spec& spec = out.snapshot.spec;
@@ -424,16 +438,18 @@ class snapshot_builder {
     spec.memory = raw_source{spec.id + ".img", 0};
     spec.roots = std::move(roots_);
     spec.labels = std::move(labels_);
-    spec.meta = {{"generator", "ptwalk gen"}, {"shape", format_fleet_shape(shape_)},
-                 {"expected", expectation_json()}};
-    const std::span<std::byte> bytes = out.snapshot.image.add_zeroed_region(0, expected_.image_bytes, spec.id);
+    spec.meta = {
+        {"generator", "ptwalk gen"}, {"shape", format_fleet_shape(shape_)}, {"expected", expectation_json()}};
+    const std::span<std::byte> bytes =
+        out.snapshot.image.add_zeroed_region(0, expected_.image_bytes, spec.id);
     const u64 tag = (u64{0x7074'776b} << 32) | (u64{index_} << 24);  // "ptwk", snapshot
     for (u64 frame = 0; frame < pool_frames_; ++frame) {
       random_stream fill = stream_for(shape_.seed, index_, (u64{1} << 32) + frame);
       for (u64 w = 0; w < page_bytes / 8; ++w) store(bytes, pool_pa(frame) + 8 * w, fill.next());
     }
     if (shape_.large_pages)
-      for (u64 p = 0; p < big_frames * mib2 / page_bytes; ++p) store(bytes, big_base_ + p * page_bytes, tag | 0x80'0000 | p);
+      for (u64 p = 0; p < big_frames * mib2 / page_bytes; ++p)
+        store(bytes, big_base_ + p * page_bytes, tag | 0x80'0000 | p);
     std::memcpy(bytes.data() + table_base_, tables_.words().data(), tables_.words().size() * 8);
     out.extents.emplace_back(page_bytes, table_end);
     if (cut_) {
@@ -461,7 +477,7 @@ class snapshot_builder {
   tally tally_;
   std::vector<leaf_plan> kernel_leaves_, kernel_large_;
   std::vector<kernel_block> kernel_blocks_;
-  std::vector<unsigned> kernel_top_;  // top-level indices the kernel half uses
+  std::vector<unsigned> kernel_top_;            // top-level indices the kernel half uses
   std::vector<std::vector<u64>> group_tables_;  // Nanvix: each group's kernel page tables
   std::vector<u64> roots_;
   std::vector<std::string> labels_;
@@ -498,178 +514,6 @@ void build_all(const fleet_shape& shape, Consume&& consume) {
 
 }  // namespace
 
-void validate_shape(const fleet_shape& shape) {
-  const auto limit = [](std::string_view name, u64 value, u64 low, u64 high) {
-    if (value < low || value > high)
-      throw input_error(fmt::format("fleet shape: {} = {} is outside {}..{}", name, value, low, high));
-  };
-  limit("snapshots", shape.snapshots, 1, 100'000);
-  limit("spaces", shape.spaces_per_snapshot, 1, 1'000'000);
-  limit("pages", shape.user_pages_per_space, 0, u64{1} << 20);
-  limit("kernel", shape.kernel_pages, 0, u64{1} << 20);
-  limit("nanvix", shape.nanvix_groups, 0, shape.spaces_per_snapshot);
-  limit("dups", shape.duplicate_roots, 0, 1'000'000);
-  limit("frames", shape.data_frames, 0, u64{1} << 20);
-  if (shape.data_frames != 0 && shape.data_frames < 8)
-    throw input_error("fleet shape: frames must be 0 (automatic) or at least 8");
-  if (shape.nanvix_groups > 0 && shape.share_kernel_half)
-    throw input_error("fleet shape: nanvix groups share the kernel's page tables, so share_kernel must be 0");
-}
-
-namespace {
-
-using shape_field = std::variant<u32 fleet_shape::*, u64 fleet_shape::*, bool fleet_shape::*, la57_mode fleet_shape::*>;
-struct shape_key {
-  std::string_view name;
-  shape_field field;
-};
-// One table drives parsing and formatting, in the canonical order.
-constexpr std::array shape_keys{
-    shape_key{"snapshots", &fleet_shape::snapshots},
-    shape_key{"spaces", &fleet_shape::spaces_per_snapshot},
-    shape_key{"pages", &fleet_shape::user_pages_per_space},
-    shape_key{"kernel", &fleet_shape::kernel_pages},
-    shape_key{"share_kernel", &fleet_shape::share_kernel_half},
-    shape_key{"nanvix", &fleet_shape::nanvix_groups},
-    shape_key{"large", &fleet_shape::large_pages},
-    shape_key{"cow", &fleet_shape::cow},
-    shape_key{"self_ref", &fleet_shape::self_reference},
-    shape_key{"dups", &fleet_shape::duplicate_roots},
-    shape_key{"la57", &fleet_shape::la57},
-    shape_key{"hostile", &fleet_shape::hostile},
-    shape_key{"frames", &fleet_shape::data_frames},
-    shape_key{"seed", &fleet_shape::seed},
-};
-constexpr std::array<std::string_view, 3> la57_names{"off", "some", "all"};
-
-struct preset {
-  std::string_view name;
-  fleet_shape shape;
-};
-fleet_shape make_shape(u32 snapshots, u32 spaces, u32 pages, u32 kernel, auto&& tweak) {
-  fleet_shape s;
-  s.snapshots = snapshots;
-  s.spaces_per_snapshot = spaces;
-  s.user_pages_per_space = pages;
-  s.kernel_pages = kernel;
-  tweak(s);
-  return s;
-}
-const std::array<preset, 7>& presets() {
-  static const std::array<preset, 7> all{
-      preset{"small", fleet_shape{}},
-      preset{"linux", make_shape(4, 128, 256, 1024, [](fleet_shape& s) {
-               s.large_pages = true;
-               s.duplicate_roots = 2;
-             })},
-      preset{"nanvix", make_shape(2, 64, 32, 512, [](fleet_shape& s) {
-               s.share_kernel_half = false;
-               s.nanvix_groups = 4;
-             })},
-      preset{"hyperlight", make_shape(16, 1, 128, 64, [](fleet_shape& s) { s.cow = true; })},
-      preset{"recursive", make_shape(2, 16, 64, 256, [](fleet_shape& s) { s.self_reference = true; })},
-      preset{"everything", make_shape(4, 32, 128, 512, [](fleet_shape& s) {
-               s.large_pages = s.cow = s.self_reference = s.hostile = true;
-               s.duplicate_roots = 2;
-               s.la57 = la57_mode::some;
-             })},
-      preset{"bench", make_shape(1, 10'000, 64, 512, [](fleet_shape&) {})},
-  };
-  return all;
-}
-
-std::string_view trim(std::string_view text) {
-  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
-  while (!text.empty() && text.back() == ' ') text.remove_suffix(1);
-  return text;
-}
-
-template <class Int>
-Int parse_number(std::string_view text, std::string_view item) {
-  Int value{};
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc{} || end != text.data() + text.size() || text.empty())
-    throw input_error(fmt::format("fleet shape: \"{}\": expected a number", item));
-  return value;
-}
-
-void set_field(fleet_shape& shape, const shape_key& key, std::string_view value, bool bare,
-               std::string_view item) {
-  struct setter {
-    fleet_shape& shape;
-    std::string_view value, item;
-    bool bare;
-    void operator()(u32 fleet_shape::*f) const {
-      if (bare) throw input_error(fmt::format("fleet shape: \"{}\" needs a value", item));
-      shape.*f = parse_number<u32>(value, item);
-    }
-    void operator()(u64 fleet_shape::*f) const {
-      if (bare) throw input_error(fmt::format("fleet shape: \"{}\" needs a value", item));
-      shape.*f = parse_number<u64>(value, item);
-    }
-    void operator()(bool fleet_shape::*f) const {
-      if (!bare && value != "0" && value != "1")
-        throw input_error(fmt::format("fleet shape: \"{}\": expected 0 or 1", item));
-      shape.*f = bare || value == "1";
-    }
-    void operator()(la57_mode fleet_shape::*f) const {
-      const auto it = std::find(la57_names.begin(), la57_names.end(), bare ? "all" : value);
-      if (it == la57_names.end()) throw input_error(fmt::format("fleet shape: \"{}\": expected off, some or all", item));
-      shape.*f = static_cast<la57_mode>(it - la57_names.begin());
-    }
-  };
-  std::visit(setter{shape, value, item, bare}, key.field);
-}
-
-}  // namespace
-
-fleet_shape parse_fleet_shape(std::string_view text) {
-  fleet_shape shape;
-  bool first = true;
-  for (std::size_t start = 0; start <= text.size();) {
-    const std::size_t comma = std::min(text.find(',', start), text.size());
-    const std::string_view item = trim(text.substr(start, comma - start));
-    start = comma + 1;
-    if (item.empty()) continue;
-    const std::size_t eq = item.find('=');
-    const std::string_view name = trim(item.substr(0, eq));
-    const auto preset_it = std::find_if(presets().begin(), presets().end(), [&](const preset& p) { return p.name == name; });
-    if (preset_it != presets().end() && eq == std::string_view::npos) {
-      if (!first) throw input_error(fmt::format("fleet shape: preset \"{}\" must come first", name));
-      shape = preset_it->shape;
-    } else {
-      const auto key = std::find_if(shape_keys.begin(), shape_keys.end(), [&](const shape_key& k) { return k.name == name; });
-      if (key == shape_keys.end()) throw input_error(fmt::format("fleet shape: unknown preset or key \"{}\"", name));
-      set_field(shape, *key, eq == std::string_view::npos ? "" : trim(item.substr(eq + 1)), eq == std::string_view::npos, item);
-    }
-    first = false;
-  }
-  validate_shape(shape);
-  return shape;
-}
-
-std::string format_fleet_shape(const fleet_shape& shape) {
-  struct printer {
-    const fleet_shape& shape;
-    std::string operator()(u32 fleet_shape::*f) const { return fmt::format("{}", shape.*f); }
-    std::string operator()(u64 fleet_shape::*f) const { return fmt::format("{}", shape.*f); }
-    std::string operator()(bool fleet_shape::*f) const { return shape.*f ? "1" : "0"; }
-    std::string operator()(la57_mode fleet_shape::*f) const {
-      return std::string(la57_names[static_cast<std::size_t>(shape.*f)]);
-    }
-  };
-  std::string out;
-  for (const auto& key : shape_keys)
-    out += fmt::format("{}{}={}", out.empty() ? "" : ",", key.name, std::visit(printer{shape}, key.field));
-  return out;
-}
-
-std::vector<std::string_view> fleet_presets() {
-  std::vector<std::string_view> names;
-  for (const auto& p : presets()) names.push_back(p.name);
-  return names;
-}
-
 generated_fleet generate_fleet(const fleet_shape& shape) {
   generated_fleet fleet;
   fleet.snapshots.resize(shape.snapshots);
@@ -691,7 +535,8 @@ void write_image(const std::filesystem::path& path, const built_snapshot& built)
   bool ok = true;
   for (const auto& [begin, end] : built.extents) {
     for (u64 at = begin; ok && at < end;) {
-      const ssize_t n = ::pwrite(fd, base + at, std::min<u64>(end - at, u64{1} << 30), static_cast<off_t>(at));
+      const ssize_t n =
+          ::pwrite(fd, base + at, std::min<u64>(end - at, u64{1} << 30), static_cast<off_t>(at));
       ok = n > 0;
       at += ok ? static_cast<u64>(n) : 0;
     }
@@ -731,11 +576,14 @@ class staging_dir {
       throw input_error(fmt::format("{}: exists and is not a directory", target_.string()));
     const bool empty = exists && std::filesystem::is_empty(target_);
     if (exists && !empty && !replace)
-      throw input_error(fmt::format("{}: exists and is not empty (use --force to replace it)", target_.string()));
+      throw input_error(
+          fmt::format("{}: exists and is not empty (use --force to replace it)", target_.string()));
     const std::filesystem::path old = path_.string() + ".old";
     if (exists && !empty) std::filesystem::rename(target_, old, ec);
     if (!ec) std::filesystem::rename(path_, target_, ec);
-    if (ec) throw input_error(fmt::format("{}: cannot move the fleet into place: {}", target_.string(), ec.message()));
+    if (ec)
+      throw input_error(
+          fmt::format("{}: cannot move the fleet into place: {}", target_.string(), ec.message()));
     committed_ = true;
     std::filesystem::remove_all(old, ec);
   }
@@ -753,7 +601,8 @@ fleet_summary write_fleet(const fleet_shape& shape, const std::filesystem::path&
   std::filesystem::path target = std::filesystem::absolute(dir).lexically_normal();
   if (!target.has_filename()) target = target.parent_path();
   if (std::filesystem::exists(target) && !replace && !std::filesystem::is_empty(target))
-    throw input_error(fmt::format("{}: exists and is not empty (use --force to replace it)", target.string()));
+    throw input_error(
+        fmt::format("{}: exists and is not empty (use --force to replace it)", target.string()));
   staging_dir staging(target);
   std::vector<std::string> lines(shape.snapshots);
   std::vector<fleet_summary> parts(shape.snapshots);
@@ -767,7 +616,8 @@ fleet_summary write_fleet(const fleet_shape& shape, const std::filesystem::path&
     std::ofstream manifest(staging.path() / "manifest.jsonl", std::ios::binary);
     for (const auto& line : lines) manifest << line << '\n';
     manifest.flush();
-    if (!manifest) throw input_error(fmt::format("{}: write failed", (staging.path() / "manifest.jsonl").string()));
+    if (!manifest)
+      throw input_error(fmt::format("{}: write failed", (staging.path() / "manifest.jsonl").string()));
   }
   staging.commit(replace);
   fleet_summary total;

@@ -41,8 +41,8 @@ struct fleet_shape {
   // groups (space i in group i % n); a group shares the kernel's page tables
   // at the last depth, each space has its own tables above them.
   u32 nanvix_groups = 0;
-  bool large_pages = false;     // 2 MiB leaves (kernel text, a THP per space) and one 1 GiB leaf (direct map)
-  bool cow = false;             // Hyperlight CoW: about half the writable user leaves read-only with bits 11:9 = 0b001
+  bool large_pages = false;  // 2 MiB leaves (kernel text, a THP per space) and one 1 GiB leaf (direct map)
+  bool cow = false;  // Hyperlight CoW: about half the writable user leaves read-only with bits 11:9 = 0b001
   bool self_reference = false;  // every space's top table maps itself (Windows-style self-map, index 493)
   u32 duplicate_roots = 0;      // extra roots per snapshot repeating earlier ones, with PCID bits
   la57_mode la57 = la57_mode::off;
@@ -102,7 +102,6 @@ struct fleet_summary {
 // temporary sibling directory first and renamed onto `dir` at the end, so a
 // failed run leaves nothing. An existing non-empty `dir` is an error unless
 // `replace` is set. Images are sparse where they are zero.
-fleet_summary write_fleet(const fleet_shape& shape, const std::filesystem::path& dir,
-                          bool replace = false);
+fleet_summary write_fleet(const fleet_shape& shape, const std::filesystem::path& dir, bool replace = false);
 
 }  // namespace ptwalk

@@ -25,7 +25,8 @@ namespace fs = std::filesystem;
 
 std::string stats_text(const walk_stats& s) {
   std::string out;
-  for (unsigned d = 0; d < max_levels; ++d) out += fmt::format("d{}: {} tables {} aliases; ", d, s.tables[d], s.aliases[d]);
+  for (unsigned d = 0; d < max_levels; ++d)
+    out += fmt::format("d{}: {} tables {} aliases; ", d, s.tables[d], s.aliases[d]);
   return out + fmt::format("leaves {}/{}/{}, dangling {}, read {}", s.leaves_4k, s.leaves_2m, s.leaves_1g,
                            s.dangling_reads, s.entries_read);
 }
@@ -46,8 +47,10 @@ void expect_walks_match(const fleet_shape& shape) {
     u64 unbacked = 0;
     for (std::size_t space = 0; space < walk.space_count(); ++space) {
       for (const auto& r : walk.records_of(space)) {
-        if (r.is_leaf()) unbacked += snap.image.find(r.pa, r.size()) == nullptr ? 1 : 0;
-        else EXPECT_LE(r.owner, space) << snap.id() << " space " << space;
+        if (r.is_leaf())
+          unbacked += snap.image.find(r.pa, r.size()) == nullptr ? 1 : 0;
+        else
+          EXPECT_LE(r.owner, space) << snap.id() << " space " << space;
       }
     }
     EXPECT_EQ(unbacked, want.unbacked_leaves) << snap.id();
@@ -96,23 +99,25 @@ walk_stats hand_stats(std::initializer_list<u64> tables, std::initializer_list<u
   return s;
 }
 
+walk_stats first_snapshot_stats(std::string_view text) {
+  return reference_walk(generate_fleet(shape(text)).snapshots[0]).stats;
+}
+
 TEST(fleet_generator, small_shapes_match_hand_counts) {
   // One kernel page (in vmemmap), no user pages. Linux: three roots share one
   // PDPT → PD → PT chain; the other two spaces alias it at depth 1.
-  EXPECT_EQ(reference_walk(generate_fleet(shape("snapshots=1,spaces=3,pages=0,kernel=1")).snapshots[0]).stats,
-            hand_stats({3, 1, 1, 1}, {0, 2, 0, 0}, 1));
+  EXPECT_EQ(first_snapshot_stats("spaces=3,pages=0,kernel=1"), hand_stats({3, 1, 1, 1}, {0, 2, 0, 0}, 1));
   // Nanvix, two groups of two: private roots, PDPTs and PDs; one PT per
   // group, aliased by the group's second space.
-  EXPECT_EQ(reference_walk(generate_fleet(shape("snapshots=1,spaces=4,pages=0,kernel=1,share_kernel=0,nanvix=2"))
-                               .snapshots[0]).stats,
+  EXPECT_EQ(first_snapshot_stats("spaces=4,pages=0,kernel=1,share_kernel=0,nanvix=2"),
             hand_stats({4, 4, 4, 2}, {0, 0, 0, 2}, 2));
   // Self-map: root R → PDPT P → PD D → PT T → page, and R[493] = R. R is
   // walked at depths 0-3, P at 1-3, D at 2-3, T at 3; at depth 3, D, P and R
   // (two entries) read as 4 KiB leaves.
-  EXPECT_EQ(reference_walk(generate_fleet(shape("snapshots=1,spaces=1,pages=0,kernel=1,self_ref")).snapshots[0]).stats,
+  EXPECT_EQ(first_snapshot_stats("spaces=1,pages=0,kernel=1,self_ref"),
             hand_stats({1, 2, 3, 4}, {0, 0, 0, 0}, 5));
   // A duplicate root is one depth-0 alias and nothing more.
-  EXPECT_EQ(reference_walk(generate_fleet(shape("snapshots=1,spaces=1,pages=0,kernel=1,dups=2")).snapshots[0]).stats,
+  EXPECT_EQ(first_snapshot_stats("spaces=1,pages=0,kernel=1,dups=2"),
             hand_stats({1, 1, 1, 1}, {2, 0, 0, 0}, 1));
 }
 
@@ -203,7 +208,8 @@ class fleet_dir_test : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = fs::temp_directory_path() /
-           fmt::format("ptwalk-gen-{}-{}", ::testing::UnitTest::GetInstance()->current_test_info()->name(), ::getpid());
+           fmt::format("ptwalk-gen-{}-{}", ::testing::UnitTest::GetInstance()->current_test_info()->name(),
+                       ::getpid());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -217,7 +223,8 @@ std::string file_text(const fs::path& path) {
 }
 
 TEST_F(fleet_dir_test, written_fleet_loads_back_to_the_same_walk) {
-  for (const char* text : {"linux,spaces=6,pages=64", "nanvix,spaces=8,la57=some,self_ref", "everything,spaces=4"}) {
+  for (const char* text :
+       {"linux,spaces=6,pages=64", "nanvix,spaces=8,la57=some,self_ref", "everything,spaces=4"}) {
     SCOPED_TRACE(text);
     const fleet_shape s = shape(text);
     const fs::path out = dir_ / "fleet";
@@ -259,15 +266,17 @@ TEST_F(fleet_dir_test, files_are_deterministic_and_runs_leave_nothing_behind) {
 
 TEST_F(fleet_dir_test, gen_command_writes_and_reports) {
   const auto gen = [&](const std::string& args) {
-    const std::string command = fmt::format("{} gen {} >{} 2>{}", PTWALK_BINARY, args, (dir_ / "out").string(),
-                                            (dir_ / "err").string());
+    const std::string command = fmt::format("{} gen {} >{} 2>{}", PTWALK_BINARY, args,
+                                            (dir_ / "out").string(), (dir_ / "err").string());
     const int raw = std::system(command.c_str());
     return WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
   };
   const fs::path out = dir_ / "fleet";
-  ASSERT_EQ(gen(fmt::format("--out {} --shape small,kernel=64 --spaces 3 --hostile --seed 5", out.string())), 0);
+  ASSERT_EQ(gen(fmt::format("--out {} --shape small,kernel=64 --spaces 3 --hostile --seed 5", out.string())),
+            0);
   // Three spaces and three hostile roots in each of the two snapshots.
-  EXPECT_NE(file_text(dir_ / "out").find("2 snapshots (0 la57), 12 spaces"), std::string::npos) << file_text(dir_ / "out");
+  EXPECT_NE(file_text(dir_ / "out").find("2 snapshots (0 la57), 12 spaces"), std::string::npos)
+      << file_text(dir_ / "out");
   const auto loaded = load_manifest(out / "manifest.jsonl");
   ASSERT_EQ(loaded.size(), 2u);
   const generated_fleet memory = generate_fleet(shape("small,kernel=64,spaces=3,hostile,seed=5"));
@@ -277,8 +286,8 @@ TEST_F(fleet_dir_test, gen_command_writes_and_reports) {
   EXPECT_EQ(file_text(dir_ / "err"), "ptwalk: fleet shape: unknown preset or key \"nosuch\"\n");
   EXPECT_FALSE(fs::exists(dir_ / "bad"));
   EXPECT_EQ(gen(fmt::format("--out {}", out.string())), 1);
-  EXPECT_EQ(file_text(dir_ / "err"), fmt::format("ptwalk: {}: exists and is not empty (use --force to replace it)\n",
-                                                  out.string()));
+  EXPECT_EQ(file_text(dir_ / "err"),
+            fmt::format("ptwalk: {}: exists and is not empty (use --force to replace it)\n", out.string()));
 }
 
 TEST(fleet_shape_text, presets_overrides_and_canonical_form) {
@@ -294,7 +303,8 @@ TEST(fleet_shape_text, presets_overrides_and_canonical_form) {
   EXPECT_EQ(format_fleet_shape(fleet_shape{}),
             "snapshots=2,spaces=8,pages=64,kernel=256,share_kernel=1,nanvix=0,large=0,cow=0,self_ref=0,"
             "dups=0,la57=off,hostile=0,frames=0,seed=1");
-  for (const auto preset : fleet_presets()) EXPECT_EQ(shape(format_fleet_shape(shape(preset))), shape(preset));
+  for (const auto preset : fleet_presets())
+    EXPECT_EQ(shape(format_fleet_shape(shape(preset))), shape(preset));
 }
 
 TEST(fleet_shape_text, bad_text_is_an_input_error) {

@@ -61,9 +61,10 @@ void run_gen(const gen_options& o) {
 
 void setup_gen(CLI::App& app) {
   auto o = std::make_shared<gen_options>();
-  auto* cmd = app.add_subcommand(
-      "gen", "Write a synthetic fleet: manifest.jsonl and one raw image per snapshot, with the\n"
-             "walk each snapshot must produce recorded in its manifest line's meta.");
+  auto* cmd =
+      app.add_subcommand("gen",
+                         "Write a synthetic fleet: manifest.jsonl and one raw image per snapshot, with the\n"
+                         "walk each snapshot must produce recorded in its manifest line's meta.");
   cmd->add_option("--out", o->out, "Directory to create (written in a temporary directory, then renamed)")
       ->required();
   cmd->add_option("--shape", o->shape,
@@ -74,13 +75,15 @@ void setup_gen(CLI::App& app) {
   cmd->add_option("--spaces", o->spaces, "Address spaces per snapshot");
   cmd->add_option("--pages", o->pages, "4 KiB user pages per space");
   cmd->add_option("--kernel-pages", o->kernel_pages, "4 KiB pages of the kernel half");
-  cmd->add_option("--nanvix-groups", o->nanvix_groups, "Groups sharing the kernel's page tables (turns off --shape share_kernel)");
+  cmd->add_option("--nanvix-groups", o->nanvix_groups,
+                  "Groups sharing the kernel's page tables (turns off --shape share_kernel)");
   cmd->add_option("--duplicate-roots", o->duplicate_roots, "Extra roots repeating earlier ones");
   cmd->add_option("--seed", o->seed, "Seed; the same shape and seed give the same bytes");
   cmd->add_flag("--large-pages", o->large_pages, "2 MiB and 1 GiB leaves");
   cmd->add_flag("--cow", o->cow, "Hyperlight copy-on-write leaves");
   cmd->add_flag("--self-reference", o->self_reference, "A self-map entry in every top-level table");
-  cmd->add_flag("--la57", o->la57, "5-level paging in every snapshot (la57=some in --shape: every other one)");
+  cmd->add_flag("--la57", o->la57,
+                "5-level paging in every snapshot (la57=some in --shape: every other one)");
   cmd->add_flag("--hostile", o->hostile, "Add roots with loops, outside pointers and a cut-off last page");
   cmd->add_flag("--force", o->force, "Replace --out if it exists and is not empty");
   cmd->callback([o] { run_gen(*o); });
