@@ -253,11 +253,13 @@ TEST_F(cli_walk, info_on_manifest_and_elf) {
   dir_.write("vm.core", elf.build());
   r = run_ptwalk(dir_, {"info", path("vm.core")});
   ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(r.out, path("vm.core") + ": ELF64 core, machine x86-64 (62), 2 PT_LOAD segments, 2 notes\n"
-                   "  load 0x0..0xa0000 (640 KiB) at file offset 0x270\n"
-                   "  load 0x100000..0x103000 (12 KiB) at file offset 0xa0270, last 8 KiB unbacked\n"
-                   "  note CORE type 0x1 NT_PRSTATUS, 336 bytes\n"
-                   "  note VMCOREINFO type 0x0 VMCOREINFO, 10 bytes\n");
+  // The CPU state read from the notes follows; cpu_state's tests check it.
+  const std::string layout = path("vm.core") + ": ELF64 core, machine x86-64 (62), 2 PT_LOAD segments, 2 notes\n"
+                             "  load 0x0..0xa0000 (640 KiB) at file offset 0x270\n"
+                             "  load 0x100000..0x103000 (12 KiB) at file offset 0xa0270, last 8 KiB unbacked\n"
+                             "  note CORE type 0x1 NT_PRSTATUS, 336 bytes\n"
+                             "  note VMCOREINFO type 0x0 VMCOREINFO, 10 bytes\n";
+  EXPECT_EQ(r.out.substr(0, layout.size()), layout);
 }
 
 }  // namespace
