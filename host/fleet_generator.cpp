@@ -14,6 +14,7 @@
 #include <cstring>
 #include <exception>
 #include <fstream>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -547,6 +548,19 @@ void write_image(const std::filesystem::path& path, const built_snapshot& built)
   if (!ok) throw input_error(fmt::format("{}: write failed: {}", path.string(), std::strerror(error)));
 }
 
+// Throws unless `target` may become the fleet: absent, empty, or `replace`d.
+// Returns whether it exists with content to move aside.
+bool check_target(const std::filesystem::path& target, bool replace) {
+  if (!std::filesystem::exists(target)) return false;
+  if (!std::filesystem::is_directory(target))
+    throw input_error(fmt::format("{}: exists and is not a directory", target.string()));
+  if (std::filesystem::is_empty(target)) return false;
+  if (!replace)
+    throw input_error(
+        fmt::format("{}: exists and is not empty (use --force to replace it)", target.string()));
+  return true;
+}
+
 // A directory that is removed unless it was renamed into place.
 class staging_dir {
  public:
@@ -571,15 +585,9 @@ class staging_dir {
   // removed only once the new directory is in place.
   void commit(bool replace) {
     std::error_code ec;
-    const bool exists = std::filesystem::exists(target_);
-    if (exists && !std::filesystem::is_directory(target_))
-      throw input_error(fmt::format("{}: exists and is not a directory", target_.string()));
-    const bool empty = exists && std::filesystem::is_empty(target_);
-    if (exists && !empty && !replace)
-      throw input_error(
-          fmt::format("{}: exists and is not empty (use --force to replace it)", target_.string()));
+    const bool move_aside = check_target(target_, replace);
     const std::filesystem::path old = path_.string() + ".old";
-    if (exists && !empty) std::filesystem::rename(target_, old, ec);
+    if (move_aside) std::filesystem::rename(target_, old, ec);
     if (!ec) std::filesystem::rename(path_, target_, ec);
     if (ec)
       throw input_error(
@@ -600,9 +608,7 @@ fleet_summary write_fleet(const fleet_shape& shape, const std::filesystem::path&
   validate_shape(shape);
   std::filesystem::path target = std::filesystem::absolute(dir).lexically_normal();
   if (!target.has_filename()) target = target.parent_path();
-  if (std::filesystem::exists(target) && !replace && !std::filesystem::is_empty(target))
-    throw input_error(
-        fmt::format("{}: exists and is not empty (use --force to replace it)", target.string()));
+  (void)check_target(target, replace);  // fail before building; checked again at the rename
   staging_dir staging(target);
   std::vector<std::string> lines(shape.snapshots);
   std::vector<fleet_summary> parts(shape.snapshots);

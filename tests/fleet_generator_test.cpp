@@ -260,8 +260,15 @@ TEST_F(fleet_dir_test, files_are_deterministic_and_runs_leave_nothing_behind) {
   EXPECT_EQ(file_text(dir_ / "a" / "manifest.jsonl"), manifest);
   write_fleet(other, dir_ / "a", true);
   EXPECT_NE(file_text(dir_ / "a" / "manifest.jsonl"), manifest);
-  // Only the two fleets are left: no temporary directories.
-  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 2);
+  // An empty directory is filled; a file is never replaced.
+  fs::create_directory(dir_ / "empty");
+  write_fleet(s, dir_ / "empty");
+  EXPECT_TRUE(fs::exists(dir_ / "empty" / "manifest.jsonl"));
+  std::ofstream(dir_ / "file") << "keep";
+  EXPECT_THROW(write_fleet(s, dir_ / "file", true), input_error);
+  EXPECT_EQ(file_text(dir_ / "file"), "keep");
+  // Nothing else is left: no temporary directories.
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 4);
 }
 
 TEST_F(fleet_dir_test, gen_command_writes_and_reports) {
