@@ -286,9 +286,15 @@ root_discovery_result discover(const memory_image& image, const root_discovery_o
     if (const candidate* c = find_candidate(root)) describe(*c, out);
     result.roots.push_back(std::move(out));
   }
+  const auto is_known = [&](u64 pa) {
+    return std::find(known_roots.begin(), known_roots.end(), pa) != known_roots.end();
+  };
   for (const auto& c : candidates) {
-    if (std::find(known_roots.begin(), known_roots.end(), c.pa) != known_roots.end()) continue;
-    if (c.user_half_empty && !options.keep_kernel_only) {
+    if (is_known(c.pa)) continue;
+    // The PTI partner of a known root is that space's other half, empty or not.
+    const bool partner_known = refs[static_cast<std::size_t>(c.reference)].role != pti_role::none &&
+                               is_known(c.pa ^ pti_partner_bit);
+    if (c.user_half_empty && !partner_known && !options.keep_kernel_only) {
       ++result.kernel_only_skipped;
       continue;
     }

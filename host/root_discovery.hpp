@@ -16,8 +16,8 @@
 //   each copy independently.
 // - A candidate whose user half is empty is a dead process's table (Linux
 //   clears the user half on exit_mmap before freeing it) or a copy of the
-//   kernel's own; it is skipped and counted unless it is a known root or
-//   keep_kernel_only is set.
+//   kernel's own; it is skipped and counted unless it is a known root, the
+//   PTI partner of one, or keep_kernel_only is set.
 // - Linux PTI gives each process a kernel and a user top table, an 8 KiB
 //   aligned pair; the user table's kernel half holds only the entry
 //   trampolines, so it is recognised by its own reference (the partner of a

@@ -5,7 +5,7 @@ Boots Debian's own kernel in qemu-system-x86_64 with a busybox initramfs
 (init.sh) that starts a few hundred processes, pauses the VM when the guest
 says it is ready, and saves over QMP:
 
-  memory.elf          dump-guest-memory (paging=false): PT_LOAD by physical
+  VARIANT.elf         dump-guest-memory (paging=false): PT_LOAD by physical
                       address, NT_PRSTATUS and QEMU CPU-state notes, VMCOREINFO
   registers-cpuN.txt  HMP "info registers" per vCPU (CR3, CR4)
   tlb-cpuN.txt        HMP "info tlb" per vCPU: QEMU's own page walk, the
@@ -258,8 +258,10 @@ def make_variant(name, out, kernel, initramfs, try_kvm):
         for cpu_index in range(cpus):
             (out / f"registers-cpu{cpu_index}.txt").write_text(qmp.hmp("info registers", cpu_index))
             (out / f"tlb-cpu{cpu_index}.txt").write_text(qmp.hmp("info tlb", cpu_index))
-        qmp.execute("dump-guest-memory", paging=False, protocol=f"file:{out / 'memory.elf'}")
-        (out / "memory.elf").chmod(0o444)  # QEMU creates it owner-only
+        # Named after the variant: `ptwalk import` names snapshots by file.
+        dump = out / f"{name}.elf"
+        qmp.execute("dump-guest-memory", paging=False, protocol=f"file:{dump}")
+        dump.chmod(0o444)  # QEMU creates it owner-only
         qmp.execute("quit")
         qemu.wait(timeout=60)
     finally:

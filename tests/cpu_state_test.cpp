@@ -1,0 +1,208 @@
+// CPU state from ELF core notes: QEMU CPU-state and NT_PRSTATUS per vCPU,
+// VMCOREINFO facts, the roots and format they imply, and every malformed note.
+#include <gtest/gtest.h>
+
+#include <elf.h>
+
+#include <cstring>
+
+#include "cpu_state.hpp"
+#include "support/elf_builder.hpp"
+#include "support/temp_dir.hpp"
+
+namespace ptwalk {
+namespace {
+
+using testing::elf_core_builder;
+
+template <class T>
+void store(std::vector<std::byte>& bytes, std::size_t offset, T value) {
+  std::memcpy(bytes.data() + offset, &value, sizeof(T));
+}
+
+// struct QEMUCPUState as QEMU 7.2 writes it: 440 bytes, cr[] at 392.
+std::vector<std::byte> qemu_note(u64 cr0, u64 cr3, u64 cr4, u64 rip = 0xffffffff81000000ull) {
+  std::vector<std::byte> desc(440);
+  store<u32>(desc, 0, 1);
+  store<u32>(desc, 4, 440);
+  store<u64>(desc, 8 + 6 * 8, 0xffffc90000003f00ull);  // rsp
+  store<u64>(desc, 8 + 16 * 8, rip);
+  store<u64>(desc, 392, cr0);
+  store<u64>(desc, 392 + 3 * 8, cr3);
+  store<u64>(desc, 392 + 4 * 8, cr4);
+  return desc;
+}
+
+// x86-64 struct elf_prstatus: pr_pid at 32, pr_reg at 112.
+std::vector<std::byte> prstatus_note(u32 pid, u64 rip) {
+  std::vector<std::byte> desc(336);
+  store<u32>(desc, 32, pid);
+  store<u64>(desc, 112 + 16 * 8, rip);
+  return desc;
+}
+
+std::vector<std::byte> text(std::string_view s) {
+  const auto* p = reinterpret_cast<const std::byte*>(s.data());
+  return {p, p + s.size()};
+}
+
+constexpr u64 paging_on = 0x80050033;
+constexpr u64 cr4_4level = 0x6f0;
+constexpr u64 cr4_la57 = 0x751ef0;  // as a 5-level Linux guest has it
+
+constexpr std::string_view vmcoreinfo_text =
+    "OSRELEASE=6.1.0-56-amd64\n"
+    "SYMBOL(swapper_pg_dir)=ffffffffba410000\n"
+    "NUMBER(phys_base)=-799014912\n"
+    "SYMBOL(init_top_pgt)=ffffffffba410000\n"
+    "NUMBER(pgtable_l5_enabled)=0\n"
+    "KERNELOFFSET=37a00000\n";
+
+machine_state read_core(const testing::temp_dir& dir, std::vector<elf_core_builder::note> notes) {
+  elf_core_builder b;
+  b.add_load(0, std::vector<std::byte>(4096));
+  b.set_notes(std::move(notes));
+  return read_machine_state(elf_core(dir.write("core.elf", b.build())));
+}
+
+template <class Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const input_error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(CpuState, PairsPrstatusAndQemuNotesPerVcpuAsQemuOrdersThem) {
+  const testing::temp_dir dir;
+  // QEMU writes every vCPU's NT_PRSTATUS, then every vCPU's QEMU note.
+  const auto state = read_core(dir, {{"CORE", NT_PRSTATUS, prstatus_note(1, 0x1111)},
+                                     {"CORE", NT_PRSTATUS, prstatus_note(2, 0x2222)},
+                                     {"QEMU", 0, qemu_note(paging_on, 0x1062000, cr4_4level)},
+                                     {"QEMU", 0, qemu_note(paging_on, 0x11f09801, cr4_4level)}});
+  ASSERT_EQ(state.vcpus.size(), 2u);
+  EXPECT_EQ(state.vcpus[0].pid, 1u);
+  EXPECT_EQ(state.vcpus[1].pid, 2u);
+  EXPECT_EQ(state.vcpus[0].cr3, 0x1062000u);
+  EXPECT_EQ(state.vcpus[0].cr4, cr4_4level);
+  EXPECT_EQ(state.vcpus[0].rip, 0xffffffff81000000ull);
+  EXPECT_EQ(state.vcpus[0].rsp, 0xffffc90000003f00ull);
+  // PCID and PWT/PCD bits are not part of the root.
+  EXPECT_EQ(state.vcpus[1].root(), 0x11f09000u);
+  EXPECT_EQ(state.vcpus[1].format(), paging_format::x86_64);
+  EXPECT_FALSE(state.info.has_value());
+  EXPECT_EQ(state.implied_format("core"), paging_format::x86_64);
+}
+
+TEST(CpuState, La57InCr4MeansFiveLevelPaging) {
+  const testing::temp_dir dir;
+  const auto state = read_core(dir, {{"QEMU", 0, qemu_note(paging_on, 0x1070000, cr4_la57)}});
+  ASSERT_EQ(state.vcpus.size(), 1u);
+  EXPECT_EQ(state.vcpus[0].format(), paging_format::x86_64_la57);
+  EXPECT_EQ(state.implied_format("core"), paging_format::x86_64_la57);
+  EXPECT_NE(describe_machine_state(state).find("cr3 0x1070000 cr4 0x751ef0 → root 0x1070000 format x86_64-la57"),
+            std::string::npos)
+      << describe_machine_state(state);
+}
+
+TEST(CpuState, VcpusThatDisagreeOnTheFormatAreAnError) {
+  const testing::temp_dir dir;
+  const auto state = read_core(dir, {{"QEMU", 0, qemu_note(paging_on, 0x1000, cr4_la57)},
+                                     {"QEMU", 0, qemu_note(paging_on, 0x2000, cr4_4level)}});
+  EXPECT_EQ(error_of([&] { (void)state.implied_format("core.elf"); }),
+            "core.elf: vCPUs disagree on the paging format (CR4.LA57 differs)");
+}
+
+TEST(CpuState, VcpuWithPagingOffGivesNoRootAndNoFormat) {
+  const testing::temp_dir dir;
+  // A vCPU still in real mode (CR0.PG clear) at dump time.
+  const auto state = read_core(dir, {{"QEMU", 0, qemu_note(0x10, 0x5000, cr4_la57)}});
+  EXPECT_TRUE(state.known_roots().empty());
+  EXPECT_FALSE(state.implied_format("core").has_value());
+  EXPECT_NE(describe_machine_state(state).find("paging off"), std::string::npos);
+}
+
+TEST(CpuState, KdumpCoreHasRegistersButNoControlRegisters) {
+  const testing::temp_dir dir;
+  const auto state = read_core(dir, {{"CORE", NT_PRSTATUS, prstatus_note(4242, 0xffffffff81234567ull)},
+                                     {"VMCOREINFO", 0, text(vmcoreinfo_text)}});
+  ASSERT_EQ(state.vcpus.size(), 1u);
+  EXPECT_FALSE(state.vcpus[0].has_control_registers);
+  EXPECT_EQ(state.vcpus[0].pid, 4242u);
+  EXPECT_EQ(state.vcpus[0].rip, 0xffffffff81234567ull);
+  // Only VMCOREINFO names a root and the format.
+  const auto roots = state.known_roots();
+  ASSERT_EQ(roots.size(), 1u);
+  EXPECT_EQ(roots[0].label, "kernel");
+  EXPECT_EQ(roots[0].root, 0xaa10000u);
+  EXPECT_EQ(state.implied_format("core"), paging_format::x86_64);
+}
+
+TEST(CpuState, VmcoreinfoKernelRootIsInitTopPgtOffsetByPhysBase) {
+  const vmcoreinfo info(vmcoreinfo_text);
+  EXPECT_EQ(info.os_release(), "6.1.0-56-amd64");
+  EXPECT_EQ(info.number("phys_base"), -799014912);
+  EXPECT_EQ(info.symbol("init_top_pgt"), 0xffffffffba410000ull);
+  // 0xffffffffba410000 - __START_KERNEL_map (0xffffffff80000000) + phys_base.
+  EXPECT_EQ(info.kernel_root(), 0xaa10000u);
+  EXPECT_EQ(info.format(), paging_format::x86_64);
+  EXPECT_EQ(vmcoreinfo("NUMBER(pgtable_l5_enabled)=1\n").format(), paging_format::x86_64_la57);
+  // Older kernels name only swapper_pg_dir; without phys_base there is no root.
+  EXPECT_EQ(vmcoreinfo("SYMBOL(swapper_pg_dir)=ffffffff82a0a000\nNUMBER(phys_base)=0\n").kernel_root(),
+            0x2a0a000u);
+  EXPECT_FALSE(vmcoreinfo("SYMBOL(init_top_pgt)=ffffffff82a0a000\n").kernel_root().has_value());
+  EXPECT_FALSE(vmcoreinfo("NUMBER(phys_base)=12x\n").number("phys_base").has_value());
+}
+
+TEST(CpuState, KnownRootsListVcpusFirstAndNameEachRootOnce) {
+  const testing::temp_dir dir;
+  // vCPU 1 runs on the kernel's own table, which VMCOREINFO names too.
+  const auto state = read_core(dir, {{"QEMU", 0, qemu_note(paging_on, 0x3000, cr4_4level)},
+                                     {"QEMU", 0, qemu_note(paging_on, 0xaa10000, cr4_4level)},
+                                     {"QEMU", 0, qemu_note(paging_on, 0x3000, cr4_4level)},
+                                     {"VMCOREINFO", 0, text(vmcoreinfo_text)}});
+  const auto roots = state.known_roots();
+  ASSERT_EQ(roots.size(), 2u);
+  EXPECT_EQ(roots[0].root, 0x3000u);
+  EXPECT_EQ(roots[0].label, "cpu0");
+  EXPECT_EQ(roots[0].evidence, "vCPU 0 CR3 0x3000 (CR4 0x6f0)");
+  EXPECT_EQ(roots[1].root, 0xaa10000u);
+  EXPECT_EQ(roots[1].label, "cpu1");
+}
+
+TEST(CpuState, MalformedNotesAreInputErrorsNamingTheFile) {
+  const testing::temp_dir dir;
+  const auto path = (dir / "core.elf").string();
+  auto oversized = qemu_note(paging_on, 0x1000, cr4_4level);
+  store<u32>(oversized, 4, 512);
+  EXPECT_EQ(error_of([&] { (void)read_core(dir, {{"QEMU", 0, oversized}}); }),
+            path + ": QEMU CPU-state note says 512 bytes, has 440 (at least 432 needed)");
+  auto version2 = qemu_note(paging_on, 0x1000, cr4_4level);
+  store<u32>(version2, 0, 2);
+  EXPECT_EQ(error_of([&] { (void)read_core(dir, {{"QEMU", 0, version2}}); }),
+            path + ": QEMU CPU-state note version 2 (expected 1)");
+  EXPECT_EQ(error_of([&] { (void)read_core(dir, {{"QEMU", 0, std::vector<std::byte>(4)}}); }),
+            path + ": QEMU CPU-state note of 4 bytes");
+  EXPECT_EQ(error_of([&] { (void)read_core(dir, {{"CORE", NT_PRSTATUS, std::vector<std::byte>(100)}}); }),
+            path + ": NT_PRSTATUS note of 100 bytes (x86-64 expects 336)");
+  // An older QEMU without kernel_gs_base (432 bytes) is fine.
+  auto older = qemu_note(paging_on, 0x1000, cr4_4level);
+  older.resize(432);
+  store<u32>(older, 4, 432);
+  EXPECT_EQ(read_core(dir, {{"QEMU", 0, older}}).vcpus.at(0).cr3, 0x1000u);
+}
+
+TEST(CpuState, RecognisesCompressedKdumpFormatsByTheirHeaders) {
+  const auto kind = [](std::string_view head) { return compressed_dump_kind(text(head)); };
+  EXPECT_NE(kind("KDUMP   \x06\0\0\0").value_or("").find("KDUMP"), std::string_view::npos);
+  EXPECT_NE(kind("DISKDUMP").value_or("").find("diskdump"), std::string_view::npos);
+  EXPECT_NE(kind("makedumpfile\0\0\0\0").value_or("").find("flattened"), std::string_view::npos);
+  EXPECT_FALSE(kind("\x7f" "ELF").has_value());
+  EXPECT_FALSE(kind("KDUMP").has_value());  // too short to be the header
+  EXPECT_FALSE(kind("").has_value());
+}
+
+}  // namespace
+}  // namespace ptwalk
