@@ -91,11 +91,11 @@ class scanner {
   // Adds the kernel half of `root` (and of its PTI partner) as references;
   // false when the root's kernel half is empty.
   template <class Format>
-  bool add_reference(u64 root, const std::string& name) {
+  bool add_reference(u64 root, const std::string& name, std::string description) {
     const std::byte* table = page(root);
     auto half = kernel_half(table);
     if (present_count<Format>(half) == 0) return false;
-    const int own = add_half(half, fmt::format("{}'s kernel half", name));
+    const int own = add_half(half, std::move(description));
     const u64 partner = root ^ pti_partner_bit;
     const std::byte* partner_table = page(partner);
     if (partner_table == nullptr) return true;
@@ -234,7 +234,7 @@ root_discovery_result discover(const memory_image& image, const root_discovery_o
       throw input_error(fmt::format("{}: {} root {} ({}) is outside the image", origin, hint.label,
                                     hex(root), hint.evidence));
     known_roots.push_back(root);
-    if (!scan.template add_reference<Format>(root, hint.label))
+    if (!scan.template add_reference<Format>(root, hint.label, fmt::format("{}'s kernel half", hint.label)))
       result.references.push_back(fmt::format("{} {}: kernel half empty, not a reference", hint.label, hex(root)));
   }
   if (scan.references().empty()) {
@@ -244,8 +244,9 @@ root_discovery_result discover(const memory_image& image, const root_discovery_o
                                     "no kernel half shared by two plausible top-level tables",
                                     origin));
     (void)scan.template add_reference<Format>(
-        *seed, fmt::format("census: table {} (kernel half shared by {} plausible tables)", hex(*seed),
-                           scan.census_count()));
+        *seed, fmt::format("table {}", hex(*seed)),
+        fmt::format("the kernel half {} plausible tables share (census, first at {})", scan.census_count(),
+                    hex(*seed)));
   }
   for (const auto& r : scan.references()) result.references.push_back(r.description);
 
