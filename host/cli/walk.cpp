@@ -1,4 +1,5 @@
 // host/cli/walk.cpp — `ptwalk walk`: walk every space of a fleet (or of one image) to JSON Lines.
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <memory>
