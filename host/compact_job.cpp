@@ -97,7 +97,11 @@ class compact_pipeline {
  private:
   // Loads and walks batch after batch, at most two ahead of the workers.
   void produce() {
-    for (std::size_t first = 0; first < specs_.size(); first += batch_size_) {
+    // The first batch is only as big as it takes to give every worker a
+    // snapshot: its walk is the one part of the job nothing hides.
+    const std::size_t first_batch = std::min<std::size_t>(batch_size_, resolve_jobs(options_.jobs));
+    for (std::size_t first = 0, count = 0; first < specs_.size(); first += count) {
+      count = std::min(first == 0 ? first_batch : batch_size_, specs_.size() - first);
       {
         std::unique_lock lock(mutex_);
         room_.wait(lock, [this] { return failed_ || batches_in_flight_ < 2; });
@@ -105,7 +109,6 @@ class compact_pipeline {
       }
       auto batch = std::make_shared<walked_batch>();
       batch->first = first;
-      const std::size_t count = std::min(batch_size_, specs_.size() - first);
       const auto load_start = steady::now();
       for (std::size_t i = first; i < first + count; ++i)
         batch->snapshots.push_back(load_snapshot(specs_[i], manifest_.parent_path(), manifest_.string()));

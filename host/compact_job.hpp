@@ -28,7 +28,7 @@ struct compact_options {
   compaction_policy policy;
   walk_backend backend = walk_backend::automatic;
   unsigned jobs = 0;           // compaction threads; 0: every core
-  std::size_t batch_size = 0;  // snapshots per walk batch; 0: automatic (2 per job, 4..256)
+  std::size_t batch_size = 0;  // snapshots per walk batch (the first: one per job); 0: 2 per job, 4..256
   bool verify = false;         // verify every written snapshot against its original
   bool replace = false;        // an existing non-empty output directory may be replaced
 };

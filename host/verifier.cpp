@@ -339,7 +339,10 @@ std::string format_verification(const verification& result) {
     text += "verify: OK, no differences\n";
     return text;
   }
-  text += fmt::format("verify: FAILED, {} differences; the first {}:\n", c.difference_count, result.differences.size());
+  if (c.difference_count == result.differences.size())
+    text += fmt::format("verify: FAILED, {} difference{}:\n", c.difference_count, c.difference_count == 1 ? "" : "s");
+  else
+    text += fmt::format("verify: FAILED, {} differences; the first {}:\n", c.difference_count, result.differences.size());
   for (const auto& d : result.differences)
     text += fmt::format("  {} space {:#x} va {:#x}: {}\n", d.snapshot, d.space, d.va, d.what);
   return text;

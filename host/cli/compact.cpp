@@ -49,8 +49,9 @@ void run_compact(const compact_cli_options& o) {
     report_file->commit();
   }
   if (!report.committed)
-    throw input_error(fmt::format("{}: verification found {} differences; nothing was written", o.out,
-                                  report.verify.counts.difference_count));
+    throw input_error(fmt::format("{}: verification found {} difference{}; nothing was written", o.out,
+                                  report.verify.counts.difference_count,
+                                  report.verify.counts.difference_count == 1 ? "" : "s"));
 }
 
 void setup_compact(CLI::App& app) {

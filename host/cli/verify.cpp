@@ -24,8 +24,8 @@ void run_verify(const verify_cli_options& o) {
   fmt::print("{}", format_verification(result));
   std::fflush(stdout);
   if (!result.ok())
-    throw input_error(fmt::format("{}: {} differences from {}", o.compacted, result.counts.difference_count,
-                                  o.original));
+    throw input_error(fmt::format("{}: {} difference{} from {}", o.compacted, result.counts.difference_count,
+                                  result.counts.difference_count == 1 ? "" : "s", o.original));
 }
 
 void setup_verify(CLI::App& app) {
