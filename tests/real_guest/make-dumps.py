@@ -20,8 +20,8 @@ Results are cached under $PTWALK_REAL_GUEST_CACHE (default
 ~/.cache/ptwalk-real-guest) in a folder named by a hash of everything that
 shapes them (these scripts, the kernel package, the QEMU version), so a rerun
 is instant; CACHE/current links to the newest. Prints the folder on stdout.
-Installs qemu-system-x86 and busybox-static from Debian when missing; the
-kernel package is downloaded (apt-get download) and unpacked, not installed.
+Installs what it needs from Debian when missing (PACKAGES); the kernel
+package is downloaded (apt-get download) and unpacked, not installed.
 """
 
 import argparse
@@ -39,7 +39,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PACKAGES = ["qemu-system-x86", "busybox-static"]
+# gcc and libc6-dev build the static guest helper.
+PACKAGES = ["qemu-system-x86", "busybox-static", "gcc", "libc6-dev"]
 KERNEL_META_PACKAGE = "linux-image-amd64"
 MEMORY = "384M"
 BOOT_TIMEOUT_S = 420
