@@ -1,0 +1,32 @@
+// cuda/cuda_walk.hpp — the `cuda` backend: the level-synchronous walk on an NVIDIA GPU.
+//
+// Plain C++ declarations (host/ includes this with g++); the implementation
+// is cuda_walk.cu, built by nvcc for CMAKE_CUDA_ARCHITECTURES (sm_90 by
+// default). The algorithm is kernels/detail/level_walk_impl.hpp, the same
+// source the thrust-cpu build runs in CI.
+#pragma once
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kernels/level_walk.hpp"
+
+namespace ptwalk {
+
+// Devices the CUDA runtime sees; 0 on any error (no driver, no device).
+[[nodiscard]] int cuda_device_count();
+// Name, compute capability and memory of device 0, or why there is none.
+[[nodiscard]] std::string cuda_device_description();
+// Device-to-device copy bandwidth of device 0 in bytes/s (one large copy,
+// best of a few), for reporting walk throughput against what bounds it.
+[[nodiscard]] double cuda_copy_bandwidth();
+// Host-to-device bandwidth from pinned memory, bytes/s.
+[[nodiscard]] double cuda_upload_bandwidth();
+
+// Walks on device 0. Throws std::runtime_error naming the CUDA call and the
+// batch on any CUDA error, or when no device is visible.
+[[nodiscard]] std::vector<snapshot_walk> level_walk_cuda(std::span<const walk_input> snapshots,
+                                                         const level_walk_options& options);
+
+}  // namespace ptwalk

@@ -1,0 +1,249 @@
+// kernels/walk_steps.hpp — the per-item steps of the level-synchronous walk.
+//
+// Everything here is PTWALK_HD and allocation-free, so one source serves the
+// CUDA kernels (through Thrust) and the CPU builds of the same algorithm
+// (Thrust's OMP system, compiled by g++), and the cpu backend's flat owner
+// table packs owners the same way. The steps, per level (SPEC §3):
+//   expand  — every in-range entry of a frontier table is a leaf record, a
+//             child visit (snapshot, child pa, space, block VA, perms), or nothing;
+//   resolve — each child key's owner is the visit with the smallest
+//             (space index, VA): an open-addressing table with atomic min;
+//   split   — owner visits form the next frontier, the others become
+//             AnotherSpace records naming the owner.
+// Records carry a 64-bit sort key (global space, VA) so the batch's records
+// come out grouped per space in VA order after one radix sort.
+#pragma once
+
+#include <thrust/tuple.h>
+
+#include "ptwalk/format.hpp"
+#include "ptwalk/mapping.hpp"
+
+namespace ptwalk::kernels {
+
+// Visit ranks: (space index, block VA) packed so that integer order is the
+// ownership order. Every table below the root starts on a 2 MiB boundary
+// (what one PD entry spans), so the VA needs va_bits-21 bits: 27 for 4-level,
+// 36 for LA57, leaving 37 or 28 bits for the space index.
+template <class Format>
+struct visit_rank {
+  static constexpr unsigned va_shift = 21;
+  static constexpr unsigned space_shift = Format::va_bits - va_shift;
+  static constexpr u64 max_spaces = u64{1} << (64 - space_shift > 32 ? 32 : 64 - space_shift);
+
+  PTWALK_HD static constexpr u64 pack(u32 space, u64 linear_va) {
+    return (u64{space} << space_shift) | (linear_va >> va_shift);
+  }
+  PTWALK_HD static constexpr u32 space(u64 rank) { return static_cast<u32>(rank >> space_shift); }
+  PTWALK_HD static constexpr u64 va(u64 rank) {
+    return (rank & ((u64{1} << space_shift) - 1)) << va_shift;
+  }
+};
+
+// Record order: (global space index, linear VA in 4 KiB units). Within one
+// space no two records share a 4 KiB page: leaves and aliases sit on distinct
+// aligned blocks, and a depth-0 alias (at the range start, maybe unaligned)
+// is its space's only record.
+template <class Format>
+struct record_order {
+  static constexpr unsigned space_shift = Format::va_bits - 12;
+  static constexpr u64 max_spaces = u64{1} << (64 - space_shift);
+
+  PTWALK_HD static constexpr u64 key(u64 global_space, u64 canonical_va) {
+    return (global_space << space_shift) | (Format::linear(canonical_va) >> 12);
+  }
+  PTWALK_HD static constexpr u64 first_key(u64 global_space) { return global_space << space_shift; }
+};
+
+// Global space index → the smallest sort key it can have; a vectorized lower
+// bound of these over the sorted keys gives every space's record offset.
+template <class Format>
+struct first_record_key {
+  PTWALK_HD u64 operator()(u64 global_space) const {
+    return record_order<Format>::first_key(global_space);
+  }
+};
+
+// Child-table keys: (snapshot in batch, table frame). The depth is implied:
+// every key of one resolve step has the same depth.
+struct table_key_of {
+  static constexpr unsigned snapshot_shift = 40;  // frame numbers of bits 51:12
+  static constexpr u64 max_snapshots = (u64{1} << (64 - snapshot_shift)) - 1;  // ~0 stays free
+  static constexpr u64 empty = ~u64{0};
+
+  PTWALK_HD static constexpr u64 pack(u32 snapshot, u64 table_pa) {
+    return (u64{snapshot} << snapshot_shift) | (table_pa >> 12);
+  }
+  PTWALK_HD static constexpr u32 snapshot(u64 key) { return static_cast<u32>(key >> snapshot_shift); }
+  PTWALK_HD static constexpr u64 table_pa(u64 key) {
+    return (key & ((u64{1} << snapshot_shift) - 1)) << 12;
+  }
+};
+
+// Device-wide atomics on 64-bit words, for the owner table. On the host
+// (OMP/CPP systems) GCC's builtins give the same semantics.
+PTWALK_HD inline u64 atomic_cas_u64(u64* word, u64 expected, u64 desired) {
+#if defined(__CUDA_ARCH__)
+  return atomicCAS(reinterpret_cast<unsigned long long*>(word), expected, desired);
+#else
+  __atomic_compare_exchange_n(word, &expected, desired, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+  return expected;
+#endif
+}
+
+PTWALK_HD inline void atomic_min_u64(u64* word, u64 value) {
+#if defined(__CUDA_ARCH__)
+  atomicMin(reinterpret_cast<unsigned long long*>(word), static_cast<unsigned long long>(value));
+#else
+  u64 seen = __atomic_load_n(word, __ATOMIC_RELAXED);
+  while (value < seen &&
+         !__atomic_compare_exchange_n(word, &seen, value, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
+#endif
+}
+
+// A 64-bit finalizer (MurmurHash3 fmix64): table frames are sequential in
+// generated and real images, so the low bits alone would cluster.
+PTWALK_HD constexpr u64 hash_u64(u64 x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return x;
+}
+
+// The tables of one frontier chunk, as kernels see them. Frontier arrays are
+// indexed by table (chunk-relative); entries are 512 per table, item =
+// table * 512 + index.
+template <class Format>
+struct frontier_ref {
+  const u64* d_entries;
+  const u32* d_snapshot;
+  const u32* d_space;
+  const u64* d_va;  // linear block start
+  const u8* d_perms;
+  const u32* d_space_base;  // first global space index of each snapshot
+  linear_va_range<Format> range;
+  unsigned depth;
+
+  PTWALK_HD u64 entry(u64 item) const { return d_entries[item]; }
+  PTWALK_HD bool in_range(u64 item) const {
+    const auto bounds = range.entries_in_range(d_va[item >> 9], depth);
+    const unsigned index = static_cast<unsigned>(item & 511);
+    return bounds.lo <= index && index <= bounds.hi;
+  }
+  PTWALK_HD u64 entry_va(u64 item) const {
+    return d_va[item >> 9] + (u64{item & 511} << Format::entry_shift(depth));
+  }
+};
+
+template <class Format, entry_kind Kind>
+struct entry_is {
+  frontier_ref<Format> frontier;
+  PTWALK_HD bool operator()(u64 item) const {
+    return frontier.in_range(item) && Format::classify(frontier.entry(item), frontier.depth) == Kind;
+  }
+};
+
+// item → (leaf record, sort key).
+template <class Format>
+struct emit_leaf {
+  frontier_ref<Format> frontier;
+  PTWALK_HD thrust::tuple<space_aware_mapping, u64> operator()(u64 item) const {
+    const u64 table = item >> 9;
+    const space_aware_mapping record = make_leaf_record<Format>(
+        frontier.entry(item), frontier.depth, frontier.entry_va(item), frontier.d_perms[table]);
+    const u64 space = u64{frontier.d_space_base[frontier.d_snapshot[table]]} + frontier.d_space[table];
+    return thrust::make_tuple(record, record_order<Format>::key(space, record.va));
+  }
+};
+
+// item → child visit (key, rank, accumulated perms).
+template <class Format>
+struct emit_visit {
+  frontier_ref<Format> frontier;
+  PTWALK_HD thrust::tuple<u64, u64, u8> operator()(u64 item) const {
+    const u64 table = item >> 9;
+    const u64 entry = frontier.entry(item);
+    return thrust::make_tuple(
+        table_key_of::pack(frontier.d_snapshot[table], Format::table_address(entry)),
+        visit_rank<Format>::pack(frontier.d_space[table], frontier.entry_va(item)),
+        Format::accumulate_perms(frontier.d_perms[table], entry));
+  }
+};
+
+// Open-addressing owner table: key → smallest rank seen. Capacity is a power
+// of two kept at most half full, so linear probing stays short.
+struct owner_table_ref {
+  u64* d_keys;
+  u64* d_ranks;
+  u64 mask;
+
+  // Inserts the key if new, lowers its rank to `rank`, returns its slot.
+  PTWALK_HD u64 insert_min(u64 key, u64 rank) const {
+    for (u64 slot = hash_u64(key) & mask;; slot = (slot + 1) & mask) {
+      const u64 seen = atomic_cas_u64(&d_keys[slot], table_key_of::empty, key);
+      if (seen == table_key_of::empty || seen == key) {
+        atomic_min_u64(&d_ranks[slot], rank);
+        return slot;
+      }
+    }
+  }
+};
+
+struct insert_visit {
+  owner_table_ref owners;
+  const u64* d_key;
+  const u64* d_rank;
+  u32* d_slot;
+  PTWALK_HD void operator()(u64 visit) const {
+    d_slot[visit] = static_cast<u32>(owners.insert_min(d_key[visit], d_rank[visit]));
+  }
+};
+
+// The visit with the smallest rank of its key owns the table.
+struct visit_owns {
+  const u64* d_owner_rank;  // owner table ranks
+  const u64* d_rank;
+  const u32* d_slot;
+  bool want_owner;
+  PTWALK_HD bool operator()(u64 visit) const {
+    return (d_owner_rank[d_slot[visit]] == d_rank[visit]) == want_owner;
+  }
+};
+
+// Owner visit → next frontier entry (snapshot, table pa, space, block VA, perms).
+template <class Format>
+struct emit_owned_table {
+  const u64* d_key;
+  const u64* d_rank;
+  const u8* d_perms;
+  PTWALK_HD thrust::tuple<u32, u64, u32, u64, u8> operator()(u64 visit) const {
+    const u64 key = d_key[visit], rank = d_rank[visit];
+    return thrust::make_tuple(table_key_of::snapshot(key), table_key_of::table_pa(key),
+                              visit_rank<Format>::space(rank), visit_rank<Format>::va(rank),
+                              d_perms[visit]);
+  }
+};
+
+// Non-owner visit → (AnotherSpace record, sort key).
+template <class Format>
+struct emit_alias {
+  const u64* d_owner_rank;
+  const u64* d_key;
+  const u64* d_rank;
+  const u32* d_slot;
+  const u32* d_space_base;
+  unsigned depth;  // of the shared table
+  PTWALK_HD thrust::tuple<space_aware_mapping, u64> operator()(u64 visit) const {
+    using rank = visit_rank<Format>;
+    const u64 ours = d_rank[visit], theirs = d_owner_rank[d_slot[visit]];
+    const space_aware_mapping record =
+        make_alias_record<Format>(depth, rank::space(theirs), rank::va(ours), rank::va(theirs));
+    const u64 space = u64{d_space_base[table_key_of::snapshot(d_key[visit])]} + rank::space(ours);
+    return thrust::make_tuple(record, record_order<Format>::key(space, record.va));
+  }
+};
+
+}  // namespace ptwalk::kernels
