@@ -134,9 +134,9 @@ class scanner {
       if (looks_like_top_table<Format>(bytes, ranges, 2)) found.push_back({pa, 0, false});
     }, [&](std::vector<candidate>& found) {
       for (const auto& c : found) {
-        auto [it, fresh] = seen.try_emplace(kernel_half(page(c.pa)), c.pa, 0);
-        it->second.first = std::min(it->second.first, c.pa);
-        ++it->second.second;
+        auto& [first_pa, count] = seen.try_emplace(kernel_half(page(c.pa)), c.pa, 0).first->second;
+        first_pa = std::min(first_pa, c.pa);
+        ++count;
       }
     });
     std::optional<u64> best;
