@@ -274,7 +274,7 @@ compact_report run_compact_job(const std::filesystem::path& manifest, const std:
 
   compact_report report;
   report.out_dir = out_dir.string();
-  report.backend = std::string(backend_name(resolve_backend(options.backend)));
+  report.backend = std::string(backend_name(options.backend));
   report.jobs = resolve_jobs(options.jobs);
   report.batch_size = options.batch_size != 0 ? options.batch_size : default_batch_size(report.jobs);
   report.policy = options.policy;
@@ -369,7 +369,7 @@ nlohmann::json compact_report::to_json() const {
 std::string compact_report::format() const {
   auto mib = [](u64 bytes) { return static_cast<double>(bytes) / (1 << 20); };
   std::string text;
-  text += fmt::format("compacted {} snapshots ({} spaces) with the {} walker, {} jobs\n", snapshots,
+  text += fmt::format("compacted {} snapshots ({} spaces); walker {}, {} jobs\n", snapshots,
                       compaction.spaces, backend, jobs);
   for (unsigned d = 0; d < levels; ++d)
     text += fmt::format("  depth {}: {} distinct tables, {} links to a table another space (or VA) owns\n", d,

@@ -136,7 +136,7 @@ void explain(const compact_report& r, const fs::path& fleet, const fs::path& com
   fmt::print("\nptwalk demo: what just happened\n\n");
   fmt::print("1. Generated {} guest memory images ({} of guest memory):\n", r.snapshots, mib(r.compaction.bytes_in));
   for (const demo_part& part : demo_parts) fmt::print("   - {}\n", part.what);
-  fmt::print("\n2. Walked all {} address spaces with the {} walker: {} pages mapped ({} of 4 KiB, {} of 2 MiB, "
+  fmt::print("\n2. Walked all {} address spaces (walker: {}): {} pages mapped ({} of 4 KiB, {} of 2 MiB, "
              "{} of 1 GiB).\n   Page tables shared between address spaces (kept shared in the output):\n",
              r.compaction.spaces, r.backend, r.walk.leaves_4k + r.walk.leaves_2m + r.walk.leaves_1g,
              r.walk.leaves_4k, r.walk.leaves_2m, r.walk.leaves_1g);
