@@ -19,7 +19,8 @@ Variants: "default" (4-level, pti=off, 1 vCPU), "pti" (pti=on, 2 vCPUs) and
 Results are cached under $PTWALK_REAL_GUEST_CACHE (default
 ~/.cache/ptwalk-real-guest) in a folder named by a hash of everything that
 shapes them (these scripts, the kernel package, the QEMU version), so a rerun
-is instant; CACHE/current links to the newest. Prints the folder on stdout.
+is instant; CACHE/current links to the newest, and older generations are
+removed. Prints the folder on stdout.
 Installs what it needs from Debian when missing (PACKAGES); the kernel
 package is downloaded (apt-get download) and unpacked, not installed.
 """
@@ -323,7 +324,18 @@ def main():
     current = cache / "current"
     current.unlink(missing_ok=True)
     current.symlink_to(target.name)
+    prune(cache, target.name, f"{package}_{version}")
     print(target)
+
+
+def prune(cache, keep_dumps, keep_kernel):
+    """Removes older generations and kernels: each generation is over 1 GB."""
+    for old in cache.iterdir():
+        if old.is_dir() and not old.is_symlink() and len(old.name) == 16 and old.name != keep_dumps:
+            shutil.rmtree(old, ignore_errors=True)
+    for old in (cache / "kernels").iterdir():
+        if old.name != keep_kernel:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 if __name__ == "__main__":
