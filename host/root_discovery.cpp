@@ -112,10 +112,10 @@ class scanner {
     return true;
   }
 
-  // Without a known root: the kernel half that most plausible top-level
-  // tables share, and a page that has it.
+  // Without a known root: the pages (ascending) of the kernel half that
+  // most plausible top-level tables share; empty when no half is shared.
   template <class Format>
-  std::optional<u64> census(unsigned threads) {
+  std::vector<u64> census(unsigned threads) {
     struct half_hash {
       std::size_t operator()(const std::array<u64, half_entries>& h) const {
         u64 x = 0xcbf29ce484222325ull;
@@ -128,25 +128,21 @@ class scanner {
         return halves_equal(a, b);
       }
     };
-    std::unordered_map<std::array<u64, half_entries>, std::pair<u64, u64>, half_hash, half_equal> seen;
+    std::unordered_map<std::array<u64, half_entries>, std::vector<u64>, half_hash, half_equal> pages;
     const auto ranges = backed_.ref();
     for_each_page(threads, [&](u64 pa, const std::byte* bytes, std::vector<candidate>& found) {
       if (looks_like_top_table<Format>(bytes, ranges, 2)) found.push_back({pa, 0, false});
     }, [&](std::vector<candidate>& found) {
-      for (const auto& c : found) {
-        auto& [first_pa, count] = seen.try_emplace(kernel_half(page(c.pa)), c.pa, 0).first->second;
-        first_pa = std::min(first_pa, c.pa);
-        ++count;
-      }
+      for (const auto& c : found) pages[kernel_half(page(c.pa))].push_back(c.pa);
     });
-    std::optional<u64> best;
-    u64 best_count = 1;  // a half only one page has is shared by nobody
-    for (const auto& [half, where] : seen)
-      if (where.second > best_count || (where.second == best_count && best && where.first < *best)) {
-        best = where.first;
-        best_count = where.second;
-      }
-    if (best) census_count_ = best_count;
+    std::vector<u64> best;
+    for (auto& [half, where] : pages) {
+      std::sort(where.begin(), where.end());
+      // Most tables first, then the lowest address, so the choice is deterministic.
+      if (where.size() > best.size() || (where.size() == best.size() && !best.empty() && where[0] < best[0]))
+        best = where;
+    }
+    if (best.size() < 2) return {};  // a half only one page has is shared by nobody
     return best;
   }
 
@@ -168,7 +164,6 @@ class scanner {
 
   [[nodiscard]] const std::vector<reference>& references() const { return references_; }
   [[nodiscard]] u64 pages_scanned() const { return pages_scanned_; }
-  [[nodiscard]] u64 census_count() const { return census_count_; }
 
  private:
   int add_half(const std::array<u64, half_entries>& half, std::string description) {
@@ -206,7 +201,6 @@ class scanner {
   backed_ranges backed_;
   std::vector<reference> references_;
   u64 pages_scanned_ = 0;
-  u64 census_count_ = 0;
 };
 
 std::string_view role_suffix(pti_role role) {
@@ -238,15 +232,20 @@ root_discovery_result discover(const memory_image& image, const root_discovery_o
       result.references.push_back(fmt::format("{} {}: kernel half empty, not a reference", hint.label, hex(root)));
   }
   if (scan.references().empty()) {
-    const auto seed = scan.template census<Format>(threads);
-    if (!seed)
+    const auto seeds = scan.template census<Format>(threads);
+    if (seeds.empty())
       throw input_error(fmt::format("{}: no known root (no vCPU state or VMCOREINFO; give --hint CR3) and "
                                     "no kernel half shared by two plausible top-level tables",
                                     origin));
-    (void)scan.template add_reference<Format>(
-        *seed, fmt::format("table {}", hex(*seed)),
-        fmt::format("the kernel half {} plausible tables share (census, first at {})", scan.census_count(),
-                    hex(*seed)));
+    // Every seed has the same kernel half; the first with a PTI partner
+    // (not, say, the real-mode trampoline's table) also gives the user half.
+    for (const u64 seed : seeds) {
+      (void)scan.template add_reference<Format>(
+          seed, fmt::format("table {}", hex(seed)),
+          fmt::format("the kernel half {} plausible tables share (census, first at {})", seeds.size(),
+                      hex(seeds.front())));
+      if (scan.references().size() > 1) break;
+    }
   }
   for (const auto& r : scan.references()) result.references.push_back(r.description);
 

@@ -245,6 +245,20 @@ TEST_P(RealDump, RootDiscoveryFindsEveryProcessTheGuestListed) {
   RecordProperty("roots", static_cast<int>(found.roots.size()));
 }
 
+TEST_P(RealDump, CensusWithoutCpuStateFindsTheSameSpaces) {
+  const auto dump = open_dump(v_.elf(), 0, std::nullopt);
+  const auto with_state = discover_dump_roots(dump, {}, false, 0);
+  root_discovery_options blind;  // as for a raw dump: no vCPU, no VMCOREINFO, no hint
+  blind.format = dump.snapshot.format();
+  const auto census = discover_roots(dump.snapshot.image, blind, "census");
+  std::set<u64> expected, found;
+  for (const auto& r : with_state.roots)
+    if (!r.user_half_empty) expected.insert(r.root);
+  for (const auto& r : census.roots) found.insert(r.root);
+  EXPECT_EQ(found, expected);
+  EXPECT_EQ(census.references.size(), with_state.references.size()) << "the PTI user half is found too";
+}
+
 TEST_P(RealDump, KernelHalfHasOneOwnerAndEveryOtherSpaceAliasesItAtDepthOne) {
   auto dump = open_dump(v_.elf(), 0, std::nullopt);
   const auto found = discover_dump_roots(dump, {}, false, 0);
