@@ -274,7 +274,7 @@ compact_report run_compact_job(const std::filesystem::path& manifest, const std:
 
   compact_report report;
   report.out_dir = out_dir.string();
-  report.backend = std::string(backend_name(options.backend));
+  report.backend = std::string(backend_name(resolve_backend(options.backend)));
   report.jobs = resolve_jobs(options.jobs);
   report.batch_size = options.batch_size != 0 ? options.batch_size : default_batch_size(report.jobs);
   report.policy = options.policy;

@@ -50,7 +50,7 @@ struct compact_phase_seconds {
 
 struct compact_report {
   std::string out_dir;
-  std::string backend;  // as asked for
+  std::string backend;  // as resolved (auto: cpu or cuda)
   unsigned jobs = 0;
   std::size_t batch_size = 0;
   compaction_policy policy;
