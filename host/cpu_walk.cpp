@@ -1,11 +1,18 @@
 // host/cpu_walk.cpp — the `cpu` backend: flat owner tables, direct image reads, all cores.
 //
-// One depth-first walker template serves three passes: claiming owners
-// while emitting records (the per-snapshot mode, the reference's order),
-// claiming owners of the upper levels only (phase 1 of two-phase), and
-// emitting against a finished owner table (phase 2). Owners are packed
-// (space, block VA) ranks, as in the GPU walk (kernels/walk_steps.hpp), so
-// "is this visit the owner" is one integer compare.
+// Three steps, each parallel:
+//   upper levels — per snapshot (snapshots in parallel), the reference's
+//     depth-first walk claims owners in its order and emits every record
+//     above the last level; an owned last-level table (a PT: leaves only,
+//     about 3/4 of the tables in Linux-like fleets) is not read but left as
+//     a task, with a placeholder where its leaves belong;
+//   leaf tables  — all tasks of all snapshots expand in parallel, each into
+//     its thread's buffer;
+//   splice       — placeholders are replaced by their leaves, in parallel.
+// Owners are packed (space, block VA) ranks as in the GPU walk
+// (kernels/walk_steps.hpp), so "is this visit the owner" is one compare, and
+// the output is the same at any thread count because ownership is decided
+// in one sequential pass per snapshot.
 #include "cpu_walk.hpp"
 
 #include <omp.h>
@@ -19,8 +26,8 @@
 namespace ptwalk {
 namespace {
 
-// Table key (pa | depth, ptwalk/walk.hpp) → owner rank. Written by one thread;
-// read concurrently once complete. Kept at most half full.
+// Table key (pa | depth, ptwalk/walk.hpp) → owner rank, for one snapshot's
+// walk; open addressing, kept at most half full.
 class flat_owner_map {
  public:
   static constexpr u64 empty = ~u64{0};  // no pa | depth has every bit set
@@ -37,11 +44,6 @@ class flat_owner_map {
         return rank;
       }
     }
-  }
-  // The owner rank of a key that phase 1 claimed.
-  [[nodiscard]] u64 find(u64 key) const {
-    for (u64 i = kernels::hash_u64(key) & mask_;; i = (i + 1) & mask_)
-      if (slots_[i].key == key) return slots_[i].rank;
   }
 
  private:
@@ -65,225 +67,224 @@ class flat_owner_map {
   std::size_t count_ = 0;
 };
 
-enum class pass {
-  claim_owners,  // phase 1: upper levels only, no output
-  claim_emit,    // per-snapshot mode: owners claimed in walk order, records out
-  emit_owned,    // phase 2: owners already known
+// An owned last-level table whose leaves the parallel step produces.
+struct leaf_table_task {
+  u64 pa;
+  u64 va;  // linear block start
+  u8 perms;
+};
+struct leaf_table_output {
+  int thread;
+  u64 offset, count;
+  u64 entries_read, dangling_reads;
 };
 
-template <class Format, pass Pass>
-class depth_first {
-  static constexpr bool emits = Pass != pass::claim_owners;
+// A placeholder stands where a task's leaves go; a real record never has
+// size_log2 0. Its pa is the task's index in the snapshot.
+constexpr space_aware_mapping placeholder(u64 task) {
+  space_aware_mapping r{};
+  r.pa = task;
+  return r;
+}
+constexpr bool is_placeholder(const space_aware_mapping& r) { return r.is_leaf() && r.size_log2 == 0; }
+
+// The records of one snapshot's upper levels and the tasks it left.
+struct upper_walk {
+  std::vector<space_aware_mapping> items;  // records and placeholders, per space in VA order
+  std::vector<u64> space_first;            // index of each space's first item; one more at the end
+  std::vector<leaf_table_task> tasks;
+  walk_stats stats;
+};
+
+// Reads the in-range entries [lo, hi] of one table straight from the image
+// and hands each present one to `on_entry(value, index)`. Unbacked entries
+// read as 0 and are counted (SPEC §1).
+template <class Format, class OnEntry>
+void read_entries(const memory_image& image, u64 pa, unsigned lo, unsigned hi, walk_stats& stats,
+                  OnEntry&& on_entry) {
+  if (lo > hi) return;
+  stats.entries_read += hi - lo + 1;
+  if (const std::byte* whole = image.bytes_at(pa, Format::table_bytes)) {
+    // Page tables are mostly empty: test eight present bits at once (one
+    // 64-byte line) and visit only the set ones. Lines are prefetched a few
+    // ahead, since a walk jumps between tables too often for the hardware
+    // stream prefetcher to get going inside one.
+    constexpr unsigned prefetch_lines = 6;
+    for (unsigned group = lo / 8; group < std::min(lo / 8 + prefetch_lines, hi / 8 + 1); ++group)
+      __builtin_prefetch(whole + 64 * u64{group});
+    for (unsigned group = lo / 8; group <= hi / 8; ++group) {
+      if (group + prefetch_lines <= hi / 8) __builtin_prefetch(whole + 64 * u64{group + prefetch_lines});
+      u64 line[8];
+      std::memcpy(line, whole + 64 * u64{group}, 64);
+      unsigned present = 0;
+      for (unsigned k = 0; k < 8; ++k) present |= static_cast<unsigned>(line[k] & Format::bit_present) << k;
+      if (group == lo / 8) present &= 0xffu << (lo % 8);
+      if (group == hi / 8) present &= 0xffu >> (7 - hi % 8);
+      for (; present != 0; present &= present - 1) {
+        const unsigned k = static_cast<unsigned>(__builtin_ctz(present));
+        on_entry(line[k], 8 * group + k);
+      }
+    }
+    return;
+  }
+  // A table no single region backs: entry by entry.
+  for (unsigned i = lo; i <= hi; ++i) {
+    u64 value = 0;
+    if (const std::byte* p = image.bytes_at(pa + 8 * u64{i}, 8)) {
+      std::memcpy(&value, p, 8);
+      if (Format::present(value)) on_entry(value, i);
+    } else {
+      ++stats.dangling_reads;
+    }
+  }
+}
+
+// The reference's depth-first order over one snapshot, for every level but
+// the last.
+template <class Format>
+class upper_walker {
   using rank = kernels::visit_rank<Format>;
 
  public:
-  depth_first(const memory_image& image, linear_va_range<Format> range, flat_owner_map& owners,
-              std::vector<space_aware_mapping>& out, walk_stats& stats)
-      : image_(image), range_(range), owners_(owners), out_(out), stats_(stats) {}
+  upper_walker(const memory_image& image, linear_va_range<Format> range, upper_walk& out)
+      : image_(image), range_(range), out_(out) {}
 
-  // Depth 0: the root owns its key, or the whole space is one alias (SPEC §3).
-  // Returns whether `space` owns its root.
-  bool root(u32 space, u64 root_pa) {
-    const u64 owner = owner_of(table_key(root_pa, 0), rank::pack(space, 0));
-    if (rank::space(owner) == space) return true;
-    if constexpr (emits) {
-      out_.push_back(make_alias_record<Format>(0, rank::space(owner), range_.first, range_.first));
-      ++stats_.aliases[0];
+  void space(u32 space, u64 root) {
+    out_.space_first.push_back(out_.items.size());
+    if (range_.empty()) return;
+    const u64 owner = owners_.claim(table_key(root, 0), rank::pack(space, 0));
+    if (rank::space(owner) != space) {  // a root listed again: one depth-0 alias (SPEC §3)
+      out_.items.push_back(make_alias_record<Format>(0, rank::space(owner), range_.first, range_.first));
+      return;
     }
-    return false;
-  }
-  void whole_root(u32 space, u64 root_pa) {
-    const auto bounds = range_.entries_in_range(0, 0);
-    if (emits) ++stats_.tables[0];
-    entries(space, root_pa, 0, 0, perm_path_start, bounds.lo, bounds.hi);
-  }
-
-  // Entries [lo, hi] (in range) of the depth-`depth` table at `pa`.
-  void entries(u32 space, u64 pa, unsigned depth, u64 block_va, u8 perms, unsigned lo, unsigned hi) {
-    if (lo > hi) return;
-    const std::byte* whole = image_.bytes_at(pa, Format::table_bytes);
-    if constexpr (emits) stats_.entries_read += hi - lo + 1;
-    for (unsigned i = lo; i <= hi; ++i) {
-      u64 entry = 0;
-      if (whole != nullptr) {
-        std::memcpy(&entry, whole + 8 * u64{i}, 8);
-      } else if (const std::byte* p = image_.bytes_at(pa + 8 * u64{i}, 8)) {
-        std::memcpy(&entry, p, 8);
-      } else {
-        if constexpr (emits) ++stats_.dangling_reads;
-        continue;
-      }
-      if (!Format::present(entry)) continue;
-      const u64 va = block_va + (u64{i} << Format::entry_shift(depth));
-      if (Format::classify(entry, depth) == entry_kind::table) {
-        child(space, Format::table_address(entry), depth + 1, va,
-              Format::accumulate_perms(perms, entry));
-      } else if constexpr (emits) {
-        out_.push_back(make_leaf_record<Format>(entry, depth, va, perms));
-        stats_.count_leaf(out_.back().size_log2);
-      }
-    }
+    ++out_.stats.tables[0];
+    table(space, root, 0, 0, perm_path_start);
   }
 
  private:
-  u64 owner_of(u64 key, u64 visit) {
-    if constexpr (Pass == pass::emit_owned) return owners_.find(key);
-    else return owners_.claim(key, visit);
+  void table(u32 space, u64 pa, unsigned depth, u64 block_va, u8 perms) {
+    const auto bounds = range_.entries_in_range(block_va, depth);
+    read_entries<Format>(image_, pa, bounds.lo, bounds.hi, out_.stats, [&](u64 value, unsigned index) {
+      const u64 va = block_va + (u64{index} << Format::entry_shift(depth));
+      if (Format::classify(value, depth) == entry_kind::table)
+        child(space, Format::table_address(value), depth + 1, va, Format::accumulate_perms(perms, value));
+      else
+        out_.items.push_back(make_leaf_record<Format>(value, depth, va, perms));
+    });
   }
 
   void child(u32 space, u64 pa, unsigned depth, u64 va, u8 perms) {
     const u64 visit = rank::pack(space, va);
-    const u64 owner = owner_of(table_key(pa, depth), visit);
-    if (owner == visit) {
-      // Phase 1 needs owners only: the last level holds no table pointers.
-      if (Pass == pass::claim_owners && Format::is_last_depth(depth)) return;
-      if (emits) ++stats_.tables[depth];
-      const auto bounds = range_.entries_in_range(va, depth);
-      entries(space, pa, depth, va, perms, bounds.lo, bounds.hi);
-    } else if constexpr (emits) {
-      out_.push_back(make_alias_record<Format>(depth, rank::space(owner), va, rank::va(owner)));
-      ++stats_.aliases[depth];
+    const u64 owner = owners_.claim(table_key(pa, depth), visit);
+    if (owner != visit) {
+      out_.items.push_back(make_alias_record<Format>(depth, rank::space(owner), va, rank::va(owner)));
+      return;
     }
+    ++out_.stats.tables[depth];
+    if (!Format::is_last_depth(depth)) return table(space, pa, depth, va, perms);
+    out_.items.push_back(placeholder(out_.tasks.size()));
+    out_.tasks.push_back({pa, va, perms});
   }
 
   const memory_image& image_;
   linear_va_range<Format> range_;
-  flat_owner_map& owners_;
-  std::vector<space_aware_mapping>& out_;
-  walk_stats& stats_;
+  upper_walk& out_;
+  flat_owner_map owners_;
 };
-
-template <class Format>
-void check_space_count(const loaded_snapshot& snapshot) {
-  if (snapshot.roots().size() >= kernels::visit_rank<Format>::max_spaces)
-    throw input_error(snapshot.id() + ": too many spaces for the cpu walk");
-}
-
-template <class Format>
-snapshot_walk walk_one_snapshot(const loaded_snapshot& snapshot, linear_va_range<Format> range) {
-  check_space_count<Format>(snapshot);
-  snapshot_walk walk;
-  flat_owner_map owners;
-  depth_first<Format, pass::claim_emit> dfs(snapshot.image, range, owners, walk.records, walk.stats);
-  walk.offsets.push_back(0);
-  for (u32 space = 0; space < snapshot.roots().size(); ++space) {
-    const u64 root = root_table_address<Format>(snapshot.roots()[space]);
-    walk.roots.push_back(root);
-    if (!range.empty() && dfs.root(space, root)) dfs.whole_root(space, root);
-    walk.offsets.push_back(walk.records.size());
-  }
-  return walk;
-}
-
-// Phase 2 work item: root entries [lo, hi] of one space, or its depth-0 alias.
-struct root_piece {
-  u32 snapshot;
-  u32 space;
-  unsigned lo, hi;
-  bool alias;        // the space's root is another space's: one record
-  bool first_piece;  // counts the root table
-};
-struct piece_output {
-  int thread;
-  u64 offset, count;
-  walk_stats stats;
-};
-
-// Root entries per phase-2 piece: small enough that the space owning a
-// shared kernel half is split over many threads, large enough that the
-// pieces of an ordinary space cost little to schedule.
-constexpr unsigned piece_entries = 32;
 
 using snapshot_list = std::span<const loaded_snapshot* const>;
 
+// One thread's leaves, on its own cache line: vector headers of different
+// threads side by side would bounce the line on every push_back.
+struct alignas(64) leaf_buffer {
+  std::vector<space_aware_mapping> records;
+};
+
 template <class Format>
-std::vector<snapshot_walk> walk_two_phase(snapshot_list snapshots,
-                                          linear_va_range<Format> range, int threads) {
+std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<Format> range, int threads) {
   const std::size_t n = snapshots.size();
-  std::vector<flat_owner_map> owners(n);
+  for (const auto* s : snapshots)
+    if (s->roots().size() >= kernels::visit_rank<Format>::max_spaces)
+      throw input_error(s->id() + ": too many spaces for the cpu walk");
+
+  // Upper levels, one snapshot per thread at a time.
+  std::vector<upper_walk> upper(n);
   std::vector<snapshot_walk> out(n);
-  // Phase 1: owners of every key, in the reference's order, per snapshot.
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (std::size_t b = 0; b < n; ++b) {
-    std::vector<space_aware_mapping> none;
-    walk_stats ignored;
-    depth_first<Format, pass::claim_owners> dfs(snapshots[b]->image, range, owners[b], none, ignored);
+    // Built in a local and moved out once: neighbouring snapshots' counters
+    // share cache lines with this one's.
+    upper_walk local;
+    upper_walker<Format> walker(snapshots[b]->image, range, local);
     for (u32 space = 0; space < snapshots[b]->roots().size(); ++space) {
-      const u64 root = root_table_address<Format>(snapshots[b]->roots()[space]);
-      out[b].roots.push_back(root);
-      if (!range.empty() && dfs.root(space, root)) dfs.whole_root(space, root);
+      out[b].roots.push_back(root_table_address<Format>(snapshots[b]->roots()[space]));
+      walker.space(space, out[b].roots.back());
     }
+    local.space_first.push_back(local.items.size());
+    upper[b] = std::move(local);
   }
-  std::vector<root_piece> pieces;
-  const auto bounds = range.entries_in_range(0, 0);
-  for (u32 b = 0; b < n && !range.empty(); ++b)
-    for (u32 space = 0; space < out[b].roots.size(); ++space) {
-      const u64 owner = owners[b].find(table_key(out[b].roots[space], 0));
-      if (kernels::visit_rank<Format>::space(owner) != space) {
-        pieces.push_back({b, space, 0, 0, true, false});
-        continue;
-      }
-      for (unsigned lo = bounds.lo; lo <= bounds.hi; lo = (lo / piece_entries + 1) * piece_entries)
-        pieces.push_back({b, space, lo, std::min(bounds.hi, (lo / piece_entries + 1) * piece_entries - 1),
-                          false, lo == bounds.lo});
-    }
-  // Phase 2: pieces in parallel, each into its thread's buffer.
-  std::vector<std::vector<space_aware_mapping>> buffers(threads);
-  std::vector<piece_output> results(pieces.size());
+
+  // Leaf tables of every snapshot, in parallel, into per-thread buffers.
+  std::vector<u64> task_base(n + 1, 0);
+  for (std::size_t b = 0; b < n; ++b) task_base[b + 1] = task_base[b] + upper[b].tasks.size();
+  std::vector<leaf_table_output> leaves(task_base[n]);
+  std::vector<leaf_buffer> buffers(threads);
+  constexpr unsigned leaf_depth = Format::levels - 1;
 #pragma omp parallel num_threads(threads)
   {
     const int thread = omp_get_thread_num();
-    auto& buffer = buffers[thread];
-#pragma omp for schedule(dynamic, 1)
-    for (std::size_t p = 0; p < pieces.size(); ++p) {
-      const root_piece& piece = pieces[p];
-      piece_output& result = results[p];
-      result.thread = thread;
-      result.offset = buffer.size();
-      depth_first<Format, pass::emit_owned> dfs(snapshots[piece.snapshot]->image, range,
-                                                owners[piece.snapshot], buffer, result.stats);
-      const u64 root = out[piece.snapshot].roots[piece.space];
-      if (piece.alias) {
-        dfs.root(piece.space, root);
-      } else {
-        if (piece.first_piece) ++result.stats.tables[0];
-        dfs.entries(piece.space, root, 0, 0, perm_path_start, piece.lo, piece.hi);
-      }
-      result.count = buffer.size() - result.offset;
+    auto& buffer = buffers[thread].records;
+    std::size_t b = 0;
+#pragma omp for schedule(dynamic, 64)
+    for (u64 t = 0; t < task_base[n]; ++t) {
+      while (t >= task_base[b + 1]) ++b;  // tasks are handed out in increasing order
+      const leaf_table_task& task = upper[b].tasks[t - task_base[b]];
+      walk_stats stats;
+      const u64 offset = buffer.size();
+      const auto bounds = range.entries_in_range(task.va, leaf_depth);
+      read_entries<Format>(snapshots[b]->image, task.pa, bounds.lo, bounds.hi, stats,
+                           [&](u64 value, unsigned index) {
+                             buffer.push_back(make_leaf_record<Format>(
+                                 value, leaf_depth, task.va + (u64{index} << Format::entry_shift(leaf_depth)),
+                                 task.perms));
+                           });
+      leaves[t] = {thread, offset, buffer.size() - offset, stats.entries_read, stats.dangling_reads};
     }
   }
-  // Assembly: pieces are in (snapshot, space, VA) order already.
-  std::vector<u64> target(pieces.size());
-  for (std::size_t p = 0, b = 0; b < n; ++b) {
-    snapshot_walk& walk = out[b];
-    walk.offsets.assign(walk.roots.size() + 1, 0);
-    u64 total = 0;
-    for (; p < pieces.size() && pieces[p].snapshot == b; ++p) {
-      target[p] = total;
-      total += results[p].count;
-      walk.offsets[pieces[p].space + 1] = total;
-      walk.stats += results[p].stats;
-    }
-    for (std::size_t s = 1; s < walk.offsets.size(); ++s)
-      walk.offsets[s] = std::max(walk.offsets[s], walk.offsets[s - 1]);
-    walk.records.resize(total);
-  }
-#pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
-  for (std::size_t p = 0; p < pieces.size(); ++p)
-    std::memcpy(static_cast<void*>(out[pieces[p].snapshot].records.data() + target[p]),
-                buffers[results[p].thread].data() + results[p].offset,
-                results[p].count * sizeof(space_aware_mapping));
-  return out;
-}
 
-template <class Format>
-std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<Format> range,
-                                       cpu_walk_mode mode, int threads) {
-  for (const auto* s : snapshots) check_space_count<Format>(*s);
-  if (mode == cpu_walk_mode::two_phase) return walk_two_phase<Format>(snapshots, range, threads);
-  std::vector<snapshot_walk> out(snapshots.size());
+  // Splice: each item's final position, then the copies, in parallel.
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (std::size_t b = 0; b < snapshots.size(); ++b) out[b] = walk_one_snapshot<Format>(*snapshots[b], range);
+  for (std::size_t b = 0; b < n; ++b) {
+    const upper_walk& u = upper[b];
+    snapshot_walk& walk = out[b];
+    walk_stats stats = u.stats;  // local for the same reason as above
+    u64 size = 0;
+    for (const auto& item : u.items) size += is_placeholder(item) ? leaves[task_base[b] + item.pa].count : 1;
+    walk.records.resize(size);
+    walk.offsets.reserve(u.space_first.size());
+    u64 at = 0;
+    std::size_t space = 0;
+    for (std::size_t i = 0; i < u.items.size(); ++i) {
+      for (; space < u.space_first.size() && u.space_first[space] == i; ++space) walk.offsets.push_back(at);
+      const auto& item = u.items[i];
+      if (!is_placeholder(item)) {
+        walk.records[at++] = item;
+        continue;
+      }
+      const leaf_table_output& l = leaves[task_base[b] + item.pa];
+      std::memcpy(static_cast<void*>(walk.records.data() + at), buffers[l.thread].records.data() + l.offset,
+                  l.count * sizeof(space_aware_mapping));
+      at += l.count;
+      stats.entries_read += l.entries_read;
+      stats.dangling_reads += l.dangling_reads;
+    }
+    for (; space < u.space_first.size(); ++space) walk.offsets.push_back(at);
+    for (const auto& r : walk.records) {
+      if (r.is_leaf()) stats.count_leaf(r.size_log2);
+      else ++stats.aliases[r.depth];
+    }
+    walk.stats = stats;
+  }
   return out;
 }
 
@@ -291,13 +292,6 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
 
 std::vector<snapshot_walk> cpu_walk(std::span<const loaded_snapshot> snapshots, const cpu_walk_options& options) {
   const int threads = options.threads > 0 ? options.threads : omp_get_max_threads();
-  cpu_walk_mode mode = options.mode;
-  // Measured (README "Backends and benchmarks"): with a few snapshots per
-  // thread, whole snapshots balance well and skip phase 1's second pass over
-  // the upper levels; with fewer, only two-phase uses every core.
-  if (mode == cpu_walk_mode::automatic)
-    mode = snapshots.size() >= 4 * static_cast<std::size_t>(threads) ? cpu_walk_mode::per_snapshot
-                                                                    : cpu_walk_mode::two_phase;
   // Formats are compile-time parameters: each format's snapshots are one group.
   std::vector<snapshot_walk> out(snapshots.size());
   for (const paging_format format : {paging_format::x86_64, paging_format::x86_64_la57}) {
@@ -310,7 +304,7 @@ std::vector<snapshot_walk> cpu_walk(std::span<const loaded_snapshot> snapshots, 
       }
     if (group.empty()) continue;
     visit_format(format, [&]<class F>() {
-      auto walks = walk_format<F>(group, to_linear<F>(options.range), mode, threads);
+      auto walks = walk_format<F>(group, to_linear<F>(options.range), threads);
       for (std::size_t k = 0; k < indices.size(); ++k) out[indices[k]] = std::move(walks[k]);
     });
   }

@@ -2,18 +2,13 @@
 //
 // The honest CPU baseline for the GPU walk, with output byte-identical to the
 // reference (SPEC §3) at every thread count. Unlike the reference it keeps
-// owners in a flat open-addressing table, looks up the image region once per
-// table instead of once per entry, and reads entries straight from the
-// mapped image. Work is spread over threads in one of two ways:
-//   per snapshot — each snapshot is one depth-first walk that claims owners
-//                  as it goes (the reference order), snapshots in parallel;
-//   two-phase    — a depth-first pass over the upper levels only (no leaf
-//                  tables read) fixes every owner, then spaces are walked in
-//                  parallel, in pieces of root entries, against the now
-//                  read-only owner table. This parallelizes a batch of few
-//                  snapshots with many spaces.
-// `automatic` picks per snapshot when there are enough snapshots to keep every
-// thread busy (see cpu_walk.cpp for the measurement behind it).
+// owners in a flat open-addressing table, finds the image region once per
+// table instead of once per entry, reads entries straight from the mapped
+// image eight at a time, and spreads the work over every core: the upper
+// levels of each snapshot are one sequential pass (snapshots in parallel)
+// that fixes every owner, and the last-level tables — most of the tables
+// and almost all the leaves — are expanded in parallel across the whole
+// batch (see cpu_walk.cpp).
 #pragma once
 
 #include <span>
@@ -24,11 +19,8 @@
 
 namespace ptwalk {
 
-enum class cpu_walk_mode { automatic, per_snapshot, two_phase };
-
 struct cpu_walk_options {
   va_range range{};
-  cpu_walk_mode mode = cpu_walk_mode::automatic;
   int threads = 0;  // 0: OpenMP's default (all cores)
 };
 

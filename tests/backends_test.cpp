@@ -1,5 +1,5 @@
 // Every walk backend against the reference, record for record: the cpu
-// backend in both modes at several thread counts, the CPU (Thrust OMP) build
+// backend at several thread counts, the CPU (Thrust OMP) build
 // of the GPU algorithm with tiny chunks and batches, and cuda when a GPU is
 // visible. Records, offsets, roots and every stat must be identical.
 #include <gtest/gtest.h>
@@ -10,6 +10,7 @@
 
 #include "batch_walk.hpp"
 #include "cpu_walk.hpp"
+#include "fleet_generator.hpp"
 #include "support/backend_compare.hpp"
 #include "support/random_forest.hpp"
 #include "support/sparse_tables.hpp"
@@ -27,12 +28,10 @@ struct walker {
 
 std::vector<walker> walkers_under_test() {
   std::vector<walker> out;
-  for (const auto mode : {cpu_walk_mode::per_snapshot, cpu_walk_mode::two_phase})
-    for (const int threads : {1, 2, 3})
-      out.push_back({fmt::format("cpu/{}/{}t", mode == cpu_walk_mode::two_phase ? "two-phase" : "per-snapshot", threads),
-                     [=](std::span<const loaded_snapshot> s, va_range r) {
-                       return cpu_walk(s, {.range = r, .mode = mode, .threads = threads});
-                     }});
+  for (const int threads : {1, 2, 3, 7})
+    out.push_back({fmt::format("cpu/{}t", threads), [=](std::span<const loaded_snapshot> s, va_range r) {
+                     return cpu_walk(s, {.range = r, .threads = threads});
+                   }});
   out.push_back({"cpu", [](std::span<const loaded_snapshot> s, va_range r) {
                    return walk_snapshots(s, walk_backend::cpu, r);
                  }});
@@ -201,6 +200,29 @@ TEST(backends, mixed_formats_in_one_batch_keep_their_order) {
     fleet.push_back(random_forest(shape, 4000 + i).snapshot(fmt::format("mixed-{}", i)));
   }
   expect_all_backends_match(fleet);
+}
+
+// Generated fleets of every preset and a few mixtures, scaled down to keep
+// the suite quick; the shapes exercise kernel-half sharing, Nanvix-style
+// shared leaf tables, large pages, CoW, self-maps, duplicate roots, LA57
+// and the hostile roots (self-pointing tables, unbacked tables, cut-off pages).
+TEST(backends, generated_fleets_of_every_shape) {
+  std::vector<std::string> shapes;
+  for (const auto preset : fleet_presets()) shapes.emplace_back(preset);
+  for (const char* mixed : {"linux,la57=all", "nanvix,large,dups=3", "hyperlight,self_ref,hostile",
+                            "everything,la57=some,seed=7", "small,share_kernel=0,large,cow"})
+    shapes.emplace_back(mixed);
+  for (const auto& text : shapes) {
+    fleet_shape shape = parse_fleet_shape(text);
+    shape.snapshots = std::min<u32>(shape.snapshots, 3);
+    shape.spaces_per_snapshot = std::min<u32>(shape.spaces_per_snapshot, 40);
+    shape.user_pages_per_space = std::min<u32>(shape.user_pages_per_space, 64);
+    if (shape.nanvix_groups > shape.spaces_per_snapshot) shape.nanvix_groups = shape.spaces_per_snapshot;
+    SCOPED_TRACE(format_fleet_shape(shape));
+    const generated_fleet fleet = generate_fleet(shape);
+    expect_all_backends_match(fleet.snapshots);
+    expect_all_backends_match(fleet.snapshots, va_range{0x7f00'0000'0000ull, 0xffff'ffff'8000'0000ull});
+  }
 }
 
 TEST(backends, names_parse_and_auto_resolves) {

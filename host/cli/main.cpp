@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "batch_walk.hpp"
 #include "command.hpp"
 #include "memory_image.hpp"
 
@@ -15,13 +16,24 @@ std::vector<registered_command>& command_registry() {
   return commands;
 }
 
+// Version, the walk backends this binary has, and whether a GPU is visible.
+std::string version_text() {
+  std::string backends;
+  for (const auto b : {ptwalk::walk_backend::reference, ptwalk::walk_backend::cpu, ptwalk::walk_backend::cuda})
+    if (ptwalk::backend_compiled(b)) backends += fmt::format("{}{}", backends.empty() ? "" : ", ", ptwalk::backend_name(b));
+  return fmt::format("ptwalk {}\nbackends: {} (auto: {})\nGPU: {}", PTWALK_VERSION, backends,
+                     ptwalk::backend_name(ptwalk::resolve_backend(ptwalk::walk_backend::automatic)),
+                     ptwalk::gpu_description());
+}
+
 }  // namespace ptwalk::cli
 
 int main(int argc, char** argv) {
   CLI::App app{"ptwalk: walk the page tables of many address spaces in guest memory images,\n"
                "find the tables they share, and rebuild compact snapshots that keep the sharing."};
   app.name("ptwalk");
-  app.set_version_flag("--version", std::string("ptwalk ") + PTWALK_VERSION);
+  // Computed only when asked: probing for a GPU starts the CUDA runtime.
+  app.set_version_flag("--version", [] { return ptwalk::cli::version_text(); });
   app.require_subcommand(1);
   auto& commands = ptwalk::cli::command_registry();
   std::sort(commands.begin(), commands.end(),

@@ -1,0 +1,130 @@
+// host/cli/bench.cpp — `ptwalk bench`: every backend on the same fleet, timed per phase.
+//
+// The fleet comes from a manifest or from the generator (--gen SHAPE); with
+// --sizes the generated shape is scaled to each total number of spaces and
+// the run repeated, which is what --plot draws.
+#include <chrono>
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "atomic_file.hpp"
+#include "command.hpp"
+#include "fleet_bench.hpp"
+#include "fleet_generator.hpp"
+#include "manifest.hpp"
+
+namespace ptwalk::cli {
+namespace {
+
+struct bench_cli {
+  std::string manifest;
+  std::string gen;
+  std::vector<u64> sizes;
+  std::string backends = "reference,cpu,cuda";
+  unsigned repeat = 5;
+  int threads = 0;
+  u64 max_batch_spaces = 0;
+  bool no_compaction = false;
+  std::string json, plot;
+};
+
+std::vector<walk_backend> parse_backends(const std::string& list) {
+  std::vector<walk_backend> out;
+  std::stringstream in(list);
+  for (std::string name; std::getline(in, name, ',');) {
+    const auto b = parse_backend(name);
+    if (!b || *b == walk_backend::automatic)
+      throw input_error(fmt::format("--backends: unknown backend \"{}\" (reference, cpu, cuda, thrust-cpu)", name));
+    out.push_back(*b);
+  }
+  if (out.empty()) throw input_error("--backends: empty list");
+  return out;
+}
+
+// `spaces` address spaces in the shape's snapshots: one snapshot when they
+// fit in one, else as many snapshots of the shape's size as needed.
+fleet_shape scaled(fleet_shape shape, u64 spaces) {
+  if (spaces <= shape.spaces_per_snapshot) {
+    shape.snapshots = 1;
+    shape.spaces_per_snapshot = static_cast<u32>(spaces);
+  } else {
+    shape.snapshots = static_cast<u32>((spaces + shape.spaces_per_snapshot - 1) / shape.spaces_per_snapshot);
+  }
+  validate_shape(shape);
+  return shape;
+}
+
+bench_report bench_generated(const fleet_shape& shape, const bench_options& options) {
+  const auto start = std::chrono::steady_clock::now();
+  generated_fleet fleet = generate_fleet(shape);
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return run_fleet_bench(fleet.snapshots, "gen:" + format_fleet_shape(shape), load_s, options);
+}
+
+void run_bench(const bench_cli& o) {
+  if (o.manifest.empty() == o.gen.empty()) throw input_error("bench: give a MANIFEST or --gen SHAPE (one of them)");
+  if (!o.sizes.empty() && o.gen.empty()) throw input_error("bench: --sizes needs --gen");
+  const bench_options options{.backends = parse_backends(o.backends),
+                              .repeat = o.repeat,
+                              .threads = o.threads,
+                              .max_batch_spaces = o.max_batch_spaces,
+                              .compaction = !o.no_compaction};
+  const machine_info machine = measure_machine(o.threads);
+  std::vector<bench_report> reports;
+  if (!o.manifest.empty()) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto fleet = load_manifest(o.manifest);
+    const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    reports.push_back(run_fleet_bench(fleet, o.manifest, load_s, options));
+    fmt::print("{}\n", format_report(machine, reports.back()));
+  } else {
+    const fleet_shape shape = parse_fleet_shape(o.gen);
+    if (o.sizes.empty()) {
+      validate_shape(shape);
+      reports.push_back(bench_generated(shape, options));
+      fmt::print("{}\n", format_report(machine, reports.back()));
+    }
+    for (const u64 spaces : o.sizes) {
+      reports.push_back(bench_generated(scaled(shape, spaces), options));
+      fmt::print("{}\n", format_report(machine, reports.back()));
+      std::fflush(stdout);
+    }
+  }
+  if (!o.json.empty()) {
+    atomic_output_file out(o.json);
+    out.stream() << report_json(machine, reports).dump(2) << "\n";
+    out.commit();
+  }
+  if (!o.plot.empty()) write_plot(reports, o.plot);
+}
+
+void setup_bench(CLI::App& app) {
+  auto o = std::make_shared<bench_cli>();
+  auto* cmd = app.add_subcommand(
+      "bench", "Benchmark the walk backends on one fleet (or generated fleets of several sizes), per phase.");
+  cmd->add_option("manifest", o->manifest, "fleet manifest (JSON Lines)");
+  cmd->add_option("--gen", o->gen, "generate the fleet: a shape such as bench or linux,spaces=100 (see ptwalk gen)");
+  cmd->add_option("--sizes", o->sizes, "with --gen: total address spaces per run, e.g. 100,1000,10000")
+      ->delimiter(',');
+  cmd->add_option("--backends", o->backends, "backends to run, in order; the first is the one others must match")
+      ->capture_default_str();
+  cmd->add_option("--repeat", o->repeat, "walks per backend (median and spread)")
+      ->check(CLI::Range(1u, 1000u))
+      ->capture_default_str();
+  cmd->add_option("--threads", o->threads, "threads for the cpu backends (default: all cores)");
+  cmd->add_option("--max-batch-spaces", o->max_batch_spaces,
+                  "cuda: at most this many spaces per device batch (default: as memory allows)");
+  cmd->add_flag("--no-compaction", o->no_compaction, "skip timing relink + compaction");
+  cmd->add_option("--json", o->json, "write the results as JSON to this file");
+  cmd->add_option("--plot", o->plot, "with --sizes: plot throughput vs fleet size to this PNG (gnuplot)");
+  cmd->callback([o] { run_bench(*o); });
+}
+
+}  // namespace
+
+PTWALK_COMMAND(70, setup_bench);
+
+}  // namespace ptwalk::cli
