@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 #include "kernels/walk_steps.hpp"
 #include "ptwalk/walk.hpp"
@@ -74,8 +75,8 @@ struct leaf_table_task {
   u8 perms;
 };
 struct leaf_table_output {
-  int thread;
-  u64 offset, count;
+  const space_aware_mapping* leaves;
+  u64 count;
   u64 entries_read, dangling_reads;
 };
 
@@ -194,10 +195,26 @@ class upper_walker {
 
 using snapshot_list = std::span<const loaded_snapshot* const>;
 
-// One thread's leaves, on its own cache line: vector headers of different
-// threads side by side would bounce the line on every push_back.
-struct alignas(64) leaf_buffer {
-  std::vector<space_aware_mapping> records;
+// One thread's leaves, in fixed blocks that never move (a growing vector
+// would copy every leaf again on each reallocation), on its own cache line
+// (headers of different threads side by side would bounce it on every write).
+class alignas(64) leaf_buffer {
+ public:
+  static constexpr std::size_t block_records = std::size_t{1} << 16;  // 2 MiB
+
+  // Room for one table's leaves; commit() says how many were written.
+  space_aware_mapping* room() {
+    if (blocks_.empty() || used_ + 512 > block_records) {
+      blocks_.push_back(std::make_unique_for_overwrite<space_aware_mapping[]>(block_records));
+      used_ = 0;
+    }
+    return blocks_.back().get() + used_;
+  }
+  void commit(std::size_t count) { used_ += count; }
+
+ private:
+  std::vector<std::unique_ptr<space_aware_mapping[]>> blocks_;
+  std::size_t used_ = 0;
 };
 
 template <class Format>
@@ -232,23 +249,24 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
   constexpr unsigned leaf_depth = Format::levels - 1;
 #pragma omp parallel num_threads(threads)
   {
-    const int thread = omp_get_thread_num();
-    auto& buffer = buffers[thread].records;
+    leaf_buffer& buffer = buffers[omp_get_thread_num()];
     std::size_t b = 0;
 #pragma omp for schedule(dynamic, 64)
     for (u64 t = 0; t < task_base[n]; ++t) {
       while (t >= task_base[b + 1]) ++b;  // tasks are handed out in increasing order
       const leaf_table_task& task = upper[b].tasks[t - task_base[b]];
       walk_stats stats;
-      const u64 offset = buffer.size();
+      space_aware_mapping* out = buffer.room();
+      std::size_t count = 0;
       const auto bounds = range.entries_in_range(task.va, leaf_depth);
       read_entries<Format>(snapshots[b]->image, task.pa, bounds.lo, bounds.hi, stats,
                            [&](u64 value, unsigned index) {
-                             buffer.push_back(make_leaf_record<Format>(
+                             out[count++] = make_leaf_record<Format>(
                                  value, leaf_depth, task.va + (u64{index} << Format::entry_shift(leaf_depth)),
-                                 task.perms));
+                                 task.perms);
                            });
-      leaves[t] = {thread, offset, buffer.size() - offset, stats.entries_read, stats.dangling_reads};
+      buffer.commit(count);
+      leaves[t] = {out, count, stats.entries_read, stats.dangling_reads};
     }
   }
 
@@ -260,25 +278,24 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
     walk_stats stats = u.stats;  // local for the same reason as above
     u64 size = 0;
     for (const auto& item : u.items) size += is_placeholder(item) ? leaves[task_base[b] + item.pa].count : 1;
-    walk.records.resize(size);
+    // reserve + append: a resize would first zero every record.
+    walk.records.reserve(size);
     walk.offsets.reserve(u.space_first.size());
-    u64 at = 0;
     std::size_t space = 0;
     for (std::size_t i = 0; i < u.items.size(); ++i) {
-      for (; space < u.space_first.size() && u.space_first[space] == i; ++space) walk.offsets.push_back(at);
+      for (; space < u.space_first.size() && u.space_first[space] == i; ++space)
+        walk.offsets.push_back(walk.records.size());
       const auto& item = u.items[i];
       if (!is_placeholder(item)) {
-        walk.records[at++] = item;
+        walk.records.push_back(item);
         continue;
       }
       const leaf_table_output& l = leaves[task_base[b] + item.pa];
-      std::memcpy(static_cast<void*>(walk.records.data() + at), buffers[l.thread].records.data() + l.offset,
-                  l.count * sizeof(space_aware_mapping));
-      at += l.count;
+      walk.records.insert(walk.records.end(), l.leaves, l.leaves + l.count);
       stats.entries_read += l.entries_read;
       stats.dangling_reads += l.dangling_reads;
     }
-    for (; space < u.space_first.size(); ++space) walk.offsets.push_back(at);
+    for (; space < u.space_first.size(); ++space) walk.offsets.push_back(walk.records.size());
     for (const auto& r : walk.records) {
       if (r.is_leaf()) stats.count_leaf(r.size_log2);
       else ++stats.aliases[r.depth];
