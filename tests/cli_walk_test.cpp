@@ -144,6 +144,13 @@ TEST_F(cli_walk, single_raw_image_with_roots_list_or_file) {
   r = run_ptwalk(dir_, {"walk", "--raw", path("img.raw"), "--base", "0x1000", "--roots", path("roots.txt")});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, whole_walk);
+  // A list longer than any file name is still a list (the second space
+  // repeated: each repeat is a depth-0 alias).
+  std::string long_list = "0x1000";
+  for (int i = 0; i < 200; ++i) long_list += ",0x7000";
+  r = run_ptwalk(dir_, {"walk", "--raw", path("img.raw"), "--base", "0x1000", "--roots", long_list});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(r.out.starts_with(whole_walk));
 }
 
 TEST_F(cli_walk, single_elf_image) {

@@ -44,7 +44,9 @@ va_range parse_va_range(std::string_view text) {
 
 // --roots is a file when one exists by that name, else a comma-separated hex list.
 std::vector<u64> parse_roots_argument(const std::string& text) {
-  if (std::filesystem::exists(text)) return read_roots_file(text);
+  // The error_code form: a long list is no valid file name, and that is no error.
+  std::error_code not_a_file;
+  if (std::filesystem::exists(text, not_a_file)) return read_roots_file(text);
   std::vector<u64> roots;
   for (std::string_view rest = text; !rest.empty();) {
     const auto comma = rest.find(',');
