@@ -18,6 +18,7 @@
 
 #include <fmt/format.h>
 
+#include "atomic_file.hpp"
 #include "manifest.hpp"
 #include "ptwalk/map.hpp"
 #include "table_views.hpp"
@@ -561,47 +562,6 @@ bool check_target(const std::filesystem::path& target, bool replace) {
   return true;
 }
 
-// A directory that is removed unless it was renamed into place.
-class staging_dir {
- public:
-  explicit staging_dir(const std::filesystem::path& target)
-      : target_(target),
-        path_(target.parent_path() / fmt::format(".{}.tmp-{}", target.filename().string(), ::getpid())) {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-    if (!std::filesystem::create_directories(path_, ec))
-      throw input_error(fmt::format("{}: cannot create directory: {}", path_.string(), ec.message()));
-  }
-  ~staging_dir() {
-    std::error_code ignored;
-    if (!committed_) std::filesystem::remove_all(path_, ignored);
-  }
-  staging_dir(const staging_dir&) = delete;
-  staging_dir& operator=(const staging_dir&) = delete;
-
-  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-
-  // Renames onto the target; an existing target is moved aside first and
-  // removed only once the new directory is in place.
-  void commit(bool replace) {
-    std::error_code ec;
-    const bool move_aside = check_target(target_, replace);
-    const std::filesystem::path old = path_.string() + ".old";
-    if (move_aside) std::filesystem::rename(target_, old, ec);
-    if (!ec) std::filesystem::rename(path_, target_, ec);
-    if (ec)
-      throw input_error(
-          fmt::format("{}: cannot move the fleet into place: {}", target_.string(), ec.message()));
-    committed_ = true;
-    std::filesystem::remove_all(old, ec);
-  }
-
- private:
-  std::filesystem::path target_;
-  std::filesystem::path path_;
-  bool committed_ = false;
-};
-
 }  // namespace
 
 fleet_summary write_fleet(const fleet_shape& shape, const std::filesystem::path& dir, bool replace) {
@@ -609,7 +569,7 @@ fleet_summary write_fleet(const fleet_shape& shape, const std::filesystem::path&
   std::filesystem::path target = std::filesystem::absolute(dir).lexically_normal();
   if (!target.has_filename()) target = target.parent_path();
   (void)check_target(target, replace);  // fail before building; checked again at the rename
-  staging_dir staging(target);
+  atomic_output_dir staging(target);
   std::vector<std::string> lines(shape.snapshots);
   std::vector<fleet_summary> parts(shape.snapshots);
   build_all(shape, [&](u32 i, built_snapshot built) {
@@ -625,7 +585,8 @@ fleet_summary write_fleet(const fleet_shape& shape, const std::filesystem::path&
     if (!manifest)
       throw input_error(fmt::format("{}: write failed", (staging.path() / "manifest.jsonl").string()));
   }
-  staging.commit(replace);
+  (void)check_target(target, replace);  // the target may have changed while we built
+  staging.commit();
   fleet_summary total;
   for (const auto& p : parts) {
     total.snapshots += p.snapshots;

@@ -3,7 +3,6 @@
 // and every bad-input path (exit status, one-line message naming the file,
 // no output file left behind).
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +11,7 @@
 
 #include "ptwalk/map.hpp"
 #include "support/elf_builder.hpp"
+#include "support/run_cli.hpp"
 #include "support/temp_dir.hpp"
 #include "table_views.hpp"
 
@@ -20,26 +20,7 @@ namespace {
 
 using F = x86_64_4level;
 
-struct run_result {
-  int status = -1;
-  std::string out, err;
-};
-
-// Runs `ptwalk ARGS` with stdout and stderr captured in `dir`.
-run_result run_ptwalk(const testing::temp_dir& dir, const std::vector<std::string>& args) {
-  std::string command = PTWALK_BINARY;
-  for (const auto& a : args) command += " '" + a + "'";
-  const auto out = dir / "stdout.txt", err = dir / "stderr.txt";
-  command += fmt::format(" >'{}' 2>'{}'", out.string(), err.string());
-  const int raw = std::system(command.c_str());
-  run_result r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  r.out = testing::read_text(out);
-  r.err = testing::read_text(err);
-  std::filesystem::remove(out);
-  std::filesystem::remove(err);
-  return r;
-}
+using testing::run_ptwalk;
 
 // Two spaces in a raw image at 0x1000 (tables allocated in this order):
 //   A, root 0x1000: 0x400000 -> 0x80000 (4 KiB, user rwx) via 0x2000/0x3000/0x4000,
