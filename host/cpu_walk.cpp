@@ -15,13 +15,13 @@
 // in one sequential pass per snapshot.
 #include "cpu_walk.hpp"
 
-#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
 #include <memory>
 
 #include "kernels/walk_steps.hpp"
+#include "parallel_for.hpp"
 #include "ptwalk/walk.hpp"
 
 namespace ptwalk {
@@ -218,7 +218,7 @@ class alignas(64) leaf_buffer {
 };
 
 template <class Format>
-std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<Format> range, int threads) {
+std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<Format> range, unsigned threads) {
   const std::size_t n = snapshots.size();
   for (const auto* s : snapshots)
     if (s->roots().size() >= kernels::visit_rank<Format>::max_spaces)
@@ -227,8 +227,7 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
   // Upper levels, one snapshot per thread at a time.
   std::vector<upper_walk> upper(n);
   std::vector<snapshot_walk> out(n);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (std::size_t b = 0; b < n; ++b) {
+  parallel_for(n, threads, [&](std::size_t b) {
     // Built in a local and moved out once: neighbouring snapshots' counters
     // share cache lines with this one's.
     upper_walk local;
@@ -239,7 +238,7 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
     }
     local.space_first.push_back(local.items.size());
     upper[b] = std::move(local);
-  }
+  });
 
   // Leaf tables of every snapshot, in parallel, into per-thread buffers.
   std::vector<u64> task_base(n + 1, 0);
@@ -247,32 +246,29 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
   std::vector<leaf_table_output> leaves(task_base[n]);
   std::vector<leaf_buffer> buffers(threads);
   constexpr unsigned leaf_depth = Format::levels - 1;
-#pragma omp parallel num_threads(threads)
-  {
-    leaf_buffer& buffer = buffers[omp_get_thread_num()];
-    std::size_t b = 0;
-#pragma omp for schedule(dynamic, 64)
-    for (u64 t = 0; t < task_base[n]; ++t) {
-      while (t >= task_base[b + 1]) ++b;  // tasks are handed out in increasing order
-      const leaf_table_task& task = upper[b].tasks[t - task_base[b]];
-      walk_stats stats;
-      space_aware_mapping* out = buffer.room();
-      std::size_t count = 0;
-      const auto bounds = range.entries_in_range(task.va, leaf_depth);
-      read_entries<Format>(snapshots[b]->image, task.pa, bounds.lo, bounds.hi, stats,
-                           [&](u64 value, unsigned index) {
-                             out[count++] = make_leaf_record<Format>(
-                                 value, leaf_depth, task.va + (u64{index} << Format::entry_shift(leaf_depth)),
-                                 task.perms);
-                           });
-      buffer.commit(count);
-      leaves[t] = {out, count, stats.entries_read, stats.dangling_reads};
-    }
-  }
+  // Chunks of 64 tables: few enough hand-outs, small enough to balance.
+  std::vector<std::size_t> snapshot_of_worker(threads, 0);
+  parallel_for_chunks(task_base[n], 64, threads, [&](unsigned worker, u64 t) {
+    std::size_t& b = snapshot_of_worker[worker];
+    while (t >= task_base[b + 1]) ++b;  // each worker's tasks come in increasing order
+    const leaf_table_task& task = upper[b].tasks[t - task_base[b]];
+    leaf_buffer& buffer = buffers[worker];
+    walk_stats stats;
+    space_aware_mapping* out = buffer.room();
+    std::size_t count = 0;
+    const auto bounds = range.entries_in_range(task.va, leaf_depth);
+    read_entries<Format>(snapshots[b]->image, task.pa, bounds.lo, bounds.hi, stats,
+                         [&](u64 value, unsigned index) {
+                           out[count++] = make_leaf_record<Format>(
+                               value, leaf_depth, task.va + (u64{index} << Format::entry_shift(leaf_depth)),
+                               task.perms);
+                         });
+    buffer.commit(count);
+    leaves[t] = {out, count, stats.entries_read, stats.dangling_reads};
+  });
 
   // Splice: each item's final position, then the copies, in parallel.
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (std::size_t b = 0; b < n; ++b) {
+  parallel_for(n, threads, [&](std::size_t b) {
     const upper_walk& u = upper[b];
     snapshot_walk& walk = out[b];
     walk_stats stats = u.stats;  // local for the same reason as above
@@ -301,14 +297,14 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
       else ++stats.aliases[r.depth];
     }
     walk.stats = stats;
-  }
+  });
   return out;
 }
 
 }  // namespace
 
 std::vector<snapshot_walk> cpu_walk(std::span<const loaded_snapshot> snapshots, const cpu_walk_options& options) {
-  const int threads = options.threads > 0 ? options.threads : omp_get_max_threads();
+  const unsigned threads = resolve_jobs(options.threads > 0 ? static_cast<unsigned>(options.threads) : 0);
   // Formats are compile-time parameters: each format's snapshots are one group.
   std::vector<snapshot_walk> out(snapshots.size());
   for (const paging_format format : {paging_format::x86_64, paging_format::x86_64_la57}) {

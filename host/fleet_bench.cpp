@@ -1,6 +1,8 @@
 // host/fleet_bench.cpp — runs, checks and reports the fleet benchmark.
 #include "fleet_bench.hpp"
 
+#include <unistd.h>
+
 #include <omp.h>
 
 #include <algorithm>
@@ -15,6 +17,8 @@
 #include <fmt/format.h>
 
 #include "compact_job.hpp"
+#include "compactor.hpp"
+#include "parallel_for.hpp"
 #if PTWALK_WITH_CUDA
 #include "cuda/cuda_walk.hpp"
 #endif
@@ -89,6 +93,57 @@ const backend_bench* find_backend(const bench_report& report, std::string_view n
   for (const auto& b : report.backends)
     if (b.name == name && !b.skipped) return &b;
   return nullptr;
+}
+
+// A scratch directory under `parent` that is removed with its contents.
+class scratch_dir {
+ public:
+  explicit scratch_dir(const std::filesystem::path& parent)
+      : path_(parent / fmt::format("ptwalk-bench-{}", ::getpid())) {
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~scratch_dir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  scratch_dir(const scratch_dir&) = delete;
+  scratch_dir& operator=(const scratch_dir&) = delete;
+  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+job_overlap measure_job_overlap(std::span<const loaded_snapshot> fleet, std::span<const snapshot_walk> walks,
+                                const bench_options& options) {
+  const std::filesystem::path parent =
+      options.job_work_dir.empty() ? std::filesystem::temp_directory_path() : options.job_work_dir;
+  std::vector<double> job, alone;
+  job_overlap out;
+  for (unsigned r = 0; r < std::max(options.repeat, 1u); ++r) {
+    {
+      // The compaction stage with the walk already done: what the job hides its walk behind.
+      scratch_dir scratch(parent);
+      const auto start = std::chrono::steady_clock::now();
+      parallel_for(fleet.size(), 0, [&](std::size_t i) {
+        const auto compacted = compact_snapshot(fleet[i], walks[i], compaction_policy{});
+        (void)write_compacted_image(compacted, scratch.path() / fmt::format("{}.img", i));
+      });
+      alone.push_back(seconds_since(start));
+    }
+    {
+      scratch_dir scratch(parent);
+      const auto start = std::chrono::steady_clock::now();
+      const compact_report report =
+          run_compact_job(options.job_manifest, scratch.path() / "out", compact_options{});
+      job.push_back(seconds_since(start));
+      out.backend = report.backend;
+    }
+  }
+  out.job = phase_times::of(std::move(job));
+  out.compaction_alone = phase_times::of(std::move(alone));
+  return out;
 }
 
 }  // namespace
@@ -182,6 +237,8 @@ bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string
     }
     report.compaction = phase_times::of(samples);
   }
+  if (!options.job_manifest.empty() && !baseline.empty())
+    report.job = measure_job_overlap(fleet, baseline, options);
   return report;
 }
 
@@ -215,6 +272,12 @@ std::string format_report(const machine_info& machine, const bench_report& repor
     out += fmt::format("{:<11} {:>10.4f} {:>21}   (relink + compact, CPU, after any backend)\n", "compaction",
                        report.compaction->median_s,
                        fmt::format("[{:.4f} .. {:.4f}]", report.compaction->min_s, report.compaction->max_s));
+  if (report.job)
+    out += fmt::format(
+        "{:<11} {:>10.4f} {:>21}   (ptwalk compact, walk on {}: {:.2f}x the compaction alone, {:.4f} s)\n",
+        "fleet job", report.job->job.median_s,
+        fmt::format("[{:.4f} .. {:.4f}]", report.job->job.min_s, report.job->job.max_s), report.job->backend,
+        report.job->ratio(), report.job->compaction_alone.median_s);
   return out;
 }
 
@@ -272,6 +335,11 @@ nlohmann::json report_body(const machine_info& machine, const bench_report& repo
             {"image_bytes", f.image_bytes}}},
           {"load_s", report.load_s},
           {"compaction", report.compaction ? phase_json(*report.compaction) : nlohmann::json(nullptr)},
+          {"fleet_job", report.job ? nlohmann::json{{"backend", report.job->backend},
+                                                    {"job", phase_json(report.job->job)},
+                                                    {"compaction_alone", phase_json(report.job->compaction_alone)},
+                                                    {"job_over_compaction", report.job->ratio()}}
+                                   : nlohmann::json(nullptr)},
           {"backends", std::move(backends)}};
 }
 

@@ -26,6 +26,11 @@ struct bench_options {
   int threads = 0;               // cpu backends; 0 = all cores
   u64 max_batch_spaces = 0;      // cuda: 0 = as device memory allows
   bool compaction = true;        // time relink+compact (compact_all) on the walk
+  // When set (the fleet's manifest on disk), also time the whole `ptwalk
+  // compact` job on it against its compaction stage alone, output written
+  // under `job_work_dir` (removed after each run).
+  std::filesystem::path job_manifest;
+  std::filesystem::path job_work_dir;
 };
 
 // Seconds of one phase over the repeats.
@@ -59,10 +64,20 @@ struct fleet_info {
   [[nodiscard]] u64 table_bytes() const { return tables * 4096; }
 };
 
+// The fleet job (load, walk, compact, write; the walk of batch k+1 hidden
+// behind the compaction of batch k) against the same compaction and writes
+// with the walks already done: the target is job ≤ 1.2 × alone.
+struct job_overlap {
+  std::string backend;  // the walk backend the job resolved to
+  phase_times job, compaction_alone;
+  [[nodiscard]] double ratio() const { return job.median_s / compaction_alone.median_s; }
+};
+
 struct bench_report {
   fleet_info fleet;
   double load_s = 0;
   std::optional<phase_times> compaction;
+  std::optional<job_overlap> job;
   std::vector<backend_bench> backends;
 };
 

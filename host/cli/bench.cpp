@@ -3,6 +3,8 @@
 // The fleet comes from a manifest or from the generator (--gen SHAPE); with
 // --sizes the generated shape is scaled to each total number of spaces and
 // the run repeated, which is what --plot draws.
+#include <unistd.h>
+
 #include <chrono>
 #include <iostream>
 #include <memory>
@@ -28,6 +30,8 @@ struct bench_cli {
   int threads = 0;
   u64 max_batch_spaces = 0;
   bool no_compaction = false;
+  bool job = false;
+  std::string job_dir;
   std::string json, plot;
 };
 
@@ -57,28 +61,52 @@ fleet_shape scaled(fleet_shape shape, u64 spaces) {
   return shape;
 }
 
-bench_report bench_generated(const fleet_shape& shape, const bench_options& options) {
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+bench_report bench_generated(const fleet_shape& shape, bench_options options) {
+  const std::string source = "gen:" + format_fleet_shape(shape);
+  if (options.job_work_dir.empty()) {
+    const auto start = std::chrono::steady_clock::now();
+    generated_fleet fleet = generate_fleet(shape);
+    return run_fleet_bench(fleet.snapshots, source, seconds_since(start), options);
+  }
+  // The fleet job reads a manifest: write the fleet, and walk what was written.
+  const auto fleet_dir = options.job_work_dir / fmt::format("ptwalk-bench-fleet-{}", ::getpid());
+  struct remove_on_exit {
+    std::filesystem::path dir;
+    ~remove_on_exit() {
+      std::error_code ignored;
+      std::filesystem::remove_all(dir, ignored);
+    }
+  } cleanup{fleet_dir};
+  (void)write_fleet(shape, fleet_dir, true);
+  options.job_manifest = fleet_dir / "manifest.jsonl";
   const auto start = std::chrono::steady_clock::now();
-  generated_fleet fleet = generate_fleet(shape);
-  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return run_fleet_bench(fleet.snapshots, "gen:" + format_fleet_shape(shape), load_s, options);
+  const auto fleet = load_manifest(options.job_manifest);
+  return run_fleet_bench(fleet, source, seconds_since(start), options);
 }
 
 void run_bench(const bench_cli& o) {
   if (o.manifest.empty() == o.gen.empty()) throw input_error("bench: give a MANIFEST or --gen SHAPE (one of them)");
   if (!o.sizes.empty() && o.gen.empty()) throw input_error("bench: --sizes needs --gen");
-  const bench_options options{.backends = parse_backends(o.backends),
-                              .repeat = o.repeat,
-                              .threads = o.threads,
-                              .max_batch_spaces = o.max_batch_spaces,
-                              .compaction = !o.no_compaction};
+  bench_options options;
+  options.backends = parse_backends(o.backends);
+  options.repeat = o.repeat;
+  options.threads = o.threads;
+  options.max_batch_spaces = o.max_batch_spaces;
+  options.compaction = !o.no_compaction;
+  if (o.job)
+    options.job_work_dir = o.job_dir.empty() ? std::filesystem::temp_directory_path()
+                                             : std::filesystem::path(o.job_dir);
   const machine_info machine = measure_machine(o.threads);
   std::vector<bench_report> reports;
   if (!o.manifest.empty()) {
+    if (o.job) options.job_manifest = o.manifest;
     const auto start = std::chrono::steady_clock::now();
     const auto fleet = load_manifest(o.manifest);
-    const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    reports.push_back(run_fleet_bench(fleet, o.manifest, load_s, options));
+    reports.push_back(run_fleet_bench(fleet, o.manifest, seconds_since(start), options));
     fmt::print("{}\n", format_report(machine, reports.back()));
   } else {
     const fleet_shape shape = parse_fleet_shape(o.gen);
@@ -118,6 +146,10 @@ void setup_bench(CLI::App& app) {
   cmd->add_option("--max-batch-spaces", o->max_batch_spaces,
                   "cuda: at most this many spaces per device batch (default: as memory allows)");
   cmd->add_flag("--no-compaction", o->no_compaction, "skip timing relink + compaction");
+  cmd->add_flag("--job", o->job,
+                "also time the whole `ptwalk compact` job against its compaction stage alone "
+                "(writes the fleet and the outputs to --job-dir)");
+  cmd->add_option("--job-dir", o->job_dir, "with --job: where scratch output goes (default: the temp directory)");
   cmd->add_option("--json", o->json, "write the results as JSON to this file");
   cmd->add_option("--plot", o->plot, "with --sizes: plot throughput vs fleet size to this PNG (gnuplot)");
   cmd->callback([o] { run_bench(*o); });
