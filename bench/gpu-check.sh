@@ -79,8 +79,12 @@ tail -8 "$work/tests.txt" >&2
 
 # 3. The fleet benchmark: sizes sweep, then a fleet streamed in batches.
 log "fleet benchmark: $SHAPE at $SIZES spaces"
+# No gnuplot on the GPU machine: no plot (ptwalk bench would fail on --plot).
+plot_args=()
+command -v gnuplot >/dev/null 2>&1 && plot_args=(--plot "$base.png")
+# Compaction is CPU work, measured on the CPU machines; here it would only spend device time.
 "$ptwalk" bench --gen "$SHAPE" --sizes "$SIZES" --backends reference,cpu,cuda --repeat "$REPEAT" \
-  --json "$base.json" --plot "$base.png" | tee "$work/bench.txt" >&2
+  --no-compaction --json "$base.json" "${plot_args[@]}" | tee "$work/bench.txt" >&2
 log "streaming: $STREAM_SHAPE in batches of at most 2000 spaces"
 "$ptwalk" bench --gen "$STREAM_SHAPE" --backends cpu,cuda --repeat "$REPEAT" --max-batch-spaces 2000 \
   --no-compaction --json "$base-streamed.json" | tee "$work/stream.txt" >&2
