@@ -1,4 +1,4 @@
-// host/root_discovery.cpp — reference kernel halves, the parallel page scan, PTI pairing, labels.
+// host/root_discovery.cpp — reference kernel halves, the page scan on its backend, PTI pairing, labels.
 #include "root_discovery.hpp"
 
 #include <omp.h>
@@ -6,13 +6,18 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <stdexcept>
 #include <unordered_map>
 
 #include <fmt/format.h>
 
+#include "batch_walk.hpp"
 #include "elf_core.hpp"
 #include "manifest.hpp"
 #include "ptwalk/walk.hpp"
+#if PTWALK_WITH_CUDA
+#include "cuda/cuda_root_scan.hpp"
+#endif
 
 namespace ptwalk {
 
@@ -29,11 +34,11 @@ struct reference {
   std::string description;
 };
 
-struct candidate {
-  u64 pa = 0;
-  int reference = -1;
-  bool user_half_empty = true;
-};
+using seconds_clock = std::chrono::steady_clock;
+
+double seconds_since(seconds_clock::time_point start) {
+  return std::chrono::duration<double>(seconds_clock::now() - start).count();
+}
 
 // The image's backed ranges, adjacent regions merged.
 struct backed_ranges {
@@ -82,9 +87,24 @@ bool user_halves_mirror(const std::byte* kernel_table, const std::byte* user_tab
   return true;
 }
 
+// Whole 4 KiB pages each region backs, as the scans see them: a page that
+// straddles two regions is not scanned (it is no table of one region).
+std::vector<page_run> whole_pages(const memory_image& image) {
+  std::vector<page_run> runs;
+  for (const auto& region : image.regions()) {
+    const u64 first = (region.gpa + page_bytes - 1) & ~(page_bytes - 1);
+    if (first >= region.end() || region.end() - first < page_bytes) continue;
+    runs.push_back({first, region.data + (first - region.gpa), (region.end() - first) / page_bytes});
+  }
+  return runs;
+}
+
 class scanner {
  public:
-  explicit scanner(const memory_image& image) : image_(image), backed_(image) {}
+  scanner(const memory_image& image, paging_format format, scan_backend backend, unsigned threads,
+          std::size_t chunk_pages)
+      : image_(image), backed_(image), runs_(whole_pages(image)), format_(format), backend_(backend),
+        threads_(threads), chunk_pages_(chunk_pages) {}
 
   const std::byte* page(u64 pa) const { return image_.bytes_at(pa, page_bytes); }
 
@@ -115,7 +135,7 @@ class scanner {
   // Without a known root: the pages (ascending) of the kernel half that
   // most plausible top-level tables share; empty when no half is shared.
   template <class Format>
-  std::vector<u64> census(unsigned threads) {
+  std::vector<u64> census() {
     struct half_hash {
       std::size_t operator()(const std::array<u64, half_entries>& h) const {
         u64 x = 0xcbf29ce484222325ull;
@@ -129,12 +149,10 @@ class scanner {
       }
     };
     std::unordered_map<std::array<u64, half_entries>, std::vector<u64>, half_hash, half_equal> pages;
-    const auto ranges = backed_.ref();
-    for_each_page(threads, [&](u64 pa, const std::byte* bytes, std::vector<candidate>& found) {
-      if (looks_like_top_table<Format>(bytes, ranges, 2)) found.push_back({pa, 0, false});
-    }, [&](std::vector<candidate>& found) {
-      for (const auto& c : found) pages[kernel_half(page(c.pa))].push_back(c.pa);
-    });
+    const page_test_ref test{
+        .test = page_test::top_table, .halves = {}, .backed = backed_.ref(), .min_kernel_entries = 2};
+    for (const auto& hit : select<Format>(test, census_seconds_))
+      pages[kernel_half(page(hit.pa))].push_back(hit.pa);
     std::vector<u64> best;
     for (auto& [half, where] : pages) {
       std::sort(where.begin(), where.end());
@@ -148,22 +166,25 @@ class scanner {
 
   // Runs the predicate over every page; candidates sorted by address.
   template <class Format>
-  std::vector<candidate> scan(unsigned threads) {
+  std::vector<root_scan_hit> scan() {
     std::vector<u64> flat;
     for (const auto& r : references_) flat.insert(flat.end(), r.half.begin(), r.half.end());
-    const kernel_halves_ref halves{flat.data(), static_cast<u32>(references_.size())};
-    const auto ranges = backed_.ref();
-    std::vector<candidate> out;
-    for_each_page(threads, [&](u64 pa, const std::byte* bytes, std::vector<candidate>& found) {
-      const auto verdict = test_root_candidate<Format>(bytes, halves, ranges);
-      if (verdict.reference >= 0) found.push_back({pa, verdict.reference, verdict.user_half_empty});
-    }, [&](std::vector<candidate>& found) { out.insert(out.end(), found.begin(), found.end()); });
-    std::sort(out.begin(), out.end(), [](const candidate& a, const candidate& b) { return a.pa < b.pa; });
-    return out;
+    const page_test_ref test{.test = page_test::root_candidate,
+                             .halves = {flat.data(), static_cast<u32>(references_.size())},
+                             .backed = backed_.ref(),
+                             .min_kernel_entries = 0};
+    return select<Format>(test, scan_seconds_);
   }
 
   [[nodiscard]] const std::vector<reference>& references() const { return references_; }
-  [[nodiscard]] u64 pages_scanned() const { return pages_scanned_; }
+  [[nodiscard]] u64 pages_scanned() const {
+    u64 pages = 0;
+    for (const auto& run : runs_) pages += run.pages;
+    return pages;
+  }
+  [[nodiscard]] double scan_seconds() const { return scan_seconds_; }
+  [[nodiscard]] double census_seconds() const { return census_seconds_; }
+  [[nodiscard]] const root_scan_profile& profile() const { return profile_; }
 
  private:
   int add_half(const std::array<u64, half_entries>& half, std::string description) {
@@ -173,34 +194,67 @@ class scanner {
     return static_cast<int>(references_.size() - 1);
   }
 
-  // Calls test(pa, bytes, found) for every 4 KiB page that one region backs
-  // whole, over `threads` threads; each thread's `found` goes to merge()
-  // under a lock when it is done.
-  template <class Test, class Merge>
-  void for_each_page(unsigned threads, Test&& test, Merge&& merge) {
-    pages_scanned_ = 0;
-    for (const auto& region : image_.regions()) {
-      const u64 first = (region.gpa + page_bytes - 1) & ~(page_bytes - 1);
-      if (first >= region.end() || region.end() - first < page_bytes) continue;
-      const std::int64_t pages = static_cast<std::int64_t>((region.end() - first) / page_bytes);
-      pages_scanned_ += static_cast<u64>(pages);
-      const std::byte* base = region.data + (first - region.gpa);
-#pragma omp parallel num_threads(threads)
+  // The pages that pass `test`, in ascending address, from the backend;
+  // `seconds` gets the scan's time less the device's setup.
+  template <class Format>
+  std::vector<root_scan_hit> select(const page_test_ref& test, double& seconds) {
+    const auto started = seconds_clock::now();
+    root_scan_profile profile;
+    const root_scan_input input{format_, runs_, test};
+    root_scan_options options{.threads = threads_, .profile = &profile};
+    if (chunk_pages_ != 0) options.chunk_pages = chunk_pages_;
+    std::vector<root_scan_hit> hits;
+    switch (backend_) {
+      case scan_backend::cpu: hits = select_on_host<Format>(test); break;
+      case scan_backend::thrust_cpu: hits = root_scan_thrust_cpu(input, options); break;
+      case scan_backend::cuda:
+#if PTWALK_WITH_CUDA
+        hits = root_scan_cuda(input, options);
+        break;
+#else
+        throw std::runtime_error("root scan backend cuda: this ptwalk was built without CUDA (-DPTWALK_CUDA=ON)");
+#endif
+      case scan_backend::automatic: throw std::logic_error("root scan: unresolved backend");
+    }
+    seconds = seconds_since(started) - profile.setup_s;
+    profile_ += profile;
+    return hits;
+  }
+
+  // The cpu backend: every page on `threads_` OpenMP threads, each keeping
+  // its hits until it is done.
+  template <class Format>
+  std::vector<root_scan_hit> select_on_host(const page_test_ref& test) {
+    std::vector<root_scan_hit> out;
+    for (const page_run& run : runs_) {
+      const auto pages = static_cast<std::int64_t>(run.pages);
+#pragma omp parallel num_threads(threads_)
       {
-        std::vector<candidate> found;
+        std::vector<root_scan_hit> found;
 #pragma omp for schedule(static, 4096) nowait
-        for (std::int64_t p = 0; p < pages; ++p)
-          test(first + static_cast<u64>(p) * page_bytes, base + static_cast<u64>(p) * page_bytes, found);
+        for (std::int64_t p = 0; p < pages; ++p) {
+          const u64 offset = static_cast<u64>(p) * page_bytes;
+          const auto hit = kernels::test_page<Format>(test, run.pa + offset, run.bytes + offset);
+          if (hit.reference >= 0) found.push_back(hit);
+        }
 #pragma omp critical(ptwalk_root_scan_merge)
-        merge(found);
+        out.insert(out.end(), found.begin(), found.end());
       }
     }
+    std::sort(out.begin(), out.end(), [](const root_scan_hit& a, const root_scan_hit& b) { return a.pa < b.pa; });
+    return out;
   }
 
   const memory_image& image_;
   backed_ranges backed_;
+  std::vector<page_run> runs_;
+  paging_format format_;
+  scan_backend backend_;
+  unsigned threads_;
+  std::size_t chunk_pages_;
   std::vector<reference> references_;
-  u64 pages_scanned_ = 0;
+  double scan_seconds_ = 0, census_seconds_ = 0;
+  root_scan_profile profile_;
 };
 
 std::string_view role_suffix(pti_role role) {
@@ -215,11 +269,13 @@ std::string_view role_suffix(pti_role role) {
 template <class Format>
 root_discovery_result discover(const memory_image& image, const root_discovery_options& options,
                                std::string_view origin) {
-  const auto started = std::chrono::steady_clock::now();
-  scanner scan(image);
+  const auto started = seconds_clock::now();
   const unsigned threads = options.threads != 0 ? options.threads : static_cast<unsigned>(omp_get_max_threads());
   root_discovery_result result;
   result.threads = threads;
+  result.backend = resolve_scan_backend(options.backend);
+  result.device = result.backend == scan_backend::cuda ? gpu_description() : fmt::format("{} threads", threads);
+  scanner scan(image, options.format, result.backend, threads, options.chunk_pages);
 
   std::vector<u64> known_roots;
   for (const auto& hint : options.known) {
@@ -232,7 +288,7 @@ root_discovery_result discover(const memory_image& image, const root_discovery_o
       result.references.push_back(fmt::format("{} {}: kernel half empty, not a reference", hint.label, hex(root)));
   }
   if (scan.references().empty()) {
-    const auto seeds = scan.template census<Format>(threads);
+    const auto seeds = scan.template census<Format>();
     if (seeds.empty())
       throw input_error(fmt::format("{}: no known root (no vCPU state or VMCOREINFO; give --hint CR3) and "
                                     "no kernel half shared by two plausible top-level tables",
@@ -249,18 +305,21 @@ root_discovery_result discover(const memory_image& image, const root_discovery_o
   }
   for (const auto& r : scan.references()) result.references.push_back(r.description);
 
-  const auto candidates = scan.template scan<Format>(threads);
+  const auto candidates = scan.template scan<Format>();
   result.pages_scanned = scan.pages_scanned();
   result.bytes_scanned = result.pages_scanned * page_bytes;
+  result.scan_seconds = scan.scan_seconds();
+  result.census_seconds = scan.census_seconds();
+  result.profile = scan.profile();
 
   const auto& refs = scan.references();
-  const auto find_candidate = [&](u64 pa) -> const candidate* {
+  const auto find_candidate = [&](u64 pa) -> const root_scan_hit* {
     const auto it = std::lower_bound(candidates.begin(), candidates.end(), pa,
-                                     [](const candidate& c, u64 v) { return c.pa < v; });
+                                     [](const root_scan_hit& c, u64 v) { return c.pa < v; });
     return it != candidates.end() && it->pa == pa ? &*it : nullptr;
   };
   // The evidence and label suffix a scanned table carries.
-  const auto describe = [&](const candidate& c, discovered_root& out) {
+  const auto describe = [&](const root_scan_hit& c, discovered_root& out) {
     const auto& ref = refs[static_cast<std::size_t>(c.reference)];
     out.label += role_suffix(ref.role);
     out.user_half_empty = c.user_half_empty;
@@ -270,7 +329,7 @@ root_discovery_result discover(const memory_image& image, const root_discovery_o
                                 ref.description, user_entries);
     if (ref.role != pti_role::none) {
       const u64 partner = c.pa ^ pti_partner_bit;
-      const candidate* other = find_candidate(partner);
+      const root_scan_hit* other = find_candidate(partner);
       const bool paired = other != nullptr && refs[static_cast<std::size_t>(other->reference)].role != pti_role::none &&
                           refs[static_cast<std::size_t>(other->reference)].role != ref.role;
       out.evidence += paired ? fmt::format("; PTI pair with {}", hex(partner)) : "; PTI partner missing";
@@ -283,7 +342,7 @@ root_discovery_result discover(const memory_image& image, const root_discovery_o
         known_roots.begin() + static_cast<std::ptrdiff_t>(i))
       continue;
     discovered_root out{root, options.known[i].label, options.known[i].evidence, false};
-    if (const candidate* c = find_candidate(root)) describe(*c, out);
+    if (const root_scan_hit* c = find_candidate(root)) describe(*c, out);
     result.roots.push_back(std::move(out));
   }
   const auto is_known = [&](u64 pa) {
@@ -302,11 +361,32 @@ root_discovery_result discover(const memory_image& image, const root_discovery_o
     describe(c, out);
     result.roots.push_back(std::move(out));
   }
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  result.seconds = seconds_since(started);
   return result;
 }
 
 }  // namespace
+
+std::string_view scan_backend_name(scan_backend backend) {
+  switch (backend) {
+    case scan_backend::cpu: return "cpu";
+    case scan_backend::cuda: return "cuda";
+    case scan_backend::automatic: return "auto";
+    case scan_backend::thrust_cpu: return "thrust-cpu";
+  }
+  return "?";
+}
+
+std::optional<scan_backend> parse_scan_backend(std::string_view name) {
+  for (const auto b : {scan_backend::cpu, scan_backend::cuda, scan_backend::automatic, scan_backend::thrust_cpu})
+    if (scan_backend_name(b) == name) return b;
+  return std::nullopt;
+}
+
+scan_backend resolve_scan_backend(scan_backend backend) {
+  if (backend != scan_backend::automatic) return backend;
+  return gpu_visible() ? scan_backend::cuda : scan_backend::cpu;
+}
 
 root_discovery_result discover_roots(const memory_image& image, const root_discovery_options& options,
                                      std::string_view origin) {
@@ -315,24 +395,35 @@ root_discovery_result discover_roots(const memory_image& image, const root_disco
 }
 
 root_discovery_result discover_dump_roots(const opened_dump& dump, std::span<const u64> hints,
-                                          bool keep_kernel_only, unsigned threads) {
+                                          bool keep_kernel_only, unsigned threads, scan_backend backend) {
   root_discovery_options options;
   options.format = dump.snapshot.format();
   options.known = dump.machine.known_roots();
   for (const u64 hint : hints) options.known.push_back({hint, "hint", fmt::format("--hint {}", hex(hint))});
   options.keep_kernel_only = keep_kernel_only;
   options.threads = threads;
+  options.backend = backend;
   return discover_roots(dump.snapshot.image, options, dump.path.string());
 }
 
 std::string format_discovery_summary(const root_discovery_result& result, std::string_view origin) {
-  const double seconds = std::max(result.seconds, 1e-9);
-  return fmt::format("{}: {} roots; scanned {} pages ({:.0f} MiB) in {:.3f} s on {} threads: {:.3g} pages/s, "
-                     "{:.0f} MiB/s; {} kernel-only tables skipped\n",
-                     origin, result.roots.size(), result.pages_scanned,
-                     static_cast<double>(result.bytes_scanned) / (1 << 20), result.seconds, result.threads,
-                     static_cast<double>(result.pages_scanned) / seconds,
-                     static_cast<double>(result.bytes_scanned) / (1 << 20) / seconds, result.kernel_only_skipped);
+  const double seconds = std::max(result.scan_seconds, 1e-9);
+  const double mib = static_cast<double>(result.bytes_scanned) / (1 << 20);
+  std::string phases;
+  if (result.backend != scan_backend::cpu) {
+    const auto& p = result.profile;
+    phases = fmt::format(" (all scans: device setup {:.3f} s, gather {:.3f} s, upload {:.3f} s = {:.1f} GB/s, "
+                         "test {:.3f} s, {} chunks)",
+                         p.setup_s, p.gather_s, p.upload_s,
+                         static_cast<double>(p.bytes_uploaded) / 1e9 / std::max(p.upload_s, 1e-9), p.kernel_s,
+                         p.chunks);
+  }
+  return fmt::format("{}: {} roots; scanned {} pages ({:.0f} MiB) in {:.3f} s with backend {} ({}): {:.3g} pages/s, "
+                     "{:.0f} MiB/s; {:.3f} s in all{}; {} kernel-only tables skipped\n",
+                     origin, result.roots.size(), result.pages_scanned, mib, result.scan_seconds,
+                     scan_backend_name(result.backend), result.device,
+                     static_cast<double>(result.pages_scanned) / seconds, mib / seconds, result.seconds, phases,
+                     result.kernel_only_skipped);
 }
 
 opened_dump open_dump(const std::filesystem::path& path, u64 raw_base,

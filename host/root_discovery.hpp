@@ -8,8 +8,11 @@
 // any, the kernel half most pages share is taken as the reference (census).
 //
 // Every 4 KiB page of the image is tested by one PTWALK_HD predicate
-// (`test_root_candidate`) over raw page bytes and trivially copyable views,
-// so a GPU scan can run the same code; the host scan runs it over all cores.
+// (`test_root_candidate`, include/ptwalk/root_candidate.hpp) over raw page
+// bytes, on a backend: all cores with OpenMP (`cpu`), or the GPU
+// (`cuda`, kernels/root_scan.hpp), which streams the image through in chunks
+// and copies back only the hits. Everything after the scan (PTI pairing,
+// labels, evidence) is this file's, whichever backend scanned.
 //
 // Decisions (docs: README "Real dumps"):
 // - Entries are compared with the Accessed bit ignored: the CPU sets it in
@@ -24,7 +27,6 @@
 //   known root) and the pair is labelled "pti-kernel" / "pti-user".
 #pragma once
 
-#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <span>
@@ -32,111 +34,32 @@
 #include <vector>
 
 #include "cpu_state.hpp"
+#include "kernels/root_scan.hpp"
 #include "memory_image.hpp"
 #include "snapshot.hpp"
 #include "ptwalk/format.hpp"
+#include "ptwalk/root_candidate.hpp"
 
 namespace ptwalk {
 
-// ---- the per-page predicate (host and device) ----
+// ---- discovery ----
 
-inline constexpr unsigned half_entries = 256;  // entries in each half of a top-level table
-inline constexpr u64 entry_accessed = u64{1} << 5;
+// Who tests the pages. `thrust_cpu` is the GPU scan's Thrust-OMP build, for
+// tests and benchmarks, not a user-facing choice.
+enum class scan_backend { cpu, cuda, automatic, thrust_cpu };
 
-// Sorted, disjoint [start, end) physical ranges the image backs.
-struct backed_ranges_ref {
-  const u64* starts = nullptr;
-  const u64* ends = nullptr;
-  u32 count = 0;
-
-  PTWALK_HD constexpr bool contains(u64 pa, u64 len) const {
-    u32 lo = 0, hi = count;  // first range with start > pa, by binary search
-    while (lo < hi) {
-      const u32 mid = (lo + hi) / 2;
-      if (starts[mid] <= pa) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo > 0 && pa + len <= ends[lo - 1] && pa + len >= pa;
-  }
-};
-
-// The kernel halves a scan compares pages against: count × 256 entries.
-struct kernel_halves_ref {
-  const u64* entries = nullptr;
-  u32 count = 0;
-};
-
-struct root_candidate {
-  int reference = -1;         // index of the matching kernel half; -1: not a root
-  bool user_half_empty = true;
-};
-
-PTWALK_HD inline u64 load_entry(const std::byte* page, unsigned index) {
-  u64 entry;
-  std::memcpy(&entry, page + 8 * index, sizeof(entry));
-  return entry;
-}
-
-PTWALK_HD constexpr bool same_ignoring_accessed(u64 a, u64 b) {
-  return ((a ^ b) & ~entry_accessed) == 0;
-}
-
-// Is the 4 KiB `page` a top-level table whose kernel half equals one of
-// `halves`, with a user half whose present entries are plausible (a table
-// inside the image; PS is reserved at the top level)?
-template <class Format>
-PTWALK_HD root_candidate test_root_candidate(const std::byte* page, kernel_halves_ref halves,
-                                             backed_ranges_ref backed) {
-  static_assert(Format::entries_per_table == 2 * half_entries);
-  root_candidate out;
-  for (u32 r = 0; r < halves.count && out.reference < 0; ++r) {
-    const u64* half = halves.entries + u64{r} * half_entries;
-    // From the top down: entry 511 maps the kernel image in Linux, so most
-    // pages differ on the first compare.
-    unsigned i = half_entries;
-    while (i > 0 && same_ignoring_accessed(load_entry(page, half_entries + i - 1), half[i - 1])) --i;
-    if (i == 0) out.reference = static_cast<int>(r);
-  }
-  if (out.reference < 0) return out;
-  for (unsigned i = 0; i < half_entries; ++i) {
-    const u64 entry = load_entry(page, i);
-    if (!Format::present(entry)) continue;
-    if ((entry & Format::bit_page_size) != 0 ||
-        !backed.contains(Format::table_address(entry), Format::table_bytes))
-      return {};
-    out.user_half_empty = false;
-  }
-  return out;
-}
-
-// Census predicate, for images without a known root: could `page` be a
-// top-level table at all? At least `min_kernel_entries` present kernel-half
-// entries and every present entry a plausible table pointer.
-template <class Format>
-PTWALK_HD bool looks_like_top_table(const std::byte* page, backed_ranges_ref backed,
-                                    unsigned min_kernel_entries) {
-  unsigned kernel_present = 0;
-  for (unsigned i = 0; i < Format::entries_per_table; ++i) {
-    const u64 entry = load_entry(page, i);
-    if (!Format::present(entry)) {
-      if (entry != 0) return false;  // top-level tables hold no swap or PROT_NONE entries
-      continue;
-    }
-    if ((entry & Format::bit_page_size) != 0 ||
-        !backed.contains(Format::table_address(entry), Format::table_bytes))
-      return false;
-    if (i >= half_entries) ++kernel_present;
-  }
-  return kernel_present >= min_kernel_entries;
-}
-
-// ---- the host scan ----
+[[nodiscard]] std::string_view scan_backend_name(scan_backend backend);
+[[nodiscard]] std::optional<scan_backend> parse_scan_backend(std::string_view name);
+// `automatic` is cuda when this binary has it and a GPU is visible, else cpu.
+[[nodiscard]] scan_backend resolve_scan_backend(scan_backend backend);
 
 struct root_discovery_options {
   paging_format format = paging_format::x86_64;
   std::vector<root_hint> known;  // primacy order: machine_state::known_roots(), then --hint
   bool keep_kernel_only = false;
-  unsigned threads = 0;  // 0: every core
+  unsigned threads = 0;  // 0: every core (the cpu scan; the GPU scans' gather)
+  scan_backend backend = scan_backend::automatic;
+  std::size_t chunk_pages = 0;  // GPU scans: pages per chunk, 0 = default
 };
 
 struct discovered_root {
@@ -144,14 +67,21 @@ struct discovered_root {
   std::string label;     // "cpu0", "kernel", "hint", "process"; "/pti-kernel" or "/pti-user" appended
   std::string evidence;  // what identifies it, for people
   bool user_half_empty = false;
+
+  friend bool operator==(const discovered_root&, const discovered_root&) = default;
 };
 
 struct root_discovery_result {
   std::vector<discovered_root> roots;  // known roots first, then by physical address
   u64 pages_scanned = 0;
   u64 bytes_scanned = 0;
-  double seconds = 0;
+  double seconds = 0;         // all of discovery
+  double scan_seconds = 0;    // the candidate scan: one pass over the pages, device setup excluded
+  double census_seconds = 0;  // the census scan, when no root was known
+  scan_backend backend = scan_backend::cpu;  // the one that ran
+  std::string device;                        // where: "2 threads", the GPU's name
   unsigned threads = 0;
+  root_scan_profile profile;  // GPU scans: phases of the census and candidate scans
   u64 kernel_only_skipped = 0;  // candidates with an empty user half, not reported
   std::vector<std::string> references;  // how each reference kernel half was chosen
 };
@@ -178,9 +108,11 @@ struct opened_dump {
 // Discovery of one opened dump: its CPU state's roots, then `hints` (CR3
 // values from the user, labelled "hint").
 [[nodiscard]] root_discovery_result discover_dump_roots(const opened_dump& dump, std::span<const u64> hints,
-                                                        bool keep_kernel_only, unsigned threads);
+                                                        bool keep_kernel_only, unsigned threads,
+                                                        scan_backend backend = scan_backend::automatic);
 
-// One line for stderr: roots found, pages and bytes scanned, pages/second.
+// One line for stderr: roots found, pages and bytes scanned, the backend,
+// pages/second of the candidate scan.
 [[nodiscard]] std::string format_discovery_summary(const root_discovery_result& result,
                                                    std::string_view origin);
 

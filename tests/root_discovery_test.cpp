@@ -1,6 +1,7 @@
 // Root discovery on hand-built images: tables sharing a known kernel half,
 // the Accessed bit, dead (kernel-only) tables, PTI pairs, the census when no
-// root is known, the per-page predicate itself, and the roots/import CLI.
+// root is known, the per-page predicate itself, the GPU scan's Thrust-OMP
+// build against the OpenMP scan, and the roots/import CLI.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -9,8 +10,10 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "batch_walk.hpp"
 #include "manifest.hpp"
 #include "root_discovery.hpp"
+#include "support/scan_image.hpp"
 #include "support/temp_dir.hpp"
 
 namespace ptwalk {
@@ -248,6 +251,97 @@ TEST(RootCandidatePredicate, NeedsTheWholeKernelHalfAndAPlausibleUserHalf) {
   EXPECT_FALSE(backed.contains(~u64{0} - 8, page));  // wraps
 }
 
+// ---- scan backends: the GPU scan's algorithm (thrust-cpu) against the OpenMP scan ----
+
+guest pti_guest() {
+  guest g;
+  g.kernel_table(2 * page);
+  g.pti_pair(2 * page, 2 * page, 0);
+  g.pti_pair(20 * page, 2 * page, 40 * page);
+  g.pti_pair(22 * page, 2 * page, 41 * page);
+  g.pti_pair(24 * page, 2 * page, 0);
+  return g;
+}
+
+TEST(RootScanBackends, ThrustCpuFindsWhatTheCpuScanFindsOnHandBuiltGuests) {
+  const auto linux_image = linux_like().image();
+  const auto pti_image = pti_guest().image();
+  auto kept = with_known({{20 * page, "cpu0", ""}});
+  kept.keep_kernel_only = true;
+  auto la57 = with_known({{22 * page, "cpu0", ""}});
+  la57.format = paging_format::x86_64_la57;
+  const std::pair<const memory_image*, root_discovery_options> cases[] = {
+      {&linux_image, with_known({{20 * page, "cpu0", "vCPU 0 CR3"}})},
+      {&linux_image, kept},
+      {&linux_image, {}},  // the census
+      {&linux_image, la57},
+      {&pti_image, with_known({{20 * page, "cpu0", ""}})},
+      {&pti_image, with_known({{3 * page, "cpu0", ""}})},
+  };
+  for (std::size_t c = 0; c < std::size(cases); ++c) {
+    const auto& [image, options] = cases[c];
+    const auto expected = discover_roots(*image, testing::with_backend(options, scan_backend::cpu), "guest");
+    ASSERT_FALSE(expected.roots.empty());
+    for (const std::size_t chunk : {std::size_t{1}, std::size_t{3}, std::size_t{0}}) {
+      SCOPED_TRACE(fmt::format("case {} chunk {}", c, chunk));
+      const auto actual =
+          discover_roots(*image, testing::with_backend(options, scan_backend::thrust_cpu, chunk), "guest");
+      EXPECT_EQ(actual.backend, scan_backend::thrust_cpu);
+      testing::expect_same_discovery(expected, actual);
+    }
+  }
+}
+
+TEST(RootScanBackends, ThrustCpuFindsWhatTheCpuScanFindsOnRandomImagesInEveryChunking) {
+  for (const bool pti : {false, true})
+    for (u64 seed = 1; seed <= 2; ++seed) {
+      SCOPED_TRACE(fmt::format("pti {} seed {}", pti, seed));
+      const auto generated = testing::make_scan_image({.pages = 2048, .processes = 100, .pti = pti}, seed);
+      const auto& image = generated.image;
+      const auto known = with_known({{generated.kernel_root, "kernel", "VMCOREINFO"}});
+      auto kept = known;
+      kept.keep_kernel_only = true;
+      for (const auto& options : {known, kept, root_discovery_options{}}) {
+        const auto expected = discover_roots(image, testing::with_backend(options, scan_backend::cpu), "random");
+        for (const std::size_t chunk : {std::size_t{3}, std::size_t{500}, std::size_t{0}}) {
+          SCOPED_TRACE(fmt::format("chunk {} keep {} known {}", chunk, options.keep_kernel_only,
+                                   options.known.size()));
+          testing::expect_same_discovery(
+              expected,
+              discover_roots(image, testing::with_backend(options, scan_backend::thrust_cpu, chunk), "random"));
+        }
+      }
+      // The comparison is not vacuous: the kernel's table (and its PTI
+      // partner) and every live process (pair), nothing else.
+      const auto found = discover_roots(image, testing::with_backend(known, scan_backend::thrust_cpu), "random");
+      EXPECT_EQ(found.roots.size(), pti ? 2 + 2 * generated.live_processes : 1 + generated.live_processes);
+      EXPECT_GT(generated.live_processes, 30u);
+    }
+}
+
+TEST(RootScanBackends, EveryWholePageIsUploadedOnceInChunksThatNeverSpanTwoRegions) {
+  const auto generated = testing::make_scan_image({.pages = 1024, .processes = 20}, 9);
+  auto options = with_known({{generated.kernel_root, "kernel", ""}});
+  const auto result = discover_roots(generated.image, testing::with_backend(options, scan_backend::thrust_cpu, 7),
+                                     "random");
+  // Regions of 512 pages, 255 whole pages (the first starts mid-page) and
+  // 252 whole pages (after the gap, the last page cut short).
+  EXPECT_EQ(result.pages_scanned, 512u + 255u + 252u);
+  EXPECT_EQ(result.profile.pages, result.pages_scanned);
+  EXPECT_EQ(result.profile.bytes_uploaded, result.pages_scanned * page);
+  EXPECT_EQ(result.profile.chunks, (512u + 6) / 7 + (255u + 6) / 7 + (252u + 6) / 7);
+  EXPECT_EQ(result.profile.hits, result.roots.size() + result.kernel_only_skipped);
+}
+
+TEST(RootScanBackends, AutoIsCudaOnlyWhereAGpuIsVisible) {
+  EXPECT_EQ(resolve_scan_backend(scan_backend::automatic), gpu_visible() ? scan_backend::cuda : scan_backend::cpu);
+  EXPECT_EQ(parse_scan_backend("thrust-cpu"), scan_backend::thrust_cpu);
+  EXPECT_EQ(parse_scan_backend("reference"), std::nullopt);
+  const auto image = linux_like().image();
+  const auto r = discover_roots(image, with_known({{20 * page, "cpu0", ""}}), "guest");
+  EXPECT_EQ(r.backend, resolve_scan_backend(scan_backend::automatic));
+}
+
 // ---- the CLI, on a raw file ----
 
 int run(const std::string& command) { return std::system((command + " 2>/dev/null").c_str()); }
@@ -267,6 +361,29 @@ TEST(RootsCommand, PrintsEveryRootOfARawDumpFromAHint) {
   EXPECT_NE(text.find("\n0x18000 process "), std::string::npos) << text;
 }
 
+TEST(RootsCommand, SaysWhichBackendScannedAndRefusesCudaWithoutAGpu) {
+  const testing::temp_dir dir;
+  const auto raw = dir.write("guest.raw", linux_like().bytes());
+  const auto err = dir / "err.txt";
+  const auto roots = [&](std::string_view backend) {
+    return std::system(fmt::format("{} roots {} --hint 0x14000 --backend {} > /dev/null 2> {}", PTWALK_BINARY,
+                                   raw.string(), backend, err.string())
+                           .c_str());
+  };
+  ASSERT_EQ(roots("cpu"), 0);
+  EXPECT_NE(testing::read_text(err).find(" pages (0 MiB) in "), std::string::npos) << testing::read_text(err);
+  EXPECT_NE(testing::read_text(err).find(" with backend cpu ("), std::string::npos) << testing::read_text(err);
+  if (gpu_visible()) {
+    ASSERT_EQ(roots("cuda"), 0);
+    EXPECT_NE(testing::read_text(err).find(" with backend cuda ("), std::string::npos) << testing::read_text(err);
+  } else {
+    EXPECT_NE(roots("cuda"), 0);
+    EXPECT_NE(testing::read_text(err).find("root scan backend cuda: "), std::string::npos)
+        << testing::read_text(err);
+  }
+  EXPECT_NE(roots("thrust-cpu"), 0) << "not a user-facing choice";
+}
+
 TEST(ImportCommand, WritesAManifestThatLoadsWithEveryRootAndLabel) {
   const testing::temp_dir dir;
   const auto raw = dir.write("guest.raw", linux_like().bytes());
@@ -284,6 +401,7 @@ TEST(ImportCommand, WritesAManifestThatLoadsWithEveryRootAndLabel) {
   EXPECT_EQ(specs[0].meta["source"], "ptwalk import");
   EXPECT_EQ(specs[0].meta["kind"], "raw");
   EXPECT_EQ(specs[0].meta["discovery"]["pages_scanned"], 64);
+  EXPECT_EQ(specs[0].meta["discovery"]["backend"], gpu_visible() ? "cuda" : "cpu");
   EXPECT_EQ(load_manifest(manifest).at(0).roots().size(), 3u);
 }
 

@@ -1,8 +1,8 @@
 // host/cli/dump_options.hpp — the options `ptwalk roots` and `ptwalk import` share.
 //
 // How to read a dump (raw base address, paging format) and how to discover
-// its roots (hints, kernel-only tables, threads); parsed once here so both
-// commands accept and check them alike.
+// its roots (hints, kernel-only tables, threads, scan backend); parsed once
+// here so both commands accept and check them alike.
 #pragma once
 
 #include <optional>
@@ -13,6 +13,7 @@
 
 #include "command.hpp"
 #include "manifest.hpp"
+#include "root_discovery.hpp"
 
 namespace ptwalk::cli {
 
@@ -22,6 +23,7 @@ struct dump_options {
   std::string base_text;
   bool keep_kernel_only = false;
   unsigned jobs = 0;
+  std::string backend_text = "auto";
 
   [[nodiscard]] std::vector<u64> hints() const {
     std::vector<u64> out;
@@ -36,6 +38,7 @@ struct dump_options {
     if (format_text.empty()) return std::nullopt;
     return parse_format(format_text);
   }
+  [[nodiscard]] scan_backend backend() const { return *parse_scan_backend(backend_text); }
   [[nodiscard]] u64 raw_base() const {
     if (base_text.empty()) return 0;
     const auto value = parse_hex(base_text);
@@ -54,7 +57,11 @@ inline void add_dump_options(CLI::App& cmd, dump_options& o) {
   cmd.add_option("--base", o.base_text, "guest-physical address of a raw file's first byte (default 0x0)");
   cmd.add_flag("--keep-kernel-only", o.keep_kernel_only,
                "also report tables whose user half is empty (exited processes, kernel copies)");
-  cmd.add_option("--jobs", o.jobs, "scan threads (default: every core)");
+  cmd.add_option("--jobs", o.jobs, "scan threads (default: every core; with cuda, the threads gathering pages)");
+  cmd.add_option("--backend", o.backend_text,
+                 "who tests the pages: cpu (every core), cuda (the GPU), auto (cuda when a GPU is visible)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
+      ->capture_default_str();
 }
 
 }  // namespace ptwalk::cli

@@ -53,6 +53,8 @@ nlohmann::json provenance(const opened_dump& dump, const root_discovery_result& 
                        {"evidence", std::move(evidence)},
                        {"pages_scanned", found.pages_scanned},
                        {"kernel_only_skipped", found.kernel_only_skipped},
+                       {"backend", scan_backend_name(found.backend)},
+                       {"scan_seconds", found.scan_seconds},
                        {"seconds", found.seconds}};
   return meta;
 }
@@ -66,7 +68,7 @@ void run_import(const import_options& o) {
   const auto hints = o.dump.hints();
   for (const auto& path : o.dumps) {
     auto dump = open_dump(path, o.dump.raw_base(), o.dump.format());
-    const auto found = discover_dump_roots(dump, hints, o.dump.keep_kernel_only, o.dump.jobs);
+    const auto found = discover_dump_roots(dump, hints, o.dump.keep_kernel_only, o.dump.jobs, o.dump.backend());
     fmt::print(stderr, "{}", format_discovery_summary(found, path));
 
     snapshot_spec spec;

@@ -19,7 +19,8 @@ struct roots_options {
 
 void run_roots(const roots_options& o) {
   const auto dump = open_dump(o.image, o.dump.raw_base(), o.dump.format());
-  const auto result = discover_dump_roots(dump, o.dump.hints(), o.dump.keep_kernel_only, o.dump.jobs);
+  const auto result =
+      discover_dump_roots(dump, o.dump.hints(), o.dump.keep_kernel_only, o.dump.jobs, o.dump.backend());
   fmt::print("# {}: format {} ({}); references:\n", o.image, format_name(dump.snapshot.format()),
              dump.format_origin);
   for (const auto& r : result.references) fmt::print("#   {}\n", r);

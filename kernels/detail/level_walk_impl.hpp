@@ -1,15 +1,7 @@
 // kernels/detail/level_walk_impl.hpp — the level-synchronous batch walk over a Thrust device system.
 //
 // Included by exactly one translation unit per device system (CUDA by nvcc,
-// OMP by g++). A `System` supplies what differs between them:
-//   template <class T> using vector;      // device vectors
-//   policy();                             // Thrust execution policy
-//   staging(which, words);                // host buffers the gather fills (pinned on CUDA)
-//   upload(h_src, d_dst, n);              // host→device, ordered before later policy() calls
-//   download(d_src, h_dst, n);            // device→host, blocking
-//   take_upload_seconds();                // device time spent uploading since the last call
-//   name;                                 // for messages
-// and optionally size_step(items), told how many items the next steps touch.
+// OMP by g++); device_system.hpp says what a `System` supplies.
 // The algorithm (SPEC §3 consequences): frontier at depth d = owned tables
 // (snapshot, pa, space, block VA, perms). Their pages are gathered on the
 // host in chunks — only table pages move, never whole images — and uploaded
@@ -44,21 +36,12 @@
 #include <string>
 #include <unordered_map>
 
+#include "kernels/detail/device_system.hpp"
 #include "kernels/level_walk.hpp"
 #include "kernels/walk_steps.hpp"
 #include "ptwalk/walk.hpp"
 
 namespace ptwalk::kernels::detail {
-
-class stopwatch {
- public:
-  [[nodiscard]] double seconds() const {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  }
-
- private:
-  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-};
 
 // Copies frontier tables [first, first+count) into `staging` (512 words each)
 // and counts, per table, the in-range entries read and how many of them no
@@ -94,11 +77,6 @@ void gather_tables(std::span<const walk_input> batch, const u32* snapshot, const
 template <class V>
 void grow(V& v, u64 size) {
   if (v.size() < size) v.resize(std::max<u64>(size, v.size() + v.size() / 2));
-}
-
-template <class V>
-auto raw(V& v) {
-  return thrust::raw_pointer_cast(v.data());
 }
 
 // One batch of snapshots of one format.
@@ -228,9 +206,7 @@ class batch_walk {
     to_host(h_va_, d_va_, frontier_);
   }
 
-  void size_step(u64 items) {
-    if constexpr (requires { sys_.size_step(items); }) sys_.size_step(items);
-  }
+  void size_step(u64 items) { detail::size_step(sys_, items); }
 
   void expand_chunk(unsigned depth, u64 first, u64 count) {
     size_step(count * Format::entries_per_table);
