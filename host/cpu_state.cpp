@@ -1,4 +1,4 @@
-// host/cpu_state.cpp — QEMU CPU-state, NT_PRSTATUS and VMCOREINFO notes; kdump signatures.
+// host/cpu_state.cpp — QEMU CPU-state, NT_PRSTATUS and VMCOREINFO notes.
 #include "cpu_state.hpp"
 
 #include <elf.h>
@@ -127,9 +127,8 @@ std::optional<paging_format> machine_state::implied_format(std::string_view orig
   return info ? info->format() : std::nullopt;
 }
 
-machine_state read_machine_state(const elf_core& core) {
+machine_state read_machine_state(std::span<const elf_note> notes, u32 machine, std::string_view origin) {
   machine_state out;
-  const std::string origin = core.path().string();
   std::size_t prstatus_seen = 0, qemu_seen = 0;
   const auto cpu = [&](std::size_t index) -> vcpu_state& {
     while (out.vcpus.size() <= index) {
@@ -138,9 +137,9 @@ machine_state read_machine_state(const elf_core& core) {
     }
     return out.vcpus[index];
   };
-  for (const auto& note : core.notes()) {
+  for (const auto& note : notes) {
     if (note.name == "CORE" && note.type == NT_PRSTATUS) {
-      if (core.machine() != EM_X86_64) continue;
+      if (machine != EM_X86_64) continue;
       if (note.desc.size() != prstatus::size)
         throw input_error(fmt::format("{}: NT_PRSTATUS note of {} bytes (x86-64 expects {})", origin,
                                       note.desc.size(), prstatus::size));
@@ -197,18 +196,6 @@ std::string describe_machine_state(const machine_state& state) {
     out += "\n";
   }
   return out;
-}
-
-std::optional<std::string_view> compressed_dump_kind(std::span<const std::byte> bytes) {
-  const auto starts_with = [&](std::string_view magic) {
-    return bytes.size() >= magic.size() && std::memcmp(bytes.data(), magic.data(), magic.size()) == 0;
-  };
-  if (starts_with("KDUMP   "))
-    return "a compressed kdump file (makedumpfile or QEMU kdump-zlib/lzo/snappy, \"KDUMP\" header)";
-  if (starts_with("DISKDUMP")) return "a diskdump file (\"DISKDUMP\" header)";
-  if (starts_with("makedumpfile"))
-    return "a flattened kdump stream (\"makedumpfile\" header; makedumpfile -R turns it into a file)";
-  return std::nullopt;
 }
 
 }  // namespace ptwalk

@@ -8,8 +8,8 @@
 // - the "VMCOREINFO" note (kdump; QEMU with -device vmcoreinfo): text lines
 //   such as NUMBER(pgtable_l5_enabled)=1, SYMBOL(init_top_pgt)=…,
 //   NUMBER(phys_base)=…, from which the kernel's own root follows.
-// Import and root discovery start from these roots; `ptwalk info` prints
-// them. Compressed kdump files are recognised only to be refused by name.
+// Compressed kdump files carry the same notes in their sub-header. Import
+// and root discovery start from these roots; `ptwalk info` prints them.
 #pragma once
 
 #include <filesystem>
@@ -75,7 +75,7 @@ struct root_hint {
   std::string evidence;  // for people: "vCPU 0 CR3 0x… (CR4 0x…)"
 };
 
-// Everything an ELF core's notes say about its CPUs.
+// Everything a dump's notes say about its CPUs.
 struct machine_state {
   std::vector<vcpu_state> vcpus;
   std::optional<vmcoreinfo> info;
@@ -89,17 +89,15 @@ struct machine_state {
   [[nodiscard]] std::optional<paging_format> implied_format(std::string_view origin) const;
 };
 
-// Reads the notes of `core`. Malformed notes of a known kind (a QEMU note
-// whose size field does not match, a short NT_PRSTATUS) are input errors.
-[[nodiscard]] machine_state read_machine_state(const elf_core& core);
+// Reads a dump's notes (an ELF core's PT_NOTE segments, a compressed kdump
+// file's note area); `machine` is the ELF e_machine the NT_PRSTATUS layout
+// depends on. Malformed notes of a known kind (a QEMU note whose size field
+// does not match, a short NT_PRSTATUS) are input errors naming `origin`.
+[[nodiscard]] machine_state read_machine_state(std::span<const elf_note> notes, u32 machine,
+                                               std::string_view origin);
 
 // Lines for `ptwalk info`: one per vCPU (CR3, CR4, implied format) and the
 // VMCOREINFO facts that matter for walking.
 [[nodiscard]] std::string describe_machine_state(const machine_state& state);
-
-// Names a compressed or flattened kdump format ("KDUMP   " / "DISKDUMP"
-// headers written by makedumpfile and QEMU's kdump-zlib/lzo/snappy, the
-// "makedumpfile" flattened stream) when `bytes` start like one.
-[[nodiscard]] std::optional<std::string_view> compressed_dump_kind(std::span<const std::byte> bytes);
 
 }  // namespace ptwalk

@@ -83,7 +83,8 @@ void elf_core::parse() {
                              "({:#x} bytes)",
                              i, ph.p_offset, ph.p_filesz, bytes.size()));
     if (ph.p_type == PT_NOTE) {
-      parse_notes(ph.p_offset, ph.p_filesz, ph.p_align);
+      parse_elf_notes(bytes.subspan(ph.p_offset, ph.p_filesz), ph.p_align == 8 ? 8 : 4,
+                      file_->path().string(), ph.p_offset, "PT_NOTE segment", notes_);
       continue;
     }
     if (ph.p_filesz > ph.p_memsz)
@@ -96,27 +97,22 @@ void elf_core::parse() {
   }
 }
 
-// Notes are (namesz, descsz, type, name, desc) with name and desc padded to
-// 4 bytes, or to 8 in a segment aligned to 8 (as binutils reads them).
-void elf_core::parse_notes(u64 offset, u64 size, u64 align) {
-  const u64 pad = align == 8 ? 8 : 4;
-  const auto segment = file_->bytes().subspan(offset, size);
+void parse_elf_notes(std::span<const std::byte> bytes, u64 pad, std::string_view file, u64 file_offset,
+                     std::string_view area, std::vector<elf_note>& out) {
   u64 at = 0;
-  while (at < segment.size()) {
+  while (at < bytes.size()) {
     Elf64_Nhdr nh{};
-    if (!read_struct(segment, at, nh))
-      throw input_error(fmt::format("{}: truncated note header at offset {:#x}",
-                                    file_->path().string(), offset + at));
+    if (!read_struct(bytes, at, nh))
+      throw input_error(fmt::format("{}: truncated note header at offset {:#x}", file, file_offset + at));
     const u64 name_at = at + sizeof(nh);
     const u64 desc_at = align_up(name_at + nh.n_namesz, pad);
     const u64 next = align_up(desc_at + nh.n_descsz, pad);
     // The last note's padding may be cut off; its name and descriptor may not.
-    if (!fits(name_at, nh.n_namesz, segment.size()) || !fits(desc_at, nh.n_descsz, segment.size()))
-      throw input_error(fmt::format("{}: note at offset {:#x} runs past its PT_NOTE segment",
-                                    file_->path().string(), offset + at));
-    std::string_view name(reinterpret_cast<const char*>(segment.data() + name_at), nh.n_namesz);
+    if (!fits(name_at, nh.n_namesz, bytes.size()) || !fits(desc_at, nh.n_descsz, bytes.size()))
+      throw input_error(fmt::format("{}: note at offset {:#x} runs past its {}", file, file_offset + at, area));
+    std::string_view name(reinterpret_cast<const char*>(bytes.data() + name_at), nh.n_namesz);
     if (const auto nul = name.find('\0'); nul != std::string_view::npos) name = name.substr(0, nul);
-    notes_.push_back({name, nh.n_type, segment.subspan(desc_at, nh.n_descsz)});
+    out.push_back({name, nh.n_type, bytes.subspan(desc_at, nh.n_descsz)});
     at = next;
   }
 }

@@ -50,13 +50,21 @@ class elf_core {
 
  private:
   void parse();
-  void parse_notes(u64 offset, u64 size, u64 align);
 
   std::shared_ptr<const mapped_file> file_;
   u32 machine_ = 0;
   std::vector<elf_load_segment> loads_;
   std::vector<elf_note> notes_;
 };
+
+// Appends the notes in `bytes` to `out` as views into `bytes`: (namesz,
+// descsz, type, name, desc) with name and desc padded to `pad` (4, or 8 in
+// a PT_NOTE segment aligned to 8, as binutils reads them). ELF cores and
+// compressed kdump files carry the same notes. Errors name `file`, the
+// note's offset (`bytes` start at `file_offset`) and `area` ("PT_NOTE
+// segment", …).
+void parse_elf_notes(std::span<const std::byte> bytes, u64 pad, std::string_view file, u64 file_offset,
+                     std::string_view area, std::vector<elf_note>& out);
 
 // True when `bytes` start with the ELF magic (to tell cores from raw images).
 [[nodiscard]] bool has_elf_magic(std::span<const std::byte> bytes);

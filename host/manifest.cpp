@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "elf_core.hpp"
+#include "kdump_compressed.hpp"
 #include "ptwalk/walk.hpp"
 
 namespace ptwalk {
@@ -108,11 +109,11 @@ class line_reader {
 };
 
 memory_source parse_memory(const line_reader& in, const json& memory) {
-  const auto count = memory.is_object()
-                         ? memory.count("raw") + memory.count("elf") + memory.count("regions")
-                         : 0;
+  const auto count = memory.is_object() ? memory.count("raw") + memory.count("elf") + memory.count("kdump") +
+                                              memory.count("regions")
+                                        : 0;
   if (count != 1)
-    in.fail("\"memory\" must be an object with exactly one of \"raw\", \"elf\", \"regions\"");
+    in.fail("\"memory\" must be an object with exactly one of \"raw\", \"elf\", \"kdump\", \"regions\"");
   if (memory.contains("raw")) {
     in.only_keys(memory, "memory", {"raw", "base"});
     return raw_source{in.nonempty_string(memory["raw"], "memory.raw"),
@@ -121,6 +122,10 @@ memory_source parse_memory(const line_reader& in, const json& memory) {
   if (memory.contains("elf")) {
     in.only_keys(memory, "memory", {"elf"});
     return elf_source{in.nonempty_string(memory["elf"], "memory.elf")};
+  }
+  if (memory.contains("kdump")) {
+    in.only_keys(memory, "memory", {"kdump"});
+    return kdump_source{in.nonempty_string(memory["kdump"], "memory.kdump")};
   }
   in.only_keys(memory, "memory", {"regions"});
   const json& list = memory["regions"];
@@ -237,7 +242,14 @@ void map_memory(memory_image& image, const memory_source& memory, const std::fil
     const u64 size = file->bytes().size();
     image.add_file_region(std::move(file), 0, size, raw->base);
   } else if (const auto* elf = std::get_if<elf_source>(&memory)) {
-    add_elf_regions(image, elf_core(resolve(base_dir, elf->path)));
+    auto file = std::make_shared<const mapped_file>(resolve(base_dir, elf->path));
+    // The one mistake worth a hint: QEMU's kdump-* formats written as "elf".
+    if (has_kdump_signature(file->bytes()))
+      throw input_error(fmt::format("{}: a compressed kdump file, not an ELF core: name it as {{\"kdump\": …}}",
+                                    file->path().string()));
+    add_elf_regions(image, elf_core(std::move(file)));
+  } else if (const auto* kdump = std::get_if<kdump_source>(&memory)) {
+    kdump_file(resolve(base_dir, kdump->path)).add_regions(image);
   } else {
     std::map<std::filesystem::path, std::shared_ptr<const mapped_file>> files;
     for (const auto& r : std::get<region_source>(memory).regions) {
@@ -250,10 +262,15 @@ void map_memory(memory_image& image, const memory_source& memory, const std::fil
 
 // The file a snapshot's own errors name when no manifest is involved.
 std::string memory_file(const memory_source& memory, const std::filesystem::path& base_dir) {
-  if (const auto* raw = std::get_if<raw_source>(&memory)) return resolve(base_dir, raw->path).string();
-  if (const auto* elf = std::get_if<elf_source>(&memory)) return resolve(base_dir, elf->path).string();
-  const auto& regions = std::get<region_source>(memory).regions;
-  return regions.empty() ? std::string("(no regions)") : resolve(base_dir, regions.front().path).string();
+  const std::string path = std::visit(
+      [](const auto& s) -> std::string {
+        if constexpr (std::is_same_v<std::decay_t<decltype(s)>, region_source>)
+          return s.regions.empty() ? "" : s.regions.front().path;
+        else
+          return s.path;
+      },
+      memory);
+  return path.empty() ? "(no regions)" : resolve(base_dir, path).string();
 }
 
 }  // namespace
@@ -288,6 +305,7 @@ nlohmann::ordered_json memory_json(const memory_source& memory) {
       return {{"raw", s.path}, {"base", hex(s.base)}};
     }
     nlohmann::ordered_json operator()(const elf_source& s) const { return {{"elf", s.path}}; }
+    nlohmann::ordered_json operator()(const kdump_source& s) const { return {{"kdump", s.path}}; }
     nlohmann::ordered_json operator()(const region_source& s) const {
       nlohmann::ordered_json regions = nlohmann::ordered_json::array();
       for (const auto& r : s.regions)

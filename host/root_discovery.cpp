@@ -13,6 +13,7 @@
 
 #include "batch_walk.hpp"
 #include "elf_core.hpp"
+#include "kdump_compressed.hpp"
 #include "manifest.hpp"
 #include "ptwalk/walk.hpp"
 #if PTWALK_WITH_CUDA
@@ -433,12 +434,13 @@ opened_dump open_dump(const std::filesystem::path& path, u64 raw_base,
   machine_state machine;
   {
     const auto file = std::make_shared<const mapped_file>(path);
-    if (const auto kind = compressed_dump_kind(file->bytes()))
-      throw input_error(fmt::format("{}: {} is not supported; write an ELF core instead "
-                                    "(QEMU dump-guest-memory without -z, makedumpfile -E)",
-                                    path.string(), *kind));
-    if (has_elf_magic(file->bytes())) {
-      machine = read_machine_state(elf_core(file));
+    if (has_kdump_signature(file->bytes())) {
+      const kdump_file dump(file);
+      machine = read_machine_state(dump.notes(), dump.machine(), path.string());
+      spec.memory = kdump_source{path.string()};
+    } else if (has_elf_magic(file->bytes())) {
+      const elf_core core(file);
+      machine = read_machine_state(core.notes(), core.machine(), path.string());
       spec.memory = elf_source{path.string()};
     } else {
       spec.memory = raw_source{path.string(), raw_base};

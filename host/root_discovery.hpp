@@ -86,9 +86,8 @@ struct root_discovery_result {
   std::vector<std::string> references;  // how each reference kernel half was chosen
 };
 
-// A dump as `ptwalk roots` and `ptwalk import` read it: an ELF core (with
-// its CPU state) or a raw file of physical memory; compressed kdump files
-// are refused by name.
+// A dump as `ptwalk roots` and `ptwalk import` read it: an ELF core or a
+// compressed kdump file (with its CPU state), or a raw file of physical memory.
 struct opened_dump {
   std::filesystem::path path;
   loaded_snapshot snapshot;  // memory source, image and format; no roots yet

@@ -26,6 +26,10 @@ struct raw_source {
 struct elf_source {
   std::string path;
 };
+// A compressed kdump file (makedumpfile, QEMU kdump-*), flattened or not.
+struct kdump_source {
+  std::string path;
+};
 struct region_source {
   struct region {
     std::string path;
@@ -35,7 +39,7 @@ struct region_source {
   };
   std::vector<region> regions;
 };
-using memory_source = std::variant<raw_source, elf_source, region_source>;
+using memory_source = std::variant<raw_source, elf_source, kdump_source, region_source>;
 
 struct snapshot_spec {
   std::string id;

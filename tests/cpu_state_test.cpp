@@ -7,48 +7,21 @@
 #include <cstring>
 
 #include "cpu_state.hpp"
+#include "support/cpu_notes.hpp"
 #include "support/elf_builder.hpp"
 #include "support/temp_dir.hpp"
 
 namespace ptwalk {
 namespace {
 
+using testing::cr4_4level;
+using testing::cr4_la57;
 using testing::elf_core_builder;
-
-template <class T>
-void store(std::vector<std::byte>& bytes, std::size_t offset, T value) {
-  std::memcpy(bytes.data() + offset, &value, sizeof(T));
-}
-
-// struct QEMUCPUState as QEMU 7.2 writes it: 440 bytes, cr[] at 392.
-std::vector<std::byte> qemu_note(u64 cr0, u64 cr3, u64 cr4, u64 rip = 0xffffffff81000000ull) {
-  std::vector<std::byte> desc(440);
-  store<u32>(desc, 0, 1);
-  store<u32>(desc, 4, 440);
-  store<u64>(desc, 8 + 6 * 8, 0xffffc90000003f00ull);  // rsp
-  store<u64>(desc, 8 + 16 * 8, rip);
-  store<u64>(desc, 392, cr0);
-  store<u64>(desc, 392 + 3 * 8, cr3);
-  store<u64>(desc, 392 + 4 * 8, cr4);
-  return desc;
-}
-
-// x86-64 struct elf_prstatus: pr_pid at 32, pr_reg at 112.
-std::vector<std::byte> prstatus_note(u32 pid, u64 rip) {
-  std::vector<std::byte> desc(336);
-  store<u32>(desc, 32, pid);
-  store<u64>(desc, 112 + 16 * 8, rip);
-  return desc;
-}
-
-std::vector<std::byte> text(std::string_view s) {
-  const auto* p = reinterpret_cast<const std::byte*>(s.data());
-  return {p, p + s.size()};
-}
-
-constexpr u64 paging_on = 0x80050033;
-constexpr u64 cr4_4level = 0x6f0;
-constexpr u64 cr4_la57 = 0x751ef0;  // as a 5-level Linux guest has it
+using testing::paging_on;
+using testing::prstatus_note;
+using testing::qemu_note;
+using testing::store;
+using testing::text;
 
 constexpr std::string_view vmcoreinfo_text =
     "OSRELEASE=6.1.0-56-amd64\n"
@@ -62,7 +35,8 @@ machine_state read_core(const testing::temp_dir& dir, std::vector<elf_core_build
   elf_core_builder b;
   b.add_load(0, std::vector<std::byte>(4096));
   b.set_notes(std::move(notes));
-  return read_machine_state(elf_core(dir.write("core.elf", b.build())));
+  const elf_core core(dir.write("core.elf", b.build()));
+  return read_machine_state(core.notes(), core.machine(), core.path().string());
 }
 
 template <class Fn>
@@ -192,16 +166,6 @@ TEST(CpuState, MalformedNotesAreInputErrorsNamingTheFile) {
   older.resize(432);
   store<u32>(older, 4, 432);
   EXPECT_EQ(read_core(dir, {{"QEMU", 0, older}}).vcpus.at(0).cr3, 0x1000u);
-}
-
-TEST(CpuState, RecognisesCompressedKdumpFormatsByTheirHeaders) {
-  const auto kind = [](std::string_view head) { return compressed_dump_kind(text(head)); };
-  EXPECT_NE(kind("KDUMP   \x06\0\0\0").value_or("").find("KDUMP"), std::string_view::npos);
-  EXPECT_NE(kind("DISKDUMP").value_or("").find("diskdump"), std::string_view::npos);
-  EXPECT_NE(kind("makedumpfile\0\0\0\0").value_or("").find("flattened"), std::string_view::npos);
-  EXPECT_FALSE(kind("\x7f" "ELF").has_value());
-  EXPECT_FALSE(kind("KDUMP").has_value());  // too short to be the header
-  EXPECT_FALSE(kind("").has_value());
 }
 
 }  // namespace

@@ -30,7 +30,10 @@ nlohmann::json provenance(const opened_dump& dump, const root_discovery_result& 
   nlohmann::json meta;
   meta["source"] = "ptwalk import";
   meta["dump"] = dump.path.string();
-  meta["kind"] = std::holds_alternative<elf_source>(dump.snapshot.spec.memory) ? "elf-core" : "raw";
+  const auto& memory = dump.snapshot.spec.memory;
+  meta["kind"] = std::holds_alternative<elf_source>(memory)     ? "elf-core"
+                 : std::holds_alternative<kdump_source>(memory) ? "kdump-compressed"
+                                                                : "raw";
   meta["format_from"] = dump.format_origin;
   auto vcpus = nlohmann::json::array();
   for (const auto& cpu : dump.machine.vcpus) {
@@ -76,10 +79,13 @@ void run_import(const import_options& o) {
     if (const unsigned n = ++ids_used[spec.id]; n > 1) spec.id += fmt::format("-{}", n);
     spec.format = dump.snapshot.format();
     const auto relative = std::filesystem::absolute(path).lexically_relative(manifest_dir).string();
-    if (std::holds_alternative<elf_source>(dump.snapshot.spec.memory))
-      spec.memory = elf_source{relative};
-    else
-      spec.memory = raw_source{relative, std::get<raw_source>(dump.snapshot.spec.memory).base};
+    // The dump's own source (ELF core, kdump file or raw with its base), named relative to the manifest.
+    spec.memory = dump.snapshot.spec.memory;
+    std::visit(
+        [&](auto& source) {
+          if constexpr (requires { source.path; }) source.path = relative;
+        },
+        spec.memory);
     for (const auto& root : found.roots) {
       spec.roots.push_back(root.root);
       spec.labels.push_back(root.label);
@@ -94,9 +100,9 @@ void setup_import(CLI::App& app) {
   auto o = std::make_shared<import_options>();
   auto* cmd = app.add_subcommand(
       "import",
-      "Turn dumps (ELF cores, raw files) into a fleet manifest: one snapshot per dump with its "
-      "discovered roots (vCPU CR3s first), labels, format and provenance.");
-  cmd->add_option("dumps", o->dumps, "ELF cores or raw memory files")->required();
+      "Turn dumps (ELF cores, compressed kdump files, raw files) into a fleet manifest: one snapshot per "
+      "dump with its discovered roots (vCPU CR3s first), labels, format and provenance.");
+  cmd->add_option("dumps", o->dumps, "ELF cores, compressed kdump files or raw memory files")->required();
   cmd->add_option("--out", o->out, "manifest to write (JSON Lines)")->required();
   add_dump_options(*cmd, o->dump);
   cmd->callback([o] { run_import(*o); });

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <memory>
+#include <span>
 #include <string>
 
 #include <fmt/format.h>
@@ -10,6 +11,7 @@
 #include "command.hpp"
 #include "cpu_state.hpp"
 #include "elf_core.hpp"
+#include "kdump_compressed.hpp"
 #include "manifest.hpp"
 
 namespace ptwalk::cli {
@@ -55,6 +57,16 @@ std::string_view machine_name(u32 machine) {
   return "unknown";
 }
 
+// The notes and what they say about the vCPUs, alike for ELF cores and kdump files.
+void print_notes(std::span<const elf_note> notes, u32 machine, const std::filesystem::path& path) {
+  for (const auto& n : notes) {
+    const auto meaning = note_meaning(n.name, n.type);
+    fmt::print("  note {} type {:#x}{}{}, {} bytes\n", n.name, n.type, meaning.empty() ? "" : " ", meaning,
+               n.desc.size());
+  }
+  fmt::print("{}", describe_machine_state(read_machine_state(notes, machine, path.string())));
+}
+
 void print_elf(const std::filesystem::path& path) {
   const elf_core core(path);
   fmt::print("{}: ELF64 core, machine {} ({}), {} PT_LOAD segments, {} notes\n", path.string(),
@@ -66,12 +78,23 @@ void print_elf(const std::filesystem::path& path) {
     if (s.mem_size > s.file_size) fmt::print(", last {} unbacked", human_size(s.mem_size - s.file_size));
     fmt::print("\n");
   }
-  for (const auto& n : core.notes()) {
-    const auto meaning = note_meaning(n.name, n.type);
-    fmt::print("  note {} type {:#x}{}{}, {} bytes\n", n.name, n.type, meaning.empty() ? "" : " ",
-               meaning, n.desc.size());
-  }
-  fmt::print("{}", describe_machine_state(read_machine_state(core)));
+  print_notes(core.notes(), core.machine(), path);
+}
+
+void print_kdump(const std::filesystem::path& path) {
+  const kdump_file dump(path);
+  const auto& h = dump.header();
+  // QEMU leaves utsname.release empty; VMCOREINFO's OSRELEASE follows with the notes.
+  fmt::print("{}: compressed kdump{}, header version {}, machine {}{}, {}-byte pages, {} compression, "
+             "dump level {}, {} of {:#x} frames dumped, {} notes{}\n",
+             path.string(), h.flattened ? " (flattened)" : "", h.header_version, h.machine,
+             h.release.empty() ? "" : ", release " + h.release, h.block_size, kdump_compression_name(h.status),
+             h.dump_level, dump.dumped_pages(), h.max_mapnr, dump.notes().size(),
+             (h.status & kdump_incomplete) != 0 ? ", INCOMPLETE" : "");
+  for (const auto& run : dump.runs())
+    fmt::print("  pages {:#x}..{:#x} ({})\n", run.first_pfn * h.block_size, (run.first_pfn + run.pages) * h.block_size,
+               human_size(run.pages * h.block_size));
+  print_notes(dump.notes(), dump.machine(), path);
 }
 
 void print_manifest(const std::filesystem::path& path) {
@@ -89,8 +112,8 @@ void print_manifest(const std::filesystem::path& path) {
   }
 }
 
-// A manifest is text starting with '{' (or named *.jsonl / *.json); an ELF
-// core has the ELF magic; anything else can only be a raw image.
+// A manifest is text starting with '{' (or named *.jsonl / *.json); ELF
+// cores and kdump files have their magic; anything else can only be a raw image.
 void run_info(const std::string& target) {
   const std::filesystem::path path(target);
   const auto extension = path.extension();
@@ -98,6 +121,7 @@ void run_info(const std::string& target) {
   const mapped_file file(path);
   const auto bytes = file.bytes();
   if (has_elf_magic(bytes)) return print_elf(path);
+  if (has_kdump_signature(bytes)) return print_kdump(path);
   for (const std::byte b : bytes) {
     const char c = static_cast<char>(b);
     if (c == '{') return print_manifest(path);
@@ -110,7 +134,7 @@ void run_info(const std::string& target) {
 void setup_info(CLI::App& app) {
   auto target = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand("info", "Show what a manifest or an image holds: snapshots, regions, roots, notes.");
-  cmd->add_option("target", *target, "fleet manifest, ELF core or raw image")->required();
+  cmd->add_option("target", *target, "fleet manifest, ELF core, compressed kdump file or raw image")->required();
   cmd->callback([target] { run_info(*target); });
 }
 

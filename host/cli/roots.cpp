@@ -33,9 +33,11 @@ void setup_roots(CLI::App& app) {
   auto o = std::make_shared<roots_options>();
   auto* cmd = app.add_subcommand(
       "roots",
-      "Find every address space's top-level table in a dump (ELF core or raw) by its kernel half; "
-      "print one root per line: ROOT LABEL EVIDENCE.");
-  cmd->add_option("image", o->image, "ELF core (QEMU dump-guest-memory, kdump) or raw memory file")->required();
+      "Find every address space's top-level table in a dump (ELF core, compressed kdump or raw) by its "
+      "kernel half; print one root per line: ROOT LABEL EVIDENCE.");
+  cmd->add_option("image", o->image,
+                  "ELF core (QEMU dump-guest-memory, kdump), compressed kdump file or raw memory file")
+      ->required();
   add_dump_options(*cmd, o->dump);
   cmd->callback([o] { run_roots(*o); });
 }

@@ -19,7 +19,7 @@ namespace {
 struct walk_options {
   std::string manifest;
   std::string snapshot;
-  std::string elf, raw, base, roots;
+  std::string elf, kdump, raw, base, roots;
   std::string format = "x86_64";
   std::string va_range_text;
   std::string out;
@@ -64,16 +64,17 @@ std::vector<loaded_snapshot> load_fleet(const walk_options& o) {
   if (o.manifest.empty()) {
     // The single-image form: one snapshot named after its image file.
     snapshot_spec spec;
-    const std::string& image = o.elf.empty() ? o.raw : o.elf;
-    spec.id = std::filesystem::path(image).filename().string();
     spec.format = *parse_format(o.format);
-    if (o.elf.empty()) {
+    if (!o.elf.empty()) {
+      spec.memory = elf_source{o.elf};
+    } else if (!o.kdump.empty()) {
+      spec.memory = kdump_source{o.kdump};
+    } else {
       const auto base = o.base.empty() ? std::optional<u64>{0} : parse_hex(o.base);
       if (!base) throw input_error(fmt::format("--base: bad hex \"{}\"", o.base));
       spec.memory = raw_source{o.raw, *base};
-    } else {
-      spec.memory = elf_source{o.elf};
     }
+    spec.id = std::filesystem::path(o.elf + o.kdump + o.raw).filename().string();
     spec.roots = parse_roots_argument(o.roots);
     std::vector<loaded_snapshot> fleet;
     fleet.push_back(load_snapshot(std::move(spec), {}));
@@ -91,9 +92,9 @@ std::vector<loaded_snapshot> load_fleet(const walk_options& o) {
 }
 
 void run_walk(const walk_options& o) {
-  if (o.manifest.empty() == (o.elf.empty() && o.raw.empty()))
-    throw input_error("walk: give a MANIFEST, or one image with --elf or --raw (and --roots)");
-  if (o.manifest.empty() && o.roots.empty()) throw input_error("walk: --elf and --raw need --roots");
+  if (o.manifest.empty() == (o.elf.empty() && o.kdump.empty() && o.raw.empty()))
+    throw input_error("walk: give a MANIFEST, or one image with --elf, --kdump or --raw (and --roots)");
+  if (o.manifest.empty() && o.roots.empty()) throw input_error("walk: --elf, --kdump and --raw need --roots");
   const va_range range = o.va_range_text.empty() ? va_range{} : parse_va_range(o.va_range_text);
   // Created first so an unwritable destination fails before a long walk;
   // it appears only on commit.
@@ -128,8 +129,11 @@ void setup_walk(CLI::App& app) {
   cmd->add_option("--snapshot", o->snapshot, "walk only the snapshot with this id")->needs(manifest);
   auto* elf = cmd->add_option("--elf", o->elf, "single image: an ELF core (QEMU dump-guest-memory, kdump)")
                   ->excludes(manifest);
+  auto* kdump = cmd->add_option("--kdump", o->kdump,
+                                "single image: a compressed kdump file (makedumpfile, QEMU kdump-*; flattened too)")
+                    ->excludes(manifest, elf);
   auto* raw = cmd->add_option("--raw", o->raw, "single image: a raw file of guest-physical memory")
-                  ->excludes(manifest, elf);
+                  ->excludes(manifest, elf, kdump);
   cmd->add_option("--base", o->base, "guest-physical address of the raw file's first byte (default 0x0)")
       ->needs(raw);
   cmd->add_option("--roots", o->roots, "single image: a roots file (one hex root per line) or HEX,HEX,...")

@@ -7,6 +7,9 @@ says it is ready, and saves over QMP:
 
   VARIANT.elf         dump-guest-memory (paging=false): PT_LOAD by physical
                       address, NT_PRSTATUS and QEMU CPU-state notes, VMCOREINFO
+  VARIANT.kdump-*     the same paused state as compressed kdump files, one per
+                      kdump format this QEMU offers (query-dump-guest-memory-
+                      capability: kdump-zlib/-lzo/-snappy, kdump-raw-* since 8.2)
   registers-cpuN.txt  HMP "info registers" per vCPU (CR3, CR4)
   tlb-cpuN.txt        HMP "info tlb" per vCPU: QEMU's own page walk, the
                       independent oracle the tests compare ptwalk against
@@ -260,10 +263,14 @@ def make_variant(name, out, kernel, initramfs, try_kvm):
         for cpu_index in range(cpus):
             (out / f"registers-cpu{cpu_index}.txt").write_text(qmp.hmp("info registers", cpu_index))
             (out / f"tlb-cpu{cpu_index}.txt").write_text(qmp.hmp("info tlb", cpu_index))
-        # Named after the variant: `ptwalk import` names snapshots by file.
-        dump = out / f"{name}.elf"
-        qmp.execute("dump-guest-memory", paging=False, protocol=f"file:{dump}")
-        dump.chmod(0o444)  # QEMU creates it owner-only
+        # Named after the variant: `ptwalk import` names snapshots by file stem.
+        kdump_formats = [f for f in qmp.execute("query-dump-guest-memory-capability")["formats"]
+                         if f.startswith("kdump-")]
+        dumps = [(out / f"{name}.elf", {})]
+        dumps += [(out / f"{name}.{f}", {"format": f}) for f in kdump_formats]
+        for dump, arguments in dumps:
+            qmp.execute("dump-guest-memory", paging=False, protocol=f"file:{dump}", **arguments)
+            dump.chmod(0o444)  # QEMU creates it owner-only
         qmp.execute("quit")
         qemu.wait(timeout=60)
     finally:
@@ -273,6 +280,7 @@ def make_variant(name, out, kernel, initramfs, try_kvm):
         qmp_path.unlink(missing_ok=True)
     variant = {"variant": name, "accel": accel, "cpu": cpu, "vcpus": cpus, "memory": MEMORY,
                "cmdline": cmdline, "format": "x86_64-la57" if needs_la57 else "x86_64",
+               "kdump": [f"{name}.{f}" for f in kdump_formats],
                "boot_seconds": round(booted, 1),
                "total_seconds": round(time.monotonic() - started, 1)}
     (out / "variant.json").write_text(json.dumps(variant, indent=2) + "\n")

@@ -79,8 +79,25 @@ class elf_core_builder {
       std::memcpy(out.data() + sizeof(Elf64_Ehdr) + index++ * sizeof(Elf64_Phdr), &ph, sizeof(ph));
       out.insert(out.end(), bytes.begin(), bytes.end());
     };
-    if (has_notes) add_segment(PT_NOTE, 0, note_bytes(), 0, note_align_);
+    if (has_notes) add_segment(PT_NOTE, 0, encode_notes(notes_, note_align_), 0, note_align_);
     for (const auto& load : loads_) add_segment(PT_LOAD, load.paddr, load.bytes, load.mem_size, 0);
+    return out;
+  }
+
+  // Notes as a PT_NOTE segment (or a kdump note area) holds them, padded to `align`.
+  [[nodiscard]] static std::vector<std::byte> encode_notes(const std::vector<note>& notes, u64 align) {
+    std::vector<std::byte> out;
+    const auto pad = [&] { out.resize((out.size() + align - 1) / align * align); };
+    for (const auto& n : notes) {
+      Elf64_Nhdr nh{static_cast<u32>(n.name.size() + 1), static_cast<u32>(n.desc.size()), n.type};
+      const auto* header = reinterpret_cast<const std::byte*>(&nh);
+      out.insert(out.end(), header, header + sizeof(nh));
+      const auto* name = reinterpret_cast<const std::byte*>(n.name.c_str());
+      out.insert(out.end(), name, name + n.name.size() + 1);
+      pad();
+      out.insert(out.end(), n.desc.begin(), n.desc.end());
+      pad();
+    }
     return out;
   }
 
@@ -95,22 +112,6 @@ class elf_core_builder {
     std::vector<std::byte> bytes;
     u64 mem_size;
   };
-
-  std::vector<std::byte> note_bytes() const {
-    std::vector<std::byte> out;
-    const auto pad = [&] { out.resize((out.size() + note_align_ - 1) / note_align_ * note_align_); };
-    for (const auto& n : notes_) {
-      Elf64_Nhdr nh{static_cast<u32>(n.name.size() + 1), static_cast<u32>(n.desc.size()), n.type};
-      const auto* header = reinterpret_cast<const std::byte*>(&nh);
-      out.insert(out.end(), header, header + sizeof(nh));
-      const auto* name = reinterpret_cast<const std::byte*>(n.name.c_str());
-      out.insert(out.end(), name, name + n.name.size() + 1);
-      pad();
-      out.insert(out.end(), n.desc.begin(), n.desc.end());
-      pad();
-    }
-    return out;
-  }
 
   std::vector<load> loads_;
   std::vector<note> notes_;
