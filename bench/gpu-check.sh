@@ -9,6 +9,9 @@
 #   3. runs the fleet benchmark on generated fleets of 100, 1,000 and 10,000
 #      spaces (the largest over a million page-table pages), and a fleet of
 #      ten snapshots streamed through the GPU in small batches;
+#   3b. times root discovery's page scan (`ptwalk roots`) with --backend cpu
+#      and --backend cuda on one generated 1 GiB image (10,000 roots), with a
+#      known root and as a census;
 #   4. writes bench/results/<date>-<device>.json, .md and .png naming the device.
 #
 # Environment: BUILD_DIR (default build-gpu), SHAPE (bench,pages=3072), SIZES
@@ -24,6 +27,7 @@ SIZES=${SIZES:-100,1000,10000}
 REPEAT=${REPEAT:-3}
 RESULTS_DIR=${RESULTS_DIR:-bench/results}
 STREAM_SHAPE=${STREAM_SHAPE:-bench,pages=1024,snapshots=10,spaces=1000}
+SCAN_SHAPE=${SCAN_SHAPE:-bench,spaces=10000,large}
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -89,6 +93,27 @@ log "streaming: $STREAM_SHAPE in batches of at most 2000 spaces"
 "$ptwalk" bench --gen "$STREAM_SHAPE" --backends cpu,cuda --repeat "$REPEAT" --max-batch-spaces 2000 \
   --no-compaction --json "$base-streamed.json" | tee "$work/stream.txt" >&2
 
+# 3b. Root discovery's page scan, cpu against cuda, on one image: each run's
+# summary line (pages/s of the scan, device setup apart, phases on cuda).
+log "root scan: $SCAN_SHAPE, backends cpu and cuda"
+scan_status=passed
+"$ptwalk" gen --out "$work/scan" --shape "$SCAN_SHAPE" >/dev/null
+scan_image=$(ls "$work"/scan/*.img | head -1)
+scan_hint=$(sed -n '1s/.*"roots":\["\(0x[0-9a-f]*\)".*/\1/p' "$work/scan/manifest.jsonl")
+scan_backends=(cpu)
+grep -q '^GPU: none' <<<"$version" || scan_backends+=(cuda)
+for backend in "${scan_backends[@]}"; do
+  for _ in $(seq "$REPEAT"); do
+    "$ptwalk" roots "$scan_image" --hint "$scan_hint" --backend "$backend" 2>&1 >/dev/null | tail -1 ||
+      scan_status="FAILED ($backend)"
+  done
+  census=$("$ptwalk" roots "$scan_image" --backend "$backend" 2>&1 >/dev/null | tail -1) ||
+    scan_status="FAILED ($backend census)"
+  echo "census: $census"
+done > "$work/scan.txt"
+cat "$work/scan.txt" >&2
+rm -rf "$work/scan"
+
 # 4. The human-readable record.
 {
   echo "# GPU check $stamp: ${device_name:-no GPU}"
@@ -102,6 +127,7 @@ log "streaming: $STREAM_SHAPE in batches of at most 2000 spaces"
   echo
   echo "- GPU tests: $tests_status ($(grep -Eo '\[ +(PASSED|SKIPPED|FAILED) +\] [0-9]+ tests?' "$work/tests.txt" | tr '\n' ' '))"
   echo "- compute-sanitizer memcheck: $sanitizer_status"
+  echo "- root scan: $scan_status"
   echo
   echo "## Fleet benchmark ($SHAPE; sizes $SIZES; repeat $REPEAT)"
   echo
@@ -115,7 +141,13 @@ log "streaming: $STREAM_SHAPE in batches of at most 2000 spaces"
   cat "$work/stream.txt"
   echo '```'
   echo
+  echo "## Root discovery's page scan ($SCAN_SHAPE; cpu, then cuda; $REPEAT runs with a known root, then a census)"
+  echo
+  echo '```'
+  cat "$work/scan.txt"
+  echo '```'
+  echo
   echo "Files: $(basename "$base").json (all sizes, machine, phases), $(basename "$base")-streamed.json, $(basename "$base").png."
 } >"$base.md"
 log "wrote $base.md, $base.json, $base-streamed.json, $base.png"
-[[ $tests_status == passed && $sanitizer_status != FAILED* ]]
+[[ $tests_status == passed && $sanitizer_status != FAILED* && $scan_status == passed ]]

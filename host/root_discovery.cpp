@@ -410,14 +410,16 @@ root_discovery_result discover_dump_roots(const opened_dump& dump, std::span<con
 std::string format_discovery_summary(const root_discovery_result& result, std::string_view origin) {
   const double seconds = std::max(result.scan_seconds, 1e-9);
   const double mib = static_cast<double>(result.bytes_scanned) / (1 << 20);
-  std::string phases;
+  // The census is a second pass over every page, before the scan; it is
+  // reported apart so pages/s stays one pass's rate.
+  std::string phases = result.census_seconds > 0 ? fmt::format("; census {:.3f} s", result.census_seconds) : "";
   if (result.backend != scan_backend::cpu) {
     const auto& p = result.profile;
-    phases = fmt::format(" (all scans: device setup {:.3f} s, gather {:.3f} s, upload {:.3f} s = {:.1f} GB/s, "
-                         "test {:.3f} s, {} chunks)",
-                         p.setup_s, p.gather_s, p.upload_s,
-                         static_cast<double>(p.bytes_uploaded) / 1e9 / std::max(p.upload_s, 1e-9), p.kernel_s,
-                         p.chunks);
+    phases += fmt::format(" (all scans: device setup {:.3f} s, gather {:.3f} s, upload {:.3f} s = {:.1f} GB/s, "
+                          "test {:.3f} s, {} chunks)",
+                          p.setup_s, p.gather_s, p.upload_s,
+                          static_cast<double>(p.bytes_uploaded) / 1e9 / std::max(p.upload_s, 1e-9), p.kernel_s,
+                          p.chunks);
   }
   return fmt::format("{}: {} roots; scanned {} pages ({:.0f} MiB) in {:.3f} s with backend {} ({}): {:.3g} pages/s, "
                      "{:.0f} MiB/s; {:.3f} s in all{}; {} kernel-only tables skipped\n",

@@ -9,15 +9,10 @@
 #include "batch_walk.hpp"
 #include "support/backend_compare.hpp"
 #include "support/random_forest.hpp"
+#include "support/require_gpu.hpp"
 
 namespace ptwalk {
 namespace {
-
-#define PTWALK_REQUIRE_GPU()                                                                  \
-  do {                                                                                        \
-    if (!backend_compiled(walk_backend::cuda)) GTEST_SKIP() << "built without CUDA";          \
-    if (!gpu_visible()) GTEST_SKIP() << "no CUDA device visible: " << gpu_description();      \
-  } while (false)
 
 std::vector<loaded_snapshot> forest_fleet(const testing::forest_shape& shape, u64 seed, unsigned count) {
   std::vector<loaded_snapshot> fleet;

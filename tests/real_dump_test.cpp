@@ -24,6 +24,7 @@
 #include "ptwalk/map.hpp"
 #include "ptwalk/walk.hpp"
 #include "root_discovery.hpp"
+#include "support/scan_image.hpp"
 #include "support/temp_dir.hpp"
 #include "table_views.hpp"
 
@@ -257,6 +258,34 @@ TEST_P(RealDump, CensusWithoutCpuStateFindsTheSameSpaces) {
   for (const auto& r : census.roots) found.insert(r.root);
   EXPECT_EQ(found, expected);
   EXPECT_EQ(census.references.size(), with_state.references.size()) << "the PTI user half is found too";
+}
+
+// The GPU scan's algorithm (its Thrust-OMP build; the GPU too where one is
+// visible) selects exactly the OpenMP scan's candidates, with the known
+// roots (every candidate kept) and in the census; each says its pages/s.
+TEST_P(RealDump, EveryScanBackendSelectsTheSameCandidates) {
+  const auto dump = open_dump(v_.elf(), 0, std::nullopt);
+  root_discovery_options kept;
+  kept.format = dump.snapshot.format();
+  kept.known = dump.machine.known_roots();
+  kept.keep_kernel_only = true;
+  root_discovery_options census;
+  census.format = dump.snapshot.format();
+  std::vector<scan_backend> others{scan_backend::thrust_cpu};
+  if (gpu_visible()) others.push_back(scan_backend::cuda);
+  for (const auto& [options, what] : {std::pair{kept, "known roots"}, std::pair{census, "census"}}) {
+    const std::string origin = fmt::format("{} ({})", GetParam(), what);
+    const auto expected =
+        discover_roots(dump.snapshot.image, testing::with_backend(options, scan_backend::cpu), origin);
+    EXPECT_GE(expected.roots.size(), 300u) << origin;
+    std::cout << "[   INFO   ] " << format_discovery_summary(expected, origin);
+    for (const scan_backend backend : others) {
+      SCOPED_TRACE(fmt::format("{}: {}", origin, scan_backend_name(backend)));
+      const auto actual = discover_roots(dump.snapshot.image, testing::with_backend(options, backend), origin);
+      testing::expect_same_discovery(expected, actual);
+      std::cout << "[   INFO   ] " << format_discovery_summary(actual, origin);
+    }
+  }
 }
 
 TEST_P(RealDump, KernelHalfHasOneOwnerAndEveryOtherSpaceAliasesItAtDepthOne) {

@@ -58,15 +58,18 @@ inline std::vector<scan_chunk> split_runs(std::span<const page_run> runs, u64 ch
   return out;
 }
 
-// Copies a chunk into `staging` on `threads` threads, in 256 KiB pieces:
-// reading a mapped dump faults its pages in, and those faults are taken in
-// parallel too.
+// Copies a chunk into `staging` on up to `threads` threads, in 256 KiB
+// pieces: reading a mapped dump faults its pages in, and those faults are
+// taken in parallel too. A small chunk stays on one thread, where a team's
+// start and barrier would cost more than the copy (far more on a loaded
+// machine, where one thread of the team may wait for a core).
 inline void gather_pages(const scan_chunk& chunk, u64* staging, unsigned threads) {
   constexpr u64 piece = u64{256} << 10;
   const u64 bytes = chunk.pages * 4096;
   const auto pieces = static_cast<std::int64_t>((bytes + piece - 1) / piece);
   auto* target = reinterpret_cast<std::byte*>(staging);
-#pragma omp parallel for num_threads(threads) schedule(static)
+  const int team = static_cast<int>(std::min<std::int64_t>(threads, std::max<std::int64_t>(pieces / 4, 1)));
+#pragma omp parallel for num_threads(team) schedule(static)
   for (std::int64_t p = 0; p < pieces; ++p) {
     const u64 offset = static_cast<u64>(p) * piece;
     std::memcpy(target + offset, chunk.bytes + offset, std::min(piece, bytes - offset));
