@@ -28,7 +28,6 @@
 
 #include <algorithm>
 #include <bit>
-#include <chrono>
 #include <cstring>
 #include <future>
 #include <new>
