@@ -3,14 +3,11 @@
 // the guest listed, kernel-half sharing, backend agreement, and the
 // import → compact --keep-pa → verify pipeline through the CLI.
 //
-// The dumps are found in $PTWALK_REAL_GUEST_DIR, else
-// $PTWALK_REAL_GUEST_CACHE/current, else ~/.cache/ptwalk-real-guest/current
-// (make-dumps.py points `current` at what it generated); without them every
-// test here is skipped, saying how to make them. .ci/run makes them.
+// The dumps are found as tests/support/real_guest.hpp says; without them
+// every test here is skipped, saying how to make them. .ci/run makes them.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <regex>
 #include <set>
@@ -24,6 +21,7 @@
 #include "ptwalk/map.hpp"
 #include "ptwalk/walk.hpp"
 #include "root_discovery.hpp"
+#include "support/real_guest.hpp"
 #include "support/scan_image.hpp"
 #include "support/temp_dir.hpp"
 #include "table_views.hpp"
@@ -31,29 +29,8 @@
 namespace ptwalk {
 namespace {
 
-std::filesystem::path dumps_dir() {
-  if (const char* dir = std::getenv("PTWALK_REAL_GUEST_DIR")) return dir;
-  if (const char* cache = std::getenv("PTWALK_REAL_GUEST_CACHE")) return std::filesystem::path(cache) / "current";
-  const char* home = std::getenv("HOME");
-  return std::filesystem::path(home ? home : "/root") / ".cache" / "ptwalk-real-guest" / "current";
-}
-
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// One variant's files: VARIANT/VARIANT.elf, registers-cpuN.txt, tlb-cpuN.txt, console.log.
-struct variant_files {
-  std::filesystem::path dir;
-  std::string name;
-
-  [[nodiscard]] std::filesystem::path elf() const { return dir / (name + ".elf"); }
-  [[nodiscard]] std::filesystem::path file(std::string_view leaf) const { return dir / leaf; }
-  [[nodiscard]] nlohmann::json description() const { return nlohmann::json::parse(read_file(file("variant.json"))); }
-};
+using testing::read_file;
+using testing::variant_files;
 
 // A process the guest listed: a page of its stack and the frame behind it.
 struct guest_process {
@@ -141,7 +118,7 @@ int run(const std::string& command) { return std::system(command.c_str()); }
 class RealDump : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    v_ = {dumps_dir() / GetParam(), GetParam()};
+    v_ = {testing::real_guest_dir() / GetParam(), GetParam()};
     if (!std::filesystem::exists(v_.elf()))
       GTEST_SKIP() << "no real guest dump at " << v_.elf()
                    << ": run tests/real_guest/make-dumps.py (or set PTWALK_REAL_GUEST_DIR)";
