@@ -58,6 +58,8 @@ atomic_output_dir::atomic_output_dir(std::filesystem::path target)
                  fmt::format(".{}.tmp-{}", target_.filename().string(), ::getpid())) {
   std::error_code ec;
   std::filesystem::remove_all(temporary_, ec);  // left by an earlier, killed run of this pid
+  // `--out a/b/fleet` may name a directory whose parents do not exist yet.
+  std::filesystem::create_directories(target_.parent_path(), ec);
   if (!std::filesystem::create_directory(temporary_, ec))
     throw input_error(fmt::format("{}: cannot create output directory: {}", target_.string(),
                                   ec ? ec.message() : "exists"));

@@ -267,8 +267,12 @@ TEST_F(fleet_dir_test, files_are_deterministic_and_runs_leave_nothing_behind) {
   std::ofstream(dir_ / "file") << "keep";
   EXPECT_THROW(write_fleet(s, dir_ / "file", true), input_error);
   EXPECT_EQ(file_text(dir_ / "file"), "keep");
+  // A target whose parents do not exist yet gets them.
+  write_fleet(s, dir_ / "nested" / "deeper");
+  EXPECT_EQ(file_text(dir_ / "nested" / "deeper" / "manifest.jsonl"), file_text(dir_ / "b" / "manifest.jsonl"));
   // Nothing else is left: no temporary directories.
-  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 4);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 5);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_ / "nested"), fs::directory_iterator()), 1);
 }
 
 TEST_F(fleet_dir_test, gen_command_writes_and_reports) {
