@@ -457,10 +457,16 @@ void kdump_file::find_runs(u64 bitmap_at, u64 bitmap_size) {
 
 void kdump_file::add_regions(memory_image& image, unsigned jobs) const {
   const u64 bs = header_.block_size;
-  std::vector<std::span<std::byte>> targets;
-  for (const auto& run : runs_)
-    targets.push_back(image.add_zeroed_region(run.first_pfn * bs, run.pages * bs,
-                                              fmt::format("{}[pfn {:#x}]", path().string(), run.first_pfn)));
+  // The runs lie back to back in one mapping; run r starts at page first_page[r] of it.
+  std::vector<std::pair<u64, u64>> ranges;
+  std::vector<u64> first_page;
+  u64 mapped_pages = 0;
+  for (const auto& run : runs_) {
+    ranges.emplace_back(run.first_pfn * bs, run.pages * bs);
+    first_page.push_back(mapped_pages);
+    mapped_pages += run.pages;
+  }
+  const std::span<std::byte> pages = image.add_zeroed_regions(ranges, path().string() + " (decompressed)");
 
   // Tasks of up to 1024 pages, so threads balance over runs of any length.
   struct task {
@@ -507,7 +513,7 @@ void kdump_file::add_regions(memory_image& image, unsigned jobs) const {
       } else if (size != bs) {
         throw page_error(fmt::format("stored uncompressed, but not as one {}-byte page", bs));
       }
-      if (!all_zero(page)) std::memcpy(targets[job.run].data() + (job.first + i) * bs, page.data(), bs);
+      if (!all_zero(page)) std::memcpy(pages.data() + (first_page[job.run] + job.first + i) * bs, page.data(), bs);
     }
   });
 }

@@ -62,14 +62,26 @@ void memory_image::add_owned_region(u64 gpa, std::vector<std::byte> bytes, std::
 }
 
 std::span<std::byte> memory_image::add_zeroed_region(u64 gpa, u64 size, std::string source) {
-  if (size == 0) return {};
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  const std::pair<u64, u64> range{gpa, size};
+  return add_zeroed_regions({&range, 1}, source);
+}
+
+std::span<std::byte> memory_image::add_zeroed_regions(std::span<const std::pair<u64, u64>> ranges,
+                                                      const std::string& source) {
+  u64 total = 0;
+  for (const auto& [gpa, size] : ranges) total += size;
+  if (total == 0) return {};
+  void* p = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
-  std::shared_ptr<std::byte> mapping(static_cast<std::byte*>(p),
-                                     [size](std::byte* q) { ::munmap(q, size); });
-  insert_region({gpa, size, mapping.get(), std::move(source)});
+  std::shared_ptr<std::byte> mapping(static_cast<std::byte*>(p), [total](std::byte* q) { ::munmap(q, total); });
   zeroed_.push_back(mapping);
-  return {mapping.get(), size};
+  std::byte* next = mapping.get();
+  for (const auto& [gpa, size] : ranges) {
+    if (size == 0) continue;
+    insert_region({gpa, size, next, source});
+    next += size;
+  }
+  return {mapping.get(), total};
 }
 
 void memory_image::insert_region(image_region region) {

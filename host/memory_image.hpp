@@ -69,6 +69,11 @@ class memory_image {
   // caller to fill before sharing the image. Pages never written cost no
   // memory, so a mostly empty guest (a generated 1 GiB frame) stays cheap.
   std::span<std::byte> add_zeroed_region(u64 gpa, u64 size, std::string source = "memory");
+  // The same for many (gpa, size) ranges at once, all in one mapping: their
+  // bytes lie back to back in the returned span, in the order given. A
+  // filtered kdump file has tens of thousands of runs of pages; one mapping
+  // costs one mmap and one munmap for them all.
+  std::span<std::byte> add_zeroed_regions(std::span<const std::pair<u64, u64>> ranges, const std::string& source);
 
   // The region that backs all of [pa, pa+len), or nullptr.
   [[nodiscard]] const image_region* find(u64 pa, u64 len) const;

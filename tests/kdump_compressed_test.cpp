@@ -126,6 +126,20 @@ TEST(KdumpCompressed, ManyPagesDecompressTheSameOnAnyNumberOfThreads) {
   }
 }
 
+TEST(KdumpCompressed, TensOfThousandsOfRunsEachARegion) {
+  const testing::temp_dir dir;
+  // Every other frame filtered out (makedumpfile -d 31 fragments a dump):
+  // 70,000 runs, each its own region of one mapping.
+  kdump_builder b;
+  constexpr u64 runs = 70'000;
+  for (u64 pfn = 0; pfn < 2 * runs; pfn += 2) b.add_zero_page(pfn);
+  b.add_page(2 * runs - 2, pattern(4096, 7), kdump_zstd);
+  const auto image = load(dir.write("fragmented.kdump", b.build()));
+  EXPECT_EQ(image.regions().size(), runs);
+  EXPECT_EQ(image.find(0x1000, 8), nullptr);
+  EXPECT_TRUE(page_equals(image, (2 * runs - 2) << 12, pattern(4096, 7)));
+}
+
 std::vector<std::byte> guest_notes(u64 cr3, std::string_view vmcoreinfo) {
   return testing::elf_core_builder::encode_notes(
       {{"CORE", NT_PRSTATUS, testing::prstatus_note(1, 0xffffffff81000000ull)},
