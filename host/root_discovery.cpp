@@ -1,8 +1,6 @@
 // host/root_discovery.cpp — reference kernel halves, the page scan on its backend, PTI pairing, labels.
 #include "root_discovery.hpp"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -15,6 +13,7 @@
 #include "elf_core.hpp"
 #include "kdump_compressed.hpp"
 #include "manifest.hpp"
+#include "parallel_for.hpp"
 #include "ptwalk/walk.hpp"
 #if PTWALK_WITH_CUDA
 #include "cuda/cuda_root_scan.hpp"
@@ -222,26 +221,19 @@ class scanner {
     return hits;
   }
 
-  // The cpu backend: every page on `threads_` OpenMP threads, each keeping
-  // its hits until it is done.
+  // The cpu backend: every page on `threads_` threads (blocking ones, see
+  // parallel_for.hpp), each keeping its hits until the scan is done.
   template <class Format>
   std::vector<root_scan_hit> select_on_host(const page_test_ref& test) {
+    std::vector<std::vector<root_scan_hit>> found(resolve_jobs(threads_));
+    for (const page_run& run : runs_)
+      parallel_for_chunks(run.pages, 4096, threads_, [&](unsigned worker, std::size_t p) {
+        const u64 offset = static_cast<u64>(p) * page_bytes;
+        const auto hit = kernels::test_page<Format>(test, run.pa + offset, run.bytes + offset);
+        if (hit.reference >= 0) found[worker].push_back(hit);
+      });
     std::vector<root_scan_hit> out;
-    for (const page_run& run : runs_) {
-      const auto pages = static_cast<std::int64_t>(run.pages);
-#pragma omp parallel num_threads(threads_)
-      {
-        std::vector<root_scan_hit> found;
-#pragma omp for schedule(static, 4096) nowait
-        for (std::int64_t p = 0; p < pages; ++p) {
-          const u64 offset = static_cast<u64>(p) * page_bytes;
-          const auto hit = kernels::test_page<Format>(test, run.pa + offset, run.bytes + offset);
-          if (hit.reference >= 0) found.push_back(hit);
-        }
-#pragma omp critical(ptwalk_root_scan_merge)
-        out.insert(out.end(), found.begin(), found.end());
-      }
-    }
+    for (const auto& hits : found) out.insert(out.end(), hits.begin(), hits.end());
     std::sort(out.begin(), out.end(), [](const root_scan_hit& a, const root_scan_hit& b) { return a.pa < b.pa; });
     return out;
   }
@@ -271,7 +263,7 @@ template <class Format>
 root_discovery_result discover(const memory_image& image, const root_discovery_options& options,
                                std::string_view origin) {
   const auto started = seconds_clock::now();
-  const unsigned threads = options.threads != 0 ? options.threads : static_cast<unsigned>(omp_get_max_threads());
+  const unsigned threads = resolve_jobs(options.threads);
   root_discovery_result result;
   result.threads = threads;
   result.backend = resolve_scan_backend(options.backend);

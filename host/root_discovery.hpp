@@ -9,7 +9,7 @@
 //
 // Every 4 KiB page of the image is tested by one PTWALK_HD predicate
 // (`test_root_candidate`, include/ptwalk/root_candidate.hpp) over raw page
-// bytes, on a backend: all cores with OpenMP (`cpu`), or the GPU
+// bytes, on a backend: all cores (`cpu`), or the GPU
 // (`cuda`, kernels/root_scan.hpp), which streams the image through in chunks
 // and copies back only the hits. Everything after the scan (PTI pairing,
 // labels, evidence) is this file's, whichever backend scanned.
