@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "cpu_state.hpp"
+#include "support/error_of.hpp"
 #include "support/cpu_notes.hpp"
 #include "support/elf_builder.hpp"
 #include "support/temp_dir.hpp"
@@ -39,15 +40,7 @@ machine_state read_core(const testing::temp_dir& dir, std::vector<elf_core_build
   return read_machine_state(core.notes(), core.machine(), core.path().string());
 }
 
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const input_error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 TEST(CpuState, PairsPrstatusAndQemuNotesPerVcpuAsQemuOrdersThem) {
   const testing::temp_dir dir;

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "elf_core.hpp"
+#include "support/error_of.hpp"
 #include "support/elf_builder.hpp"
 #include "support/temp_dir.hpp"
 
@@ -25,15 +26,7 @@ std::vector<std::byte> text_bytes(std::string_view text) {
   return {p, p + text.size()};
 }
 
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const input_error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 // A QEMU-like core: CPU notes, low memory, and high memory whose last page is unbacked.
 elf_core_builder qemu_like_core() {

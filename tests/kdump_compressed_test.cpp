@@ -12,6 +12,7 @@
 #include "cpu_state.hpp"
 #include "kdump_compressed.hpp"
 #include "manifest.hpp"
+#include "support/error_of.hpp"
 #include "support/cpu_notes.hpp"
 #include "support/elf_builder.hpp"
 #include "support/kdump_builder.hpp"
@@ -36,15 +37,7 @@ memory_image load(const std::filesystem::path& path, unsigned jobs = 0) {
   return image;
 }
 
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const input_error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 struct range {
   u64 gpa, size;

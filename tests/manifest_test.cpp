@@ -5,21 +5,13 @@
 #include <cstring>
 
 #include "manifest.hpp"
+#include "support/error_of.hpp"
 #include "support/temp_dir.hpp"
 
 namespace ptwalk {
 namespace {
 
-// The message of the input_error `fn` throws, or a marker when it throws none.
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const input_error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 snapshot_spec parse(std::string_view line) { return parse_manifest_line(line, "fleet.jsonl", 7); }
 std::string parse_error(std::string_view line) { return error_of([&] { (void)parse(line); }); }

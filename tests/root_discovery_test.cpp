@@ -13,6 +13,7 @@
 #include "batch_walk.hpp"
 #include "manifest.hpp"
 #include "root_discovery.hpp"
+#include "support/error_of.hpp"
 #include "support/scan_image.hpp"
 #include "support/temp_dir.hpp"
 
@@ -104,15 +105,7 @@ root_discovery_options with_known(std::vector<root_hint> known) {
   return o;
 }
 
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const input_error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 TEST(RootDiscovery, FindsEveryTableSharingTheKnownKernelHalf) {
   const auto image = linux_like().image();
