@@ -216,17 +216,7 @@ class batch_walk {
     const thrust::counting_iterator<u64> items(0), items_end(count * Format::entries_per_table);
     const entry_is<Format, entry_kind::leaf> is_leaf{frontier};
     const u64 leaves = thrust::count_if(sys_.policy(), items, items_end, is_leaf);
-    if (leaves != 0) {
-      grow(d_records_, record_count_ + leaves);
-      grow(d_record_keys_, record_count_ + leaves);
-      thrust::copy_if(sys_.policy(), items, items_end,
-                      thrust::make_transform_output_iterator(
-                          thrust::make_zip_iterator(d_records_.begin() + record_count_,
-                                                    d_record_keys_.begin() + record_count_),
-                          emit_leaf<Format>{frontier}),
-                      is_leaf);
-      record_count_ += leaves;
-    }
+    if (leaves != 0) append_records(leaves, items, items_end, emit_leaf<Format>{frontier}, is_leaf);
     if (Format::is_last_depth(depth)) return;
     const entry_is<Format, entry_kind::table> is_table{frontier};
     const u64 visits = thrust::count_if(sys_.policy(), items, items_end, is_table);
@@ -283,17 +273,25 @@ class batch_walk {
     frontier_ = owners;
     const u64 aliases = visits - owners;
     if (aliases == 0) return;
-    grow(d_records_, record_count_ + aliases);
-    grow(d_record_keys_, record_count_ + aliases);
+    append_records(aliases, first, last,
+                   emit_alias<Format>{raw(d_owner_ranks_), raw(d_visit_key_), raw(d_visit_rank_),
+                                      raw(d_visit_slot_), raw(d_space_base_), depth},
+                   visit_owns{raw(d_owner_ranks_), raw(d_visit_rank_), raw(d_visit_slot_), false});
+  }
+
+  // Appends the records `emit` makes of the `count` items in [first, last)
+  // that `select` keeps, with their sort keys.
+  template <class Iterator, class Emit, class Select>
+  void append_records(u64 count, Iterator first, Iterator last, Emit emit, Select select) {
+    grow(d_records_, record_count_ + count);
+    grow(d_record_keys_, record_count_ + count);
     thrust::copy_if(sys_.policy(), first, last,
                     thrust::make_transform_output_iterator(
                         thrust::make_zip_iterator(d_records_.begin() + record_count_,
                                                   d_record_keys_.begin() + record_count_),
-                        emit_alias<Format>{raw(d_owner_ranks_), raw(d_visit_key_),
-                                           raw(d_visit_rank_), raw(d_visit_slot_),
-                                           raw(d_space_base_), depth}),
-                    visit_owns{raw(d_owner_ranks_), raw(d_visit_rank_), raw(d_visit_slot_), false});
-    record_count_ += aliases;
+                        emit),
+                    select);
+    record_count_ += count;
   }
 
   // One radix sort by (global space, VA), then each snapshot's records and
