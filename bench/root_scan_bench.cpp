@@ -7,11 +7,11 @@
 
 #include <vector>
 
-#include "batch_walk.hpp"
-#include "fleet_generator.hpp"
+#include "walk/batch_walk.hpp"
+#include "generate/fleet_generator.hpp"
 #include "kernels/root_scan_steps.hpp"
 #include "ptwalk/walk.hpp"
-#include "root_discovery.hpp"
+#include "discovery/root_discovery.hpp"
 
 namespace ptwalk {
 namespace {

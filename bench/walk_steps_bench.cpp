@@ -8,8 +8,8 @@
 #include <random>
 #include <vector>
 
-#include "batch_walk.hpp"
-#include "fleet_generator.hpp"
+#include "walk/batch_walk.hpp"
+#include "generate/fleet_generator.hpp"
 #include "kernels/walk_steps.hpp"
 
 namespace ptwalk {

@@ -8,9 +8,9 @@
 
 #include <functional>
 
-#include "batch_walk.hpp"
-#include "cpu_walk.hpp"
-#include "fleet_generator.hpp"
+#include "walk/batch_walk.hpp"
+#include "walk/cpu_walk.hpp"
+#include "generate/fleet_generator.hpp"
 #include "support/backend_compare.hpp"
 #include "support/random_forest.hpp"
 #include "support/sparse_tables.hpp"

@@ -10,9 +10,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "compact_job.hpp"
-#include "fleet_generator.hpp"
-#include "manifest.hpp"
+#include "compact/compact_job.hpp"
+#include "generate/fleet_generator.hpp"
+#include "input/manifest.hpp"
 #include "support/run_cli.hpp"
 #include "support/temp_dir.hpp"
 

@@ -13,7 +13,7 @@
 #include "support/elf_builder.hpp"
 #include "support/run_cli.hpp"
 #include "support/temp_dir.hpp"
-#include "table_views.hpp"
+#include "input/table_views.hpp"
 
 namespace ptwalk {
 namespace {

@@ -11,16 +11,16 @@
 
 #include <fmt/format.h>
 
-#include "batch_walk.hpp"
-#include "compact_job.hpp"
-#include "compactor.hpp"
-#include "fleet_generator.hpp"
-#include "manifest.hpp"
-#include "owned_tables.hpp"
+#include "walk/batch_walk.hpp"
+#include "compact/compact_job.hpp"
+#include "compact/compactor.hpp"
+#include "generate/fleet_generator.hpp"
+#include "input/manifest.hpp"
+#include "walk/owned_tables.hpp"
 #include "ptwalk/map.hpp"
 #include "ptwalk/walk.hpp"
 #include "support/compact_fixtures.hpp"
-#include "verifier.hpp"
+#include "compact/verifier.hpp"
 
 namespace ptwalk {
 namespace {

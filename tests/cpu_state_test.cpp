@@ -6,7 +6,7 @@
 
 #include <cstring>
 
-#include "cpu_state.hpp"
+#include "input/cpu_state.hpp"
 #include "support/error_of.hpp"
 #include "support/cpu_notes.hpp"
 #include "support/elf_builder.hpp"

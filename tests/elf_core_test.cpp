@@ -6,7 +6,7 @@
 
 #include <fmt/format.h>
 
-#include "elf_core.hpp"
+#include "input/elf_core.hpp"
 #include "support/error_of.hpp"
 #include "support/elf_builder.hpp"
 #include "support/temp_dir.hpp"

@@ -14,9 +14,9 @@
 
 #include <fmt/format.h>
 
-#include "batch_walk.hpp"
-#include "fleet_generator.hpp"
-#include "manifest.hpp"
+#include "walk/batch_walk.hpp"
+#include "generate/fleet_generator.hpp"
+#include "input/manifest.hpp"
 
 namespace ptwalk {
 namespace {

@@ -7,8 +7,8 @@
 
 #include <fmt/format.h>
 
-#include "batch_walk.hpp"
-#include "root_discovery.hpp"
+#include "walk/batch_walk.hpp"
+#include "discovery/root_discovery.hpp"
 #include "support/require_gpu.hpp"
 #include "support/scan_image.hpp"
 

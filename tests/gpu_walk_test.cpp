@@ -6,7 +6,7 @@
 
 #include <fmt/format.h>
 
-#include "batch_walk.hpp"
+#include "walk/batch_walk.hpp"
 #include "support/backend_compare.hpp"
 #include "support/random_forest.hpp"
 #include "support/require_gpu.hpp"

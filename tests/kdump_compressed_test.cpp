@@ -9,9 +9,9 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "cpu_state.hpp"
-#include "kdump_compressed.hpp"
-#include "manifest.hpp"
+#include "input/cpu_state.hpp"
+#include "input/kdump_compressed.hpp"
+#include "input/manifest.hpp"
 #include "support/error_of.hpp"
 #include "support/cpu_notes.hpp"
 #include "support/elf_builder.hpp"

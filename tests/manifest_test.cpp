@@ -4,7 +4,7 @@
 
 #include <cstring>
 
-#include "manifest.hpp"
+#include "input/manifest.hpp"
 #include "support/error_of.hpp"
 #include "support/temp_dir.hpp"
 

@@ -16,15 +16,15 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "batch_walk.hpp"
-#include "manifest.hpp"
+#include "walk/batch_walk.hpp"
+#include "input/manifest.hpp"
 #include "ptwalk/map.hpp"
 #include "ptwalk/walk.hpp"
-#include "root_discovery.hpp"
+#include "discovery/root_discovery.hpp"
 #include "support/real_guest.hpp"
 #include "support/scan_image.hpp"
 #include "support/temp_dir.hpp"
-#include "table_views.hpp"
+#include "input/table_views.hpp"
 
 namespace ptwalk {
 namespace {

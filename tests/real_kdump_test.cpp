@@ -12,9 +12,9 @@
 
 #include <fmt/format.h>
 
-#include "batch_walk.hpp"
-#include "manifest.hpp"
-#include "root_discovery.hpp"
+#include "walk/batch_walk.hpp"
+#include "input/manifest.hpp"
+#include "discovery/root_discovery.hpp"
 #include "support/real_guest.hpp"
 #include "support/run_cli.hpp"
 #include "support/temp_dir.hpp"

@@ -4,7 +4,7 @@
 
 #include "ptwalk/walk.hpp"
 #include "support/sparse_tables.hpp"
-#include "table_views.hpp"
+#include "input/table_views.hpp"
 
 namespace ptwalk {
 namespace {

@@ -10,9 +10,9 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "batch_walk.hpp"
-#include "manifest.hpp"
-#include "root_discovery.hpp"
+#include "walk/batch_walk.hpp"
+#include "input/manifest.hpp"
+#include "discovery/root_discovery.hpp"
 #include "support/error_of.hpp"
 #include "support/scan_image.hpp"
 #include "support/temp_dir.hpp"

@@ -7,7 +7,7 @@
 #include "ptwalk/map.hpp"
 #include "ptwalk/walk.hpp"
 #include "support/sparse_tables.hpp"
-#include "table_views.hpp"
+#include "input/table_views.hpp"
 
 namespace ptwalk {
 namespace {

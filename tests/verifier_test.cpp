@@ -4,11 +4,11 @@
 
 #include <fmt/format.h>
 
-#include "batch_walk.hpp"
-#include "compactor.hpp"
+#include "walk/batch_walk.hpp"
+#include "compact/compactor.hpp"
 #include "ptwalk/walk.hpp"
 #include "support/compact_fixtures.hpp"
-#include "verifier.hpp"
+#include "compact/verifier.hpp"
 
 namespace ptwalk {
 namespace {

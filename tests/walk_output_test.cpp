@@ -6,7 +6,7 @@
 
 #include <fmt/format.h>
 
-#include "walk_output.hpp"
+#include "walk/walk_output.hpp"
 
 namespace ptwalk {
 namespace {

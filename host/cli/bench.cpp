@@ -12,11 +12,11 @@
 
 #include <fmt/format.h>
 
-#include "atomic_file.hpp"
+#include "common/atomic_file.hpp"
 #include "command.hpp"
-#include "fleet_bench.hpp"
-#include "fleet_generator.hpp"
-#include "manifest.hpp"
+#include "bench/fleet_bench.hpp"
+#include "generate/fleet_generator.hpp"
+#include "input/manifest.hpp"
 
 namespace ptwalk::cli {
 namespace {

@@ -7,9 +7,9 @@
 
 #include <fmt/format.h>
 
-#include "atomic_file.hpp"
+#include "common/atomic_file.hpp"
 #include "command.hpp"
-#include "compact_job.hpp"
+#include "compact/compact_job.hpp"
 #include "progress_line.hpp"
 
 namespace ptwalk::cli {

@@ -15,11 +15,11 @@
 
 #include <fmt/format.h>
 
-#include "atomic_file.hpp"
+#include "common/atomic_file.hpp"
 #include "command.hpp"
-#include "compact_job.hpp"
-#include "fleet_generator.hpp"
-#include "manifest.hpp"
+#include "compact/compact_job.hpp"
+#include "generate/fleet_generator.hpp"
+#include "input/manifest.hpp"
 #include "progress_line.hpp"
 
 namespace ptwalk::cli {

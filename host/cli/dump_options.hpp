@@ -12,8 +12,8 @@
 #include <fmt/format.h>
 
 #include "command.hpp"
-#include "manifest.hpp"
-#include "root_discovery.hpp"
+#include "input/manifest.hpp"
+#include "discovery/root_discovery.hpp"
 
 namespace ptwalk::cli {
 

@@ -8,7 +8,7 @@
 #include <fmt/ranges.h>
 
 #include "command.hpp"
-#include "fleet_generator.hpp"
+#include "generate/fleet_generator.hpp"
 
 namespace ptwalk::cli {
 namespace {

@@ -11,11 +11,11 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "atomic_file.hpp"
+#include "common/atomic_file.hpp"
 #include "command.hpp"
 #include "dump_options.hpp"
-#include "manifest.hpp"
-#include "root_discovery.hpp"
+#include "input/manifest.hpp"
+#include "discovery/root_discovery.hpp"
 
 namespace ptwalk::cli {
 namespace {

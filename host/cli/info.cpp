@@ -9,10 +9,10 @@
 #include <fmt/format.h>
 
 #include "command.hpp"
-#include "cpu_state.hpp"
-#include "elf_core.hpp"
-#include "kdump_compressed.hpp"
-#include "manifest.hpp"
+#include "input/cpu_state.hpp"
+#include "input/elf_core.hpp"
+#include "input/kdump_compressed.hpp"
+#include "input/manifest.hpp"
 
 namespace ptwalk::cli {
 namespace {

@@ -5,9 +5,9 @@
 
 #include <fmt/format.h>
 
-#include "batch_walk.hpp"
+#include "walk/batch_walk.hpp"
 #include "command.hpp"
-#include "memory_image.hpp"
+#include "input/memory_image.hpp"
 
 namespace ptwalk::cli {
 

@@ -13,7 +13,7 @@
 
 #include <fmt/format.h>
 
-#include "compact_job.hpp"
+#include "compact/compact_job.hpp"
 
 namespace ptwalk::cli {
 

@@ -6,8 +6,8 @@
 
 #include "command.hpp"
 #include "dump_options.hpp"
-#include "manifest.hpp"
-#include "root_discovery.hpp"
+#include "input/manifest.hpp"
+#include "discovery/root_discovery.hpp"
 
 namespace ptwalk::cli {
 namespace {

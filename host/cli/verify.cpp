@@ -4,8 +4,8 @@
 #include <fmt/format.h>
 
 #include "command.hpp"
-#include "manifest.hpp"
-#include "verifier.hpp"
+#include "input/manifest.hpp"
+#include "compact/verifier.hpp"
 
 namespace ptwalk::cli {
 namespace {

@@ -7,11 +7,11 @@
 
 #include <fmt/format.h>
 
-#include "atomic_file.hpp"
-#include "batch_walk.hpp"
+#include "common/atomic_file.hpp"
+#include "walk/batch_walk.hpp"
 #include "command.hpp"
-#include "manifest.hpp"
-#include "walk_output.hpp"
+#include "input/manifest.hpp"
+#include "walk/walk_output.hpp"
 
 namespace ptwalk::cli {
 namespace {

@@ -23,10 +23,10 @@
 #include <string>
 #include <variant>
 
-#include "compactor.hpp"
+#include "compact/compactor.hpp"
 #include "ptwalk/map.hpp"
-#include "snapshot.hpp"
-#include "table_views.hpp"
+#include "input/snapshot.hpp"
+#include "input/table_views.hpp"
 
 namespace ptwalk::testing {
 

@@ -2,7 +2,7 @@
 //
 // ELF cores and compressed kdump files carry the same notes; tests of both
 // build them here, at the offsets QEMU and the kernel define, independent
-// of the parser in host/cpu_state.cpp.
+// of the parser in host/input/cpu_state.cpp.
 #pragma once
 
 #include <cstring>

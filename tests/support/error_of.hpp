@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "memory_image.hpp"
+#include "input/memory_image.hpp"
 
 namespace ptwalk::testing {
 

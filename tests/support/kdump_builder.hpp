@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "kdump_compressed.hpp"
+#include "input/kdump_compressed.hpp"
 #include "support/cpu_notes.hpp"
 
 namespace ptwalk::testing {

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "snapshot.hpp"
+#include "input/snapshot.hpp"
 
 namespace ptwalk::testing {
 

@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-#include "batch_walk.hpp"
+#include "walk/batch_walk.hpp"
 
 #define PTWALK_REQUIRE_GPU()                                                          \
   do {                                                                                \

@@ -17,10 +17,10 @@
 #include <random>
 #include <vector>
 
-#include "manifest.hpp"
-#include "memory_image.hpp"
+#include "input/manifest.hpp"
+#include "input/memory_image.hpp"
 #include "ptwalk/root_candidate.hpp"
-#include "root_discovery.hpp"
+#include "discovery/root_discovery.hpp"
 
 namespace ptwalk::testing {
 

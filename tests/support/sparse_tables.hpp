@@ -9,7 +9,7 @@
 #include <map>
 #include <vector>
 
-#include "memory_image.hpp"
+#include "input/memory_image.hpp"
 
 namespace ptwalk::testing {
 

@@ -1,0 +1,404 @@
+// host/fleet_bench.cpp — runs, checks and reports the fleet benchmark.
+#include "bench/fleet_bench.hpp"
+
+#include <unistd.h>
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "compact/compact_job.hpp"
+#include "compact/compactor.hpp"
+#include "common/parallel_for.hpp"
+#if PTWALK_WITH_CUDA
+#include "cuda/cuda_walk.hpp"
+#endif
+
+namespace ptwalk {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with("model name"))
+      if (const auto colon = line.find(':'); colon != std::string::npos) return line.substr(colon + 2);
+  return "unknown";
+}
+
+u64 memory_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  u64 kib = 0;
+  in >> key >> kib;
+  return key == "MemTotal:" ? kib * 1024 : 0;
+}
+
+// Read+write bytes per second of a memcpy split over every thread, best of
+// five: the bandwidth a walk that reads tables from DRAM on all cores has.
+double host_copy_bandwidth(int threads) {
+  constexpr std::size_t bytes = std::size_t{256} << 20;
+  const auto source = std::make_unique_for_overwrite<std::byte[]>(bytes);
+  const auto target = std::make_unique_for_overwrite<std::byte[]>(bytes);
+  std::memset(source.get(), 1, bytes);
+  std::memset(target.get(), 0, bytes);
+  double best = 1e30;
+  for (int round = 0; round < 6; ++round) {
+    const auto start = std::chrono::steady_clock::now();
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (std::size_t piece = 0; piece < 64; ++piece)
+      std::memcpy(target.get() + piece * (bytes / 64), source.get() + piece * (bytes / 64), bytes / 64);
+    if (round != 0) best = std::min(best, seconds_since(start));  // round 0 warms up
+  }
+  return 2.0 * bytes / best;
+}
+
+u64 total_tables(const walk_stats& s) {
+  u64 n = 0;
+  for (const u64 t : s.tables) n += t;
+  return n;
+}
+u64 total_aliases(const walk_stats& s) {
+  u64 n = 0;
+  for (const u64 a : s.aliases) n += a;
+  return n;
+}
+
+std::string unavailable(walk_backend backend) {
+  if (!backend_compiled(backend)) return "not built (configure with -DPTWALK_CUDA=ON)";
+  if (backend == walk_backend::cuda && !gpu_visible()) return "no GPU: " + gpu_description();
+  return {};
+}
+
+std::string human_rate(double per_s) {
+  if (per_s >= 1e9) return fmt::format("{:.2f} G", per_s / 1e9);
+  if (per_s >= 1e6) return fmt::format("{:.2f} M", per_s / 1e6);
+  if (per_s >= 1e3) return fmt::format("{:.2f} k", per_s / 1e3);
+  return fmt::format("{:.0f} ", per_s);
+}
+
+const backend_bench* find_backend(const bench_report& report, std::string_view name) {
+  for (const auto& b : report.backends)
+    if (b.name == name && !b.skipped) return &b;
+  return nullptr;
+}
+
+// A scratch directory under `parent` that is removed with its contents.
+class scratch_dir {
+ public:
+  explicit scratch_dir(const std::filesystem::path& parent)
+      : path_(parent / fmt::format("ptwalk-bench-{}", ::getpid())) {
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~scratch_dir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  scratch_dir(const scratch_dir&) = delete;
+  scratch_dir& operator=(const scratch_dir&) = delete;
+  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+job_overlap measure_job_overlap(std::span<const loaded_snapshot> fleet, std::span<const snapshot_walk> walks,
+                                const bench_options& options) {
+  const std::filesystem::path parent =
+      options.job_work_dir.empty() ? std::filesystem::temp_directory_path() : options.job_work_dir;
+  std::vector<double> job, alone;
+  job_overlap out;
+  for (unsigned r = 0; r < std::max(options.repeat, 1u); ++r) {
+    {
+      // The compaction stage with the walk already done: what the job hides its walk behind.
+      scratch_dir scratch(parent);
+      const auto start = std::chrono::steady_clock::now();
+      parallel_for(fleet.size(), 0, [&](std::size_t i) {
+        const auto compacted = compact_snapshot(fleet[i], walks[i], compaction_policy{});
+        (void)write_compacted_image(compacted, scratch.path() / fmt::format("{}.img", i));
+      });
+      alone.push_back(seconds_since(start));
+    }
+    {
+      scratch_dir scratch(parent);
+      const auto start = std::chrono::steady_clock::now();
+      const compact_report report =
+          run_compact_job(options.job_manifest, scratch.path() / "out", compact_options{});
+      job.push_back(seconds_since(start));
+      out.backend = report.backend;
+    }
+  }
+  out.job = phase_times::of(std::move(job));
+  out.compaction_alone = phase_times::of(std::move(alone));
+  return out;
+}
+
+}  // namespace
+
+phase_times phase_times::of(std::vector<double> samples) {
+  if (samples.empty()) return {};
+  std::sort(samples.begin(), samples.end());
+  const std::size_t n = samples.size();
+  const double median = n % 2 == 1 ? samples[n / 2] : (samples[n / 2 - 1] + samples[n / 2]) / 2;
+  return {median, samples.front(), samples.back()};
+}
+
+machine_info measure_machine(int walk_threads) {
+  machine_info m;
+  m.cpu = cpu_model();
+  m.hardware_threads = std::thread::hardware_concurrency();
+  m.walk_threads = walk_threads > 0 ? walk_threads : omp_get_max_threads();
+  m.memory_bytes = memory_bytes();
+  m.host_copy_bytes_per_s = host_copy_bandwidth(m.walk_threads);
+  m.gpu = gpu_description();
+#if PTWALK_WITH_CUDA
+  if (gpu_visible()) {
+    m.device_copy_bytes_per_s = cuda_copy_bandwidth();
+    m.upload_bytes_per_s = cuda_upload_bandwidth();
+  }
+#endif
+  return m;
+}
+
+bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string source, double load_s,
+                             const bench_options& options) {
+  bench_report report;
+  report.load_s = load_s;
+  report.fleet.source = std::move(source);
+  report.fleet.snapshots = fleet.size();
+  for (const auto& s : fleet) {
+    report.fleet.spaces += s.roots().size();
+    report.fleet.image_bytes += s.image.backed_bytes();
+  }
+  std::vector<snapshot_walk> baseline;
+  std::string baseline_name;
+  for (const walk_backend backend : options.backends) {
+    backend_bench& b = report.backends.emplace_back();
+    b.name = backend_name(backend);
+    if (auto why = unavailable(backend); !why.empty()) {
+      b.skipped = std::move(why);
+      continue;
+    }
+    std::vector<double> walk, upload, download, gather, kernel;
+    for (unsigned r = 0; r < std::max(options.repeat, 1u); ++r) {
+      walk_profile profile;
+      const auto start = std::chrono::steady_clock::now();
+      auto walks = walk_snapshots(fleet, backend,
+                                  walk_options{.profile = &profile, .threads = options.threads,
+                                               .max_batch_spaces = options.max_batch_spaces});
+      walk.push_back(seconds_since(start));
+      upload.push_back(profile.upload_s);
+      download.push_back(profile.download_s);
+      gather.push_back(profile.gather_s);
+      kernel.push_back(profile.kernel_s);
+      b.batches = profile.batches;
+      if (baseline_name.empty()) {
+        baseline = std::move(walks);
+        baseline_name = b.name;
+        continue;
+      }
+      for (std::size_t i = 0; i < fleet.size(); ++i)
+        if (!(walks[i] == baseline[i]))
+          throw std::runtime_error(fmt::format("bench: backend {} differs from {} on snapshot {} ({})", b.name,
+                                               baseline_name, i, fleet[i].id()));
+    }
+    b.walk = phase_times::of(walk);
+    b.upload = phase_times::of(upload);
+    b.download = phase_times::of(download);
+    b.gather = phase_times::of(gather);
+    b.kernel = phase_times::of(kernel);
+  }
+  for (const auto& w : baseline) {
+    report.fleet.tables += total_tables(w.stats);
+    report.fleet.leaves += w.stats.leaves_4k + w.stats.leaves_2m + w.stats.leaves_1g;
+    report.fleet.aliases += total_aliases(w.stats);
+  }
+  // Relink + compact: the CPU work the walk hides behind in `ptwalk compact`.
+  // It depends on the walk's output only, which every backend shares.
+  if (options.compaction && !baseline.empty()) {
+    std::vector<double> samples;
+    for (unsigned r = 0; r < std::max(options.repeat, 1u); ++r) {
+      const auto start = std::chrono::steady_clock::now();
+      const auto compacted = compact_all(fleet, baseline, compaction_policy{});
+      samples.push_back(seconds_since(start));
+    }
+    report.compaction = phase_times::of(samples);
+  }
+  if (!options.job_manifest.empty() && !baseline.empty())
+    report.job = measure_job_overlap(fleet, baseline, options);
+  return report;
+}
+
+std::string format_report(const machine_info& machine, const bench_report& report) {
+  const fleet_info& f = report.fleet;
+  std::string out = fmt::format(
+      "fleet {}: {} snapshots, {} spaces, {} page tables ({:.1f} MiB), {} leaves, {} aliases; load {:.3f} s\n"
+      "machine: {} ({} hardware threads, walk threads {}), host memcpy {:.2f} GB/s; GPU: {}",
+      f.source, f.snapshots, f.spaces, f.tables, f.table_bytes() / 1048576.0, f.leaves, f.aliases, report.load_s,
+      machine.cpu, machine.hardware_threads, machine.walk_threads, machine.host_copy_bytes_per_s / 1e9, machine.gpu);
+  if (machine.device_copy_bytes_per_s > 0)
+    out += fmt::format(" (device copy {:.0f} GB/s, pinned upload {:.1f} GB/s)", machine.device_copy_bytes_per_s / 1e9,
+                       machine.upload_bytes_per_s / 1e9);
+  out += fmt::format("\n\n{:<11} {:>10} {:>21} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9} {:>12}\n", "backend", "walk med",
+                     "[min .. max] s", "h2d s", "d2h s", "tables/s", "leaves/s", "PT GB/s", "% memcpy",
+                     "vs reference");
+  const backend_bench* reference = find_backend(report, "reference");
+  for (const auto& b : report.backends) {
+    if (b.skipped) {
+      out += fmt::format("{:<11} skipped: {}\n", b.name, *b.skipped);
+      continue;
+    }
+    const double t = b.walk.median_s;
+    out += fmt::format("{:<11} {:>10.4f} {:>21} {:>9.4f} {:>9.4f} {:>10} {:>10} {:>10.2f} {:>8.1f}% {:>11}\n", b.name, t,
+                       fmt::format("[{:.4f} .. {:.4f}]", b.walk.min_s, b.walk.max_s), b.upload.median_s,
+                       b.download.median_s, human_rate(f.tables / t), human_rate(f.leaves / t),
+                       f.table_bytes() / t / 1e9, 100.0 * f.table_bytes() / t / machine.host_copy_bytes_per_s,
+                       reference != nullptr ? fmt::format("{:.2f}x", reference->walk.median_s / t) : "-");
+  }
+  if (report.compaction)
+    out += fmt::format("{:<11} {:>10.4f} {:>21}   (relink + compact, CPU, after any backend)\n", "compaction",
+                       report.compaction->median_s,
+                       fmt::format("[{:.4f} .. {:.4f}]", report.compaction->min_s, report.compaction->max_s));
+  if (report.job)
+    out += fmt::format(
+        "{:<11} {:>10.4f} {:>21}   (ptwalk compact, walk on {}: {:.2f}x the compaction alone, {:.4f} s)\n",
+        "fleet job", report.job->job.median_s,
+        fmt::format("[{:.4f} .. {:.4f}]", report.job->job.min_s, report.job->job.max_s), report.job->backend,
+        report.job->ratio(), report.job->compaction_alone.median_s);
+  return out;
+}
+
+namespace {
+
+nlohmann::json phase_json(const phase_times& p) {
+  return {{"median_s", p.median_s}, {"min_s", p.min_s}, {"max_s", p.max_s}};
+}
+
+nlohmann::json backend_json(const machine_info& machine, const bench_report& report, const backend_bench& b) {
+  if (b.skipped) return {{"skipped", *b.skipped}};
+  const fleet_info& f = report.fleet;
+  const double t = b.walk.median_s;
+  const double table_bytes_per_s = f.table_bytes() / t;
+  nlohmann::json j{
+      {"walk_median_s", t},
+      {"walk_min_s", b.walk.min_s},
+      {"walk_max_s", b.walk.max_s},
+      {"phases",
+       {{"load", {{"median_s", report.load_s}}},
+        {"host_to_device", phase_json(b.upload)},
+        {"gather", phase_json(b.gather)},
+        {"walk", phase_json(b.walk)},
+        {"device_kernels", phase_json(b.kernel)},
+        {"device_to_host", phase_json(b.download)},
+        {"compaction", report.compaction ? phase_json(*report.compaction) : nlohmann::json(nullptr)}}},
+      {"tables_per_s", f.tables / t},
+      {"leaves_per_s", f.leaves / t},
+      {"table_bytes_per_s", table_bytes_per_s},
+      {"host_copy_fraction", table_bytes_per_s / machine.host_copy_bytes_per_s},
+      {"batches", b.batches},
+  };
+  if (b.name == "cuda" && machine.device_copy_bytes_per_s > 0) {
+    j["device_copy_fraction"] = table_bytes_per_s / machine.device_copy_bytes_per_s;
+    j["upload_fraction"] = table_bytes_per_s / machine.upload_bytes_per_s;
+  }
+  for (const auto& other : report.backends)
+    if (!other.skipped && other.name != b.name)
+      j["speedup_vs_" + other.name] = other.walk.median_s / t;
+  return j;
+}
+
+nlohmann::json report_body(const machine_info& machine, const bench_report& report) {
+  const fleet_info& f = report.fleet;
+  nlohmann::json backends = nlohmann::json::object();
+  for (const auto& b : report.backends) backends[b.name] = backend_json(machine, report, b);
+  return {{"input",
+           {{"source", f.source},
+            {"snapshots", f.snapshots},
+            {"spaces", f.spaces},
+            {"tables", f.tables},
+            {"table_bytes", f.table_bytes()},
+            {"leaves", f.leaves},
+            {"aliases", f.aliases},
+            {"image_bytes", f.image_bytes}}},
+          {"load_s", report.load_s},
+          {"compaction", report.compaction ? phase_json(*report.compaction) : nlohmann::json(nullptr)},
+          {"fleet_job", report.job ? nlohmann::json{{"backend", report.job->backend},
+                                                    {"job", phase_json(report.job->job)},
+                                                    {"compaction_alone", phase_json(report.job->compaction_alone)},
+                                                    {"job_over_compaction", report.job->ratio()}}
+                                   : nlohmann::json(nullptr)},
+          {"backends", std::move(backends)}};
+}
+
+}  // namespace
+
+nlohmann::json report_json(const machine_info& machine, std::span<const bench_report> reports) {
+  nlohmann::json sizes = nlohmann::json::array();
+  for (const auto& r : reports) sizes.push_back(report_body(machine, r));
+  nlohmann::json out = reports.empty() ? nlohmann::json::object() : report_body(machine, reports.back());
+  out["machine"] = {{"cpu", machine.cpu},
+                    {"hardware_threads", machine.hardware_threads},
+                    {"walk_threads", machine.walk_threads},
+                    {"memory_bytes", machine.memory_bytes},
+                    {"host_copy_bytes_per_s", machine.host_copy_bytes_per_s},
+                    {"gpu", machine.gpu},
+                    {"device_copy_bytes_per_s", machine.device_copy_bytes_per_s},
+                    {"upload_bytes_per_s", machine.upload_bytes_per_s}};
+  out["sizes"] = std::move(sizes);
+  return out;
+}
+
+void write_plot(std::span<const bench_report> reports, const std::filesystem::path& png) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0)
+    throw input_error(fmt::format("{}: gnuplot not found (apt-get install gnuplot-nox)", png.string()));
+  // One data block per backend: spaces, tables/s.
+  std::map<std::string, std::string> series;
+  for (const auto& r : reports)
+    for (const auto& b : r.backends)
+      if (!b.skipped) series[b.name] += fmt::format("{} {}\n", r.fleet.spaces, r.fleet.tables / b.walk.median_s);
+  const std::filesystem::path data = png.string() + ".dat", script = png.string() + ".gp";
+  {
+    std::ofstream d(data);
+    for (const auto& [name, rows] : series) d << "# " << name << "\n" << rows << "\n\n";
+  }
+  std::string plots;
+  int index = 0;
+  for (const auto& entry : series) {
+    plots += fmt::format("{}'{}' index {} with linespoints title '{}'", index == 0 ? "" : ", ", data.string(),
+                         index, entry.first);
+    ++index;
+  }
+  // gnuplot writes a temporary that is renamed on success: no half-written plot.
+  const std::filesystem::path partial = png.string() + ".tmp";
+  {
+    std::ofstream s(script);
+    s << fmt::format(
+        "set terminal png size 900,600\nset output '{}'\nset logscale xy\nset grid\n"
+        "set xlabel 'address spaces in the fleet'\nset ylabel 'page tables walked per second'\n"
+        "set title 'ptwalk: walk throughput vs fleet size'\nset key left top\nplot {}\n",
+        partial.string(), plots);
+  }
+  const int status = std::system(fmt::format("gnuplot '{}'", script.string()).c_str());
+  std::filesystem::remove(data);
+  std::filesystem::remove(script);
+  if (status != 0) {
+    std::filesystem::remove(partial);
+    throw input_error(fmt::format("{}: gnuplot failed (status {})", png.string(), status));
+  }
+  std::filesystem::rename(partial, png);
+}
+
+}  // namespace ptwalk

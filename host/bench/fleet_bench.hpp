@@ -1,0 +1,101 @@
+// host/fleet_bench.hpp — the end-to-end fleet benchmark behind `ptwalk bench`.
+//
+// Runs every requested backend on the same loaded fleet, in one process,
+// N times; checks every backend's output is identical to the first's; and
+// reports per phase (load, host→device, walk, device→host, compaction)
+// the median and spread, throughput (tables/s, leaves/s), page-table bytes
+// read per second against the memory bandwidth measured in the same run
+// (host memcpy on all cores; on a GPU, device-to-device copy and pinned
+// host-to-device copy), and each backend's speedup over the others.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "walk/batch_walk.hpp"
+
+namespace ptwalk {
+
+struct bench_options {
+  std::vector<walk_backend> backends{walk_backend::reference, walk_backend::cpu, walk_backend::cuda};
+  unsigned repeat = 5;
+  int threads = 0;               // cpu backends; 0 = all cores
+  u64 max_batch_spaces = 0;      // cuda: 0 = as device memory allows
+  bool compaction = true;        // time relink+compact (compact_all) on the walk
+  // When set (the fleet's manifest on disk), also time the whole `ptwalk
+  // compact` job on it against its compaction stage alone, output written
+  // under `job_work_dir` (removed after each run).
+  std::filesystem::path job_manifest;
+  std::filesystem::path job_work_dir;
+};
+
+// Seconds of one phase over the repeats.
+struct phase_times {
+  double median_s = 0, min_s = 0, max_s = 0;
+  static phase_times of(std::vector<double> samples);
+};
+
+struct backend_bench {
+  std::string name;
+  std::optional<std::string> skipped;  // why it did not run here
+  phase_times walk, upload, download, gather, kernel;
+  u64 batches = 0;
+};
+
+struct machine_info {
+  std::string cpu;
+  unsigned hardware_threads = 0;
+  int walk_threads = 0;
+  u64 memory_bytes = 0;
+  double host_copy_bytes_per_s = 0;  // read+write bytes per second of a parallel memcpy
+  std::string gpu;
+  double device_copy_bytes_per_s = 0;  // read+write, device to device
+  double upload_bytes_per_s = 0;       // pinned host to device
+};
+
+struct fleet_info {
+  std::string source;  // manifest path or "gen:SHAPE"
+  u64 snapshots = 0, spaces = 0, tables = 0, leaves = 0, aliases = 0;
+  u64 image_bytes = 0;
+  [[nodiscard]] u64 table_bytes() const { return tables * 4096; }
+};
+
+// The fleet job (load, walk, compact, write; the walk of batch k+1 hidden
+// behind the compaction of batch k) against the same compaction and writes
+// with the walks already done: the target is job ≤ 1.2 × alone.
+struct job_overlap {
+  std::string backend;  // the walk backend the job resolved to
+  phase_times job, compaction_alone;
+  [[nodiscard]] double ratio() const { return job.median_s / compaction_alone.median_s; }
+};
+
+struct bench_report {
+  fleet_info fleet;
+  double load_s = 0;
+  std::optional<phase_times> compaction;
+  std::optional<job_overlap> job;
+  std::vector<backend_bench> backends;
+};
+
+// Measures this machine (once per process run; a GPU is measured when visible).
+[[nodiscard]] machine_info measure_machine(int walk_threads);
+
+// Benchmarks one loaded fleet. Throws std::runtime_error when two backends
+// disagree (naming them and the snapshot).
+[[nodiscard]] bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string source,
+                                           double load_s, const bench_options& options);
+
+// Stdout table for one fleet.
+[[nodiscard]] std::string format_report(const machine_info& machine, const bench_report& report);
+// JSON: machine, input, phases; `backends` at the top level describes the
+// last (largest) fleet, `sizes` every fleet run.
+[[nodiscard]] nlohmann::json report_json(const machine_info& machine, std::span<const bench_report> reports);
+// Throughput against fleet size, one line per backend, through gnuplot.
+// Throws when gnuplot is missing or fails.
+void write_plot(std::span<const bench_report> reports, const std::filesystem::path& png);
+
+}  // namespace ptwalk

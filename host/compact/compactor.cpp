@@ -1,0 +1,562 @@
+// host/compactor.cpp — frame placement, the relinker, and writing the compacted image.
+#include "compact/compactor.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <optional>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "input/image_ranges.hpp"
+#include "ptwalk/map.hpp"
+#include "walk/owned_tables.hpp"
+
+namespace ptwalk {
+
+nlohmann::json compaction_policy::to_json() const {
+  return {{"keep_pa", keep_pa}, {"keep_unbacked", keeps_unbacked()}, {"cow_writable", cow_writable}};
+}
+
+compaction_policy compaction_policy::from_meta(const nlohmann::json& meta) {
+  compaction_policy policy;
+  if (!meta.is_object() || !meta.contains("compaction")) return policy;
+  const nlohmann::json& recorded = meta["compaction"];
+  auto flag = [&](const char* key) {
+    if (!recorded.is_object()) throw input_error("meta.compaction is not an object");
+    if (!recorded.contains(key)) return false;
+    if (!recorded[key].is_boolean()) throw input_error(fmt::format("meta.compaction.{} is not a boolean", key));
+    return recorded[key].get<bool>();
+  };
+  policy.keep_pa = flag("keep_pa");
+  policy.keep_unbacked = flag("keep_unbacked");
+  policy.cow_writable = flag("cow_writable");
+  return policy;
+}
+
+compaction_stats& compaction_stats::operator+=(const compaction_stats& o) {
+  spaces += o.spaces;
+  leaves_kept += o.leaves_kept;
+  leaves_dropped_unbacked += o.leaves_dropped_unbacked;
+  leaves_kept_unbacked += o.leaves_kept_unbacked;
+  leaves_made_cow += o.leaves_made_cow;
+  links += o.links;
+  empty_shared_tables += o.empty_shared_tables;
+  os_private_entries += o.os_private_entries;
+  frames_copied += o.frames_copied;
+  frames_nested += o.frames_nested;
+  frames_in_place += o.frames_in_place;
+  data_bytes += o.data_bytes;
+  padding_bytes += o.padding_bytes;
+  tables += o.tables;
+  bytes_in += o.bytes_in;
+  bytes_out += o.bytes_out;
+  return *this;
+}
+
+namespace {
+
+constexpr u64 page_4k = 4096;
+
+constexpr u64 align_up(u64 value, u64 alignment) { return (value + alignment - 1) & ~(alignment - 1); }
+
+struct interval {
+  u64 first = 0;
+  u64 end = 0;  // exclusive
+};
+
+// Sorts and merges overlapping or touching intervals.
+std::vector<interval> merged(std::vector<interval> intervals) {
+  std::sort(intervals.begin(), intervals.end(),
+            [](const interval& a, const interval& b) { return a.first < b.first; });
+  std::vector<interval> out;
+  for (const interval& i : intervals) {
+    if (!out.empty() && i.first <= out.back().end) out.back().end = std::max(out.back().end, i.end);
+    else out.push_back(i);
+  }
+  return out;
+}
+
+// Places power-of-two blocks, each aligned to its size, upwards from 0
+// around reserved ranges (frames that stay at their own address). Space
+// skipped for alignment becomes a hole that later, smaller blocks fill
+// first; placing large blocks first keeps the holes few and small.
+class dense_allocator {
+ public:
+  explicit dense_allocator(std::span<const interval> reserved) : reserved_(reserved) {}
+
+  u64 place(u64 size) {
+    if (auto start = from_holes(size)) return *start;
+    for (;;) {
+      const u64 start = align_up(cursor_, size);
+      while (next_reserved_ < reserved_.size() && reserved_[next_reserved_].end <= cursor_) ++next_reserved_;
+      if (next_reserved_ < reserved_.size() && reserved_[next_reserved_].first < start + size) {
+        // The cursor never lies inside a reserved range, so this range starts at or above it.
+        add_hole(cursor_, reserved_[next_reserved_].first);
+        cursor_ = reserved_[next_reserved_].end;
+        continue;
+      }
+      add_hole(cursor_, start);
+      cursor_ = start + size;
+      return start;
+    }
+  }
+
+  // The first 4 KiB-aligned address at or above `from` where `size` bytes
+  // meet no reserved range.
+  [[nodiscard]] u64 first_free(u64 from, u64 size) const {
+    from = align_up(from, page_4k);
+    for (const interval& r : reserved_) {
+      if (r.end <= from) continue;
+      if (r.first >= from + size) break;
+      from = align_up(r.end, page_4k);
+    }
+    return from;
+  }
+
+  [[nodiscard]] u64 end() const { return cursor_; }
+  [[nodiscard]] const std::vector<interval>& holes() const { return holes_; }
+
+ private:
+  std::optional<u64> from_holes(u64 size) {
+    for (std::size_t i = 0; i < holes_.size(); ++i) {
+      const interval hole = holes_[i];
+      const u64 start = align_up(hole.first, size);
+      if (start + size > hole.end) continue;
+      holes_.erase(holes_.begin() + static_cast<std::ptrdiff_t>(i));
+      if (start + size < hole.end) holes_.insert(holes_.begin() + static_cast<std::ptrdiff_t>(i), {start + size, hole.end});
+      if (hole.first < start) holes_.insert(holes_.begin() + static_cast<std::ptrdiff_t>(i), {hole.first, start});
+      return start;
+    }
+    return std::nullopt;
+  }
+  void add_hole(u64 first, u64 end) {
+    if (first < end) holes_.push_back({first, end});
+  }
+
+  std::span<const interval> reserved_;
+  std::size_t next_reserved_ = 0;
+  std::vector<interval> holes_;  // ascending
+  u64 cursor_ = 0;
+};
+
+enum class frame_state : u8 { copied, nested, in_place, dropped };
+
+struct frame {
+  u64 pa = 0;
+  u8 size_log2 = 12;
+  bool backed = false;  // the input image backs every byte of it
+  frame_state state = frame_state::dropped;
+  u64 new_pa = 0;
+
+  [[nodiscard]] u64 size() const { return u64{1} << size_log2; }
+  [[nodiscard]] bool same_frame(u64 other_pa, u8 other_log2) const {
+    return pa == other_pa && size_log2 == other_log2;
+  }
+};
+
+// Where every frame some leaf maps goes: the data region, its original
+// address, or nowhere. Also yields the output's data pieces and the address
+// the page tables start at.
+class frame_plan {
+ public:
+  frame_plan(const memory_image& image, const snapshot_walk& walk, const compaction_policy& policy,
+             compaction_stats& stats)
+      : image_(image) {
+    collect(walk);
+    classify(policy);
+    nest_small_in_large();
+    const std::vector<interval> in_place = in_place_ranges();
+    u64 max_tables = 0;
+    for (u64 count : walk.stats.tables) max_tables += count;
+    if (policy.keep_pa) {
+      u64 top = in_place.empty() ? 0 : in_place.back().end;
+      if (!image.regions().empty()) top = std::max(top, image.regions().back().end());
+      table_base_ = align_up(top, page_4k);
+    } else {
+      dense_allocator allocator(in_place);
+      place_copies(allocator);
+      table_base_ = allocator.first_free(allocator.end(), max_tables * page_4k);
+      for (const interval& hole : allocator.holes()) {
+        pieces_.push_back({hole.first, hole.end - hole.first, nullptr});
+        stats.padding_bytes += hole.end - hole.first;
+      }
+    }
+    add_pieces(in_place, stats);
+    std::sort(pieces_.begin(), pieces_.end(),
+              [](const output_piece& a, const output_piece& b) { return a.gpa < b.gpa; });
+    for (const frame& f : frames_) {
+      stats.frames_copied += f.state == frame_state::copied;
+      stats.frames_nested += f.state == frame_state::nested;
+      stats.frames_in_place += f.state == frame_state::in_place;
+    }
+  }
+
+  [[nodiscard]] const frame& find(u64 pa, u8 size_log2) const {
+    const frame* f = lookup(pa, size_log2);
+    if (f == nullptr) throw std::logic_error(fmt::format("frame {:#x} missing from the plan", pa));
+    return *f;
+  }
+  [[nodiscard]] u64 table_base() const { return table_base_; }
+  [[nodiscard]] std::vector<output_piece> take_pieces() { return std::move(pieces_); }
+
+ private:
+  void collect(const snapshot_walk& walk) {
+    for (const space_aware_mapping& r : walk.records)
+      if (r.is_leaf()) frames_.push_back({r.pa, r.size_log2});
+    std::sort(frames_.begin(), frames_.end(), [](const frame& a, const frame& b) {
+      return a.pa != b.pa ? a.pa < b.pa : a.size_log2 < b.size_log2;
+    });
+    frames_.erase(std::unique(frames_.begin(), frames_.end(),
+                              [](const frame& a, const frame& b) { return a.same_frame(b.pa, b.size_log2); }),
+                  frames_.end());
+  }
+
+  void classify(const compaction_policy& policy) {
+    for (frame& f : frames_) {
+      f.backed = fully_backed(image_, f.pa, f.size());
+      if (policy.keep_pa || (!f.backed && policy.keep_unbacked)) f.state = frame_state::in_place;
+      else f.state = f.backed ? frame_state::copied : frame_state::dropped;
+      if (f.state == frame_state::in_place) f.new_pa = f.pa;
+    }
+  }
+
+  // A small frame inside a larger frame that is copied anyway reuses that
+  // copy, so two mappings of the same memory stay one memory after.
+  void nest_small_in_large() {
+    for (u8 size_log2 : {u8{21}, u8{12}})
+      for (frame& f : frames_)
+        if (f.size_log2 == size_log2 && f.state == frame_state::copied && copied_outer(f) != nullptr)
+          f.state = frame_state::nested;
+  }
+
+  // The smallest larger frame around `f` whose bytes are copied, if any.
+  [[nodiscard]] const frame* copied_outer(const frame& f) const {
+    for (u8 outer_log2 : {u8{21}, u8{30}}) {
+      if (outer_log2 <= f.size_log2) continue;
+      const frame* outer = lookup(f.pa & ~((u64{1} << outer_log2) - 1), outer_log2);
+      if (outer != nullptr && (outer->state == frame_state::copied || outer->state == frame_state::nested))
+        return outer;
+    }
+    return nullptr;
+  }
+
+  [[nodiscard]] std::vector<interval> in_place_ranges() const {
+    std::vector<interval> ranges;
+    for (const frame& f : frames_)
+      if (f.state == frame_state::in_place) ranges.push_back({f.pa, f.pa + f.size()});
+    return merged(std::move(ranges));
+  }
+
+  void place_copies(dense_allocator& allocator) {
+    for (u8 size_log2 : {u8{30}, u8{21}, u8{12}}) {
+      for (frame& f : frames_)
+        if (f.size_log2 == size_log2 && f.state == frame_state::copied) {
+          f.new_pa = allocator.place(f.size());
+          for_each_piece(image_, f.pa, f.size(), [&](u64 offset, backed_piece p) {
+            pieces_.push_back({f.new_pa + offset, p.len, p.bytes});
+          });
+        }
+      // Nested frames of this size follow their outer frame, placed in an earlier round.
+      for (frame& f : frames_)
+        if (f.size_log2 == size_log2 && f.state == frame_state::nested) {
+          const frame* outer = copied_outer(f);
+          f.new_pa = outer->new_pa + (f.pa - outer->pa);
+        }
+    }
+  }
+
+  // Frames left at their address keep whatever parts of them the input backs.
+  void add_pieces(const std::vector<interval>& in_place, compaction_stats& stats) {
+    for (const interval& range : in_place)
+      for_each_piece(image_, range.first, range.end - range.first, [&](u64 offset, backed_piece p) {
+        if (p.bytes != nullptr) pieces_.push_back({range.first + offset, p.len, p.bytes});
+      });
+    for (const output_piece& p : pieces_)
+      if (p.bytes != nullptr) stats.data_bytes += p.size;
+  }
+
+  [[nodiscard]] const frame* lookup(u64 pa, u8 size_log2) const {
+    auto it = std::lower_bound(frames_.begin(), frames_.end(), std::pair{pa, size_log2},
+                               [](const frame& f, std::pair<u64, u8> key) {
+                                 return f.pa != key.first ? f.pa < key.first : f.size_log2 < key.second;
+                               });
+    return it != frames_.end() && it->same_frame(pa, size_log2) ? &*it : nullptr;
+  }
+
+  const memory_image& image_;
+  std::vector<frame> frames_;  // by (pa, size)
+  std::vector<output_piece> pieces_;
+  u64 table_base_ = 0;
+};
+
+// Rebuilds every space's tables through the table-write interface, in
+// primacy order, each in VA order (so an owner's tables exist, or are known
+// to be empty, before any later link to them is made).
+template <class Format, table_write_ops Ops>
+class relinker {
+  // The rebuilt tables are fresh and written in place; the addresses kept of
+  // new roots and shared tables rely on that.
+  static_assert(!may_move_v<Ops>, "the relinker keeps addresses of the tables it builds");
+
+ public:
+  relinker(Ops& ops, const memory_image& image, const frame_plan& plan,
+           const compaction_policy& policy, compaction_stats& stats)
+      : ops_(ops), image_(image), plan_(plan), policy_(policy), stats_(stats) {}
+
+  std::vector<u64> run(const snapshot_walk& walk) {
+    original_roots_ = walk.roots;
+    std::vector<u64> new_roots;
+    for (std::size_t space = 0; space < walk.space_count(); ++space) {
+      const auto records = walk.records_of(space);
+      if (!records.empty() && !records.front().is_leaf() && records.front().depth == 0) {
+        // A root listed again: the same rebuilt root, so the sharing stays total.
+        if (records.front().owner >= space) throw walk_mismatch("a shared root names a later owner");
+        roots_.push_back(roots_[records.front().owner]);
+      } else {
+        roots_.push_back(ops_.alloc_table());
+        ops_.update_root(roots_.back());
+        for_each_owned_entry<Format>(image_, walk.roots[space], records,
+                                     [&](const owned_entry& e) { place(e); });
+      }
+      new_roots.push_back(ops_.to_phys(roots_.back()));
+    }
+    return new_roots;
+  }
+
+ private:
+  using table_addr = typename Ops::table_addr;
+
+  // New tables on the way down get the bits of the original entries above.
+  static intermediate_flags flags_of(std::span<const u64> path) {
+    intermediate_flags flags;
+    std::copy(path.begin(), path.end(), flags.at_depth);
+    return flags;
+  }
+
+  void place(const owned_entry& e) {
+    const intermediate_flags tables = flags_of(e.path);
+    switch (e.kind) {
+      case owned_entry_kind::leaf:
+        place_leaf(*e.record, tables);
+        break;
+      case owned_entry_kind::link: {
+        const space_aware_mapping& r = *e.record;
+        const table_addr shared = shared_table(r.owner, r.depth, r.pa);
+        check(space_aware_map<Format>(ops_, r.depth, r.va, shared, e.entry, tables), e.va);
+        ++stats_.links;
+        break;
+      }
+      case owned_entry_kind::os_private:
+        check(write_entry_at<Format>(ops_, e.va, e.depth, e.entry, tables), e.va);
+        ++stats_.os_private_entries;
+        break;
+    }
+  }
+
+  void place_leaf(const space_aware_mapping& r, const intermediate_flags& tables) {
+    const frame& f = plan_.find(r.pa, r.size_log2);
+    if (f.state == frame_state::dropped) {
+      ++stats_.leaves_dropped_unbacked;
+      return;
+    }
+    u64 flags = r.flags;
+    if (policy_.cow_writable && (flags & Format::bit_writable) != 0) {
+      flags = (flags & ~(Format::bit_writable | Format::cow_field_mask)) | Format::cow_field_value;
+      ++stats_.leaves_made_cow;
+    }
+    check(map<Format>(ops_, {r.va, f.new_pa, r.size_log2, flags, tables}), r.va);
+    ++stats_.leaves_kept;
+    if (!f.backed) ++stats_.leaves_kept_unbacked;
+  }
+
+  // The owner's rebuilt depth-`depth` table at `their_va`. The owner's whole
+  // path there is its own (a walk descends only through owned tables), so
+  // if the table is missing it had nothing to copy: it is created empty,
+  // with the owner's original entries above it, so the link still shares.
+  table_addr shared_table(u32 owner, unsigned depth, u64 their_va) {
+    table_addr table = roots_[owner];
+    const u64 linear = Format::linear(their_va);
+    for (unsigned d = 0; d < depth; ++d) {
+      const u64 entry = ops_.read_entry(ops_.entry_addr(table, Format::table_index(linear, d)));
+      if (Format::classify(entry, d) != entry_kind::table) return empty_shared_table(owner, depth, their_va);
+      table = ops_.from_phys(Format::table_address(entry));
+    }
+    return table;
+  }
+
+  table_addr empty_shared_table(u32 owner, unsigned depth, u64 their_va) {
+    std::array<u64, max_levels> path{};
+    const image_table_view original(image_);
+    u64 table = original_roots_[owner];
+    for (unsigned d = 0; d < depth; ++d) {
+      path[d] = original.read_entry(original.entry_addr(table, Format::table_index(Format::linear(their_va), d)));
+      if (Format::classify(path[d], d) != entry_kind::table)
+        throw walk_mismatch(fmt::format("walk names a shared table at va {:#x} that the owner does not reach", their_va));
+      table = Format::table_address(path[d]);
+    }
+    const table_addr shared = ops_.alloc_table();
+    const table_addr current_root = ops_.root_table();
+    ops_.update_root(roots_[owner]);
+    const map_status status = space_aware_map<Format>(ops_, depth, their_va, shared, path[depth - 1],
+                                                      flags_of(std::span(path.data(), depth)));
+    ops_.update_root(current_root);
+    check(status, their_va);
+    ++stats_.empty_shared_tables;
+    return shared;
+  }
+
+  static void check(map_status status, u64 va) {
+    if (status != map_status::ok)
+      throw std::logic_error(fmt::format("relink: cannot rebuild the entry for va {:#x} (status {})", va,
+                                         static_cast<int>(status)));
+  }
+
+  Ops& ops_;
+  const memory_image& image_;
+  const frame_plan& plan_;
+  const compaction_policy& policy_;
+  compaction_stats& stats_;
+  std::vector<u64> original_roots_;
+  std::vector<table_addr> roots_;  // rebuilt roots so far, primacy order
+};
+
+nlohmann::json output_meta(const nlohmann::json& input_meta, const compaction_policy& policy,
+                           const compaction_stats& stats) {
+  nlohmann::json meta = input_meta.is_object() || input_meta.is_null() ? input_meta
+                                                                       : nlohmann::json{{"input_meta", input_meta}};
+  nlohmann::json recorded = policy.to_json();
+  recorded["unbacked_leaves_dropped"] = stats.leaves_dropped_unbacked;
+  recorded["leaves_made_cow"] = stats.leaves_made_cow;
+  meta["compaction"] = std::move(recorded);
+  return meta;
+}
+
+bool all_zero(const std::byte* bytes, u64 size) {
+  u64 any = 0;
+  for (u64 i = 0; i + 8 <= size; i += 8) {
+    u64 word;
+    std::memcpy(&word, bytes + i, 8);
+    any |= word;
+  }
+  for (u64 i = size & ~u64{7}; i < size; ++i) any |= static_cast<u64>(bytes[i]);
+  return any == 0;
+}
+
+bool write_all(int fd, const std::byte* bytes, u64 size, u64 offset) {
+  while (size > 0) {
+    const ssize_t n = ::pwrite(fd, bytes, std::min<u64>(size, u64{1} << 30), static_cast<off_t>(offset));
+    if (n <= 0) return false;
+    bytes += n;
+    size -= static_cast<u64>(n);
+    offset += static_cast<u64>(n);
+  }
+  return true;
+}
+
+// The output's backed pieces (data and tables) in address order.
+std::vector<output_piece> all_pieces(const compacted_snapshot& s) {
+  std::vector<output_piece> pieces = s.data;
+  if (s.tables.table_count() > 0)
+    pieces.push_back({s.tables.base(), s.tables.table_count() * page_table_buffer::table_bytes,
+                      reinterpret_cast<const std::byte*>(s.tables.words().data())});
+  std::sort(pieces.begin(), pieces.end(), [](const output_piece& a, const output_piece& b) { return a.gpa < b.gpa; });
+  return pieces;
+}
+
+}  // namespace
+
+std::vector<output_run> compacted_snapshot::runs() const {
+  std::vector<output_run> out;
+  for (const output_piece& p : all_pieces(*this)) {
+    if (!out.empty() && out.back().gpa + out.back().size == p.gpa) out.back().size += p.size;
+    else out.push_back({p.gpa, p.size});
+  }
+  return out;
+}
+
+compacted_snapshot compact_snapshot(const loaded_snapshot& input, const snapshot_walk& walk,
+                                    const compaction_policy& policy) {
+  if (walk.roots.size() != input.roots().size() || walk.offsets.size() != walk.roots.size() + 1)
+    throw walk_mismatch(fmt::format("{}: walk has {} spaces, snapshot has {} roots", input.id(),
+                                    walk.roots.size(), input.roots().size()));
+  compacted_snapshot out;
+  frame_plan plan(input.image, walk, policy, out.stats);
+  out.tables = page_table_buffer(plan.table_base());
+  std::vector<u64> new_roots = visit_format(input.format(), [&]<class Format>() {
+    return relinker<Format, page_table_buffer>(out.tables, input.image, plan, policy, out.stats).run(walk);
+  });
+  out.data = plan.take_pieces();
+
+  out.spec.id = input.id();
+  out.spec.format = input.format();
+  out.spec.labels = input.spec.labels;
+  // CR3 flag bits (PCID) of the input roots are kept on the new roots.
+  for (std::size_t i = 0; i < new_roots.size(); ++i)
+    out.spec.roots.push_back(new_roots[i] | (input.roots()[i] & (page_4k - 1)));
+  out.stats.spaces = new_roots.size();
+  out.stats.tables = out.tables.table_count();
+  out.stats.bytes_in = input.image.backed_bytes();
+  for (const output_run& run : out.runs()) out.stats.bytes_out += run.size;
+  out.spec.meta = output_meta(input.spec.meta, policy, out.stats);
+  return out;
+}
+
+memory_image materialize(const compacted_snapshot& snapshot) {
+  memory_image image;
+  const std::vector<output_piece> pieces = all_pieces(snapshot);
+  std::size_t next = 0;
+  for (const output_run& run : snapshot.runs()) {
+    std::vector<std::byte> bytes(run.size);
+    for (; next < pieces.size() && pieces[next].gpa < run.gpa + run.size; ++next)
+      if (pieces[next].bytes != nullptr)
+        std::memcpy(bytes.data() + (pieces[next].gpa - run.gpa), pieces[next].bytes, pieces[next].size);
+    image.add_owned_region(run.gpa, std::move(bytes), "compacted " + snapshot.spec.id);
+  }
+  return image;
+}
+
+memory_source write_compacted_image(const compacted_snapshot& snapshot, const std::filesystem::path& file) {
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw input_error(fmt::format("{}: cannot create: {}", file.string(), std::strerror(errno)));
+  bool ok = true;
+  u64 offset = 0;  // in the file
+  for (const output_piece& p : all_pieces(snapshot)) {
+    // Runs of non-zero blocks are written; zero blocks (and zero pieces) stay holes.
+    for (u64 at = 0; ok && p.bytes != nullptr && at < p.size;) {
+      const u64 block = std::min(page_4k, p.size - at);
+      if (all_zero(p.bytes + at, block)) {
+        at += block;
+        continue;
+      }
+      u64 end = at + block;
+      while (end < p.size && !all_zero(p.bytes + end, std::min(page_4k, p.size - end)))
+        end += std::min(page_4k, p.size - end);
+      ok = write_all(fd, p.bytes + at, end - at, offset + at);
+      at = end;
+    }
+    offset += p.size;
+  }
+  ok = ok && ::ftruncate(fd, static_cast<off_t>(offset)) == 0;
+  const int error = errno;
+  ok = ::close(fd) == 0 && ok;
+  if (!ok) throw input_error(fmt::format("{}: write failed: {}", file.string(), std::strerror(error)));
+
+  const std::string name = file.filename().string();
+  const std::vector<output_run> runs = snapshot.runs();
+  if (runs.size() <= 1) return raw_source{name, runs.empty() ? 0 : runs.front().gpa};
+  region_source regions;
+  u64 file_offset = 0;
+  for (const output_run& run : runs) {
+    regions.regions.push_back({name, run.gpa, run.size, file_offset});
+    file_offset += run.size;
+  }
+  return regions;
+}
+
+}  // namespace ptwalk
