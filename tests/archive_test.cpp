@@ -170,3 +170,29 @@ TEST(archive_cli, real_linux_dumps_round_trip_and_walk_in_place) {
 
 }  // namespace
 }  // namespace ptwalk
+
+namespace ptwalk {
+namespace {
+
+TEST(archive_cli, add_compact_archives_the_compacted_images) {
+  const testing::temp_dir dir;
+  const auto manifest = testing::write_sandbox_fleet(dir, 2, 1);
+  const auto compact = testing::run_ptwalk(dir, {"compact", manifest.string(), "--out", (dir / "c").string()});
+  ASSERT_EQ(compact.status, 0) << compact.err;
+  const auto add = testing::run_ptwalk(dir, {"archive", "add", (dir / "arc").string(), manifest.string(), "--compact"});
+  ASSERT_EQ(add.status, 0) << add.err;
+  EXPECT_TRUE(std::filesystem::exists(dir / "c/manifest.jsonl"));
+  // No staging directory is left beside the archive.
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path()))
+    EXPECT_EQ(entry.path().filename().string().find(".arc.compact"), std::string::npos);
+  const auto ls = testing::run_ptwalk(dir, {"archive", "ls", (dir / "arc").string(), "--manifest"});
+  const auto archived = dir.write("archived.jsonl", ls.out);
+  const auto from_archive = testing::run_ptwalk(dir, {"walk", archived.string()});
+  const auto from_compacted = testing::run_ptwalk(dir, {"walk", (dir / "c/manifest.jsonl").string()});
+  ASSERT_EQ(from_archive.status, 0) << from_archive.err;
+  EXPECT_FALSE(from_compacted.out.empty());
+  EXPECT_EQ(from_archive.out, from_compacted.out);
+}
+
+}  // namespace
+}  // namespace ptwalk
