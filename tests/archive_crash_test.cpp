@@ -35,39 +35,39 @@ std::pair<fs::path, fs::path> split_manifest(const temp_dir& dir, const fs::path
   return {dir.write("first.jsonl", first), dir.write("rest.jsonl", rest)};
 }
 
-// Runs ptwalk with PTWALK_ARCHIVE_CRASH_AT=step; true when it was killed.
-bool run_killed_at(const std::string& step, const std::vector<std::string>& args) {
+// Starts `ptwalk ARGS` (stdout discarded), with PTWALK_ARCHIVE_CRASH_AT=step unless step is empty.
+pid_t spawn_ptwalk(const std::vector<std::string>& args, const std::string& step = {}) {
   const pid_t pid = ::fork();
   if (pid == 0) {
-    ::setenv("PTWALK_ARCHIVE_CRASH_AT", step.c_str(), 1);
+    if (!step.empty()) ::setenv("PTWALK_ARCHIVE_CRASH_AT", step.c_str(), 1);
     std::vector<char*> argv{const_cast<char*>(PTWALK_BINARY)};
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
-    ::freopen("/dev/null", "w", stdout);
+    (void)::freopen("/dev/null", "w", stdout);
     ::execv(PTWALK_BINARY, argv.data());
     ::_exit(127);
   }
+  return pid;
+}
+
+// True when the child ended by SIGKILL.
+bool killed(pid_t pid) {
   int status = 0;
   ::waitpid(pid, &status, 0);
   return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
 }
 
-// Starts ptwalk and SIGKILLs it after `delay` (or lets it finish first); true when killed.
+// Runs ptwalk with PTWALK_ARCHIVE_CRASH_AT=step; true when it was killed there.
+bool run_killed_at(const std::string& step, const std::vector<std::string>& args) {
+  return killed(spawn_ptwalk(args, step));
+}
+
+// Starts ptwalk and SIGKILLs it after `delay` (unless it finished first); true when killed.
 bool run_killed_after(std::chrono::milliseconds delay, const std::vector<std::string>& args) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    std::vector<char*> argv{const_cast<char*>(PTWALK_BINARY)};
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::freopen("/dev/null", "w", stdout);
-    ::execv(PTWALK_BINARY, argv.data());
-    ::_exit(127);
-  }
+  const pid_t pid = spawn_ptwalk(args);
   std::this_thread::sleep_for(delay);
   ::kill(pid, SIGKILL);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFSIGNALED(status);
+  return killed(pid);
 }
 
 void expect_restores(const temp_dir& dir, const fs::path& archive, const fs::path& manifest) {
