@@ -196,3 +196,21 @@ TEST(archive_cli, add_compact_archives_the_compacted_images) {
 
 }  // namespace
 }  // namespace ptwalk
+
+namespace ptwalk {
+namespace {
+
+TEST(archive_cli, bench_archive_reports_every_row_and_cleans_up) {
+  const testing::temp_dir dir;
+  const auto manifest = testing::write_sandbox_fleet(dir, 2, 1);
+  const auto bench = testing::run_ptwalk(
+      dir, {"bench", manifest.string(), "--archive", "--threads", "2", "--job-dir", (dir / "scratch").string()});
+  ASSERT_EQ(bench.status, 0) << bench.err;
+  for (const char* row : {"archive add", "zstd -3, each image", "zstd -3 --long=27, concat", "archive restore",
+                          "load from archive"})
+    EXPECT_NE(bench.out.find(row), std::string::npos) << row << "\n" << bench.out;
+  EXPECT_TRUE(std::filesystem::is_empty(dir / "scratch"));
+}
+
+}  // namespace
+}  // namespace ptwalk

@@ -75,7 +75,7 @@ void run_ls(const archive_cli_options& o) {
     archive::archive_reader reader(o.archive);
     for (const auto& entry : reader.contents().snapshots) {
       snapshot_spec spec = parse_manifest_line(reader.read_index(entry).spec_line, o.archive, 1);
-      spec.memory = archive_source{o.archive, spec.id};
+      spec.memory = archive_source{fs::absolute(o.archive).lexically_normal().string(), spec.id};
       fmt::print("{}\n", format_manifest_line(spec));
     }
     return;
