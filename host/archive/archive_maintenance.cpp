@@ -185,6 +185,49 @@ u64 delete_unnamed_files(const std::filesystem::path& archive, const catalog& co
   return deleted;
 }
 
+// Commits `next` with the used, unmoved packs, the pack `writer` holds the moved pages in,
+// and new indexes for the snapshots that pointed into moved packs.
+void commit_without_unused(const std::filesystem::path& archive, catalog& next,
+                           const std::vector<snapshot_index>& indexes, const page_users& users,
+                           const std::map<std::string, std::vector<u64>, std::less<>>& moved, pack_writer& writer) {
+  std::vector<pack_entry> packs;
+  std::string new_pack;
+  if (writer.pages() > 0) {
+    new_pack = writer.finish();
+    packs.push_back({new_pack, writer.pages(), writer.bytes()});
+  }
+  for (const auto& p : next.packs) {
+    const auto& counts = users.at(p.name);
+    if (!moved.contains(p.name) && std::any_of(counts.begin(), counts.end(), [](u32 c) { return c > 0; }))
+      packs.push_back(p);
+  }
+  crash_point("gc-packed");
+  std::vector<std::string> pack_names;
+  for (const auto& p : packs) pack_names.push_back(p.name);
+  for (std::size_t s = 0; s < indexes.size(); ++s) {
+    const auto& index = indexes[s];
+    if (std::none_of(index.packs.begin(), index.packs.end(), [&](const auto& n) { return moved.contains(n); }))
+      continue;
+    snapshot_index rewritten = index;
+    rewritten.packs.clear();
+    rewritten.runs.clear();
+    for (const auto& run : index.runs) {
+      const auto& name = index.packs[run.pack];
+      const auto it = moved.find(name);
+      const u32 target = static_cast<u32>(std::find(pack_names.begin(), pack_names.end(),
+                                                    it == moved.end() ? name : new_pack) - pack_names.begin());
+      for (u64 i = 0; i < run.count; ++i)
+        append_page(rewritten.runs, run.file_offset + i * page_size, target,
+                    it == moved.end() ? run.first_page + i : it->second[run.first_page + i]);
+    }
+    auto& entry = next.snapshots[s];
+    entry.index = write_index(archive, rewritten, pack_names, entry.index_bytes);
+  }
+  next.packs = std::move(packs);
+  crash_point("gc-indexes-written");
+  commit_catalog(archive, next);
+}
+
 }  // namespace
 
 gc_report collect_garbage(const std::filesystem::path& archive, unsigned jobs) {
@@ -195,15 +238,12 @@ gc_report collect_garbage(const std::filesystem::path& archive, unsigned jobs) {
     archive_reader reader(archive);
     next = reader.contents();
     report.bytes_before = next.stored_bytes();
-    auto indexes = read_indexes(reader);
+    const auto indexes = read_indexes(reader);
     const page_users users = count_users(reader, indexes);
 
-    // Packs keep their place, so the runs' pack numbers stay valid; new names replace old ones.
-    std::vector<std::string> names;
     std::map<std::string, std::vector<u64>, std::less<>> moved;  // rewritten pack → old page → new page
     pack_writer writer(archive / "packs", next.level);
     for (const auto& p : next.packs) {
-      names.push_back(p.name);
       const auto& counts = users.at(p.name);
       const u64 used = static_cast<u64>(std::count_if(counts.begin(), counts.end(), [](u32 c) { return c > 0; }));
       if (used == 0) {
@@ -215,44 +255,8 @@ gc_report collect_garbage(const std::filesystem::path& archive, unsigned jobs) {
         moved[p.name] = repack(reader.pack(p.name), counts, writer, jobs);
       }
     }
-    if (report.packs_dropped + report.packs_rewritten > 0) {
-    std::vector<pack_entry> packs;
-    std::string new_pack;
-    if (writer.pages() > 0) {
-      new_pack = writer.finish();
-      packs.push_back({new_pack, writer.pages(), writer.bytes()});
-    }
-    for (const auto& p : next.packs) {
-      const auto& counts = users.at(p.name);
-      if (!moved.contains(p.name) && std::any_of(counts.begin(), counts.end(), [](u32 c) { return c > 0; }))
-        packs.push_back(p);
-    }
-    crash_point("gc-packed");
-    std::vector<std::string> pack_names;
-    for (const auto& p : packs) pack_names.push_back(p.name);
-    for (std::size_t s = 0; s < indexes.size(); ++s) {
-      const auto& index = indexes[s];
-      if (std::none_of(index.packs.begin(), index.packs.end(), [&](const auto& n) { return moved.contains(n); }))
-        continue;
-      snapshot_index rewritten = index;
-      rewritten.packs.clear();
-      rewritten.runs.clear();
-      for (const auto& run : index.runs) {
-        const auto& name = index.packs[run.pack];
-        const auto it = moved.find(name);
-        const u32 target = static_cast<u32>(std::find(pack_names.begin(), pack_names.end(),
-                                                      it == moved.end() ? name : new_pack) - pack_names.begin());
-        for (u64 i = 0; i < run.count; ++i)
-          append_page(rewritten.runs, run.file_offset + i * page_size, target,
-                      it == moved.end() ? run.first_page + i : it->second[run.first_page + i]);
-      }
-      auto& entry = next.snapshots[s];
-      entry.index = write_index(archive, rewritten, pack_names, entry.index_bytes);
-    }
-    next.packs = std::move(packs);
-    crash_point("gc-indexes-written");
-    commit_catalog(archive, next);
-    }
+    if (report.packs_dropped + report.packs_rewritten > 0)
+      commit_without_unused(archive, next, indexes, users, moved, writer);
   }
   {
     const file_lock no_readers = lock_out_readers(archive);
