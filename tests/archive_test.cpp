@@ -133,6 +133,11 @@ TEST(archive_cli, bad_archive_sources_are_one_line_errors) {
   const auto walk = run_ptwalk(dir, {"walk", missing.string()});
   EXPECT_NE(walk.status, 0);
   EXPECT_NE(walk.err.find("no snapshot nope"), std::string::npos) << walk.err;
+  const auto kdump = dir.write("k.jsonl", R"({"id":"k","format":"x86_64","memory":{"kdump":"k.kdump"},"roots":["0x1000"]})" "\n");
+  const auto add_kdump = run_ptwalk(dir, {"archive", "add", (dir / "new-arc").string(), kdump.string()});
+  EXPECT_NE(add_kdump.status, 0);
+  EXPECT_NE(add_kdump.err.find("convert compressed kdump files"), std::string::npos) << add_kdump.err;
+  EXPECT_FALSE(fs::exists(dir / "new-arc"));
   const auto not_archive = run_ptwalk(dir, {"archive", "ls", dir.path().string()});
   EXPECT_NE(not_archive.status, 0);
   EXPECT_NE(not_archive.err.find("not a ptwalk archive"), std::string::npos) << not_archive.err;

@@ -172,6 +172,8 @@ std::string write_index(const std::filesystem::path& archive, snapshot_index& in
 add_report add_snapshots(const std::filesystem::path& archive, const std::vector<snapshot_spec>& specs,
                          const std::filesystem::path& base_dir, const add_options& options) {
   const auto start = std::chrono::steady_clock::now();
+  // Bad inputs fail here, before the archive (or its directory) is touched.
+  for (const auto& spec : specs) (void)lay_out_image_file(spec, base_dir);
   const file_lock writing = lock_for_writing(archive);
   catalog next = open_catalog_for_writing(archive, options.level);
   for (const auto& spec : specs)

@@ -131,6 +131,7 @@ snapshot_index decode_index(std::span<const std::byte> bytes, const std::filesys
   for (auto& r : index.runs) r.pack = in.get<u32>();
   for (auto& r : index.runs) r.first_page = in.get<u64>();
   for (auto& r : index.runs) {
+    if (r.count > index.file_size / page_size) in.fail("run out of range");
     r.file_offset += end_offset, end_offset = r.file_offset + r.count * page_size;
     r.first_page += end_page, end_page = r.first_page + r.count;
     if (r.pack >= index.packs.size() || r.count == 0 || end_offset > index.file_size || end_offset < r.file_offset)
