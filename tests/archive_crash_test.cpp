@@ -70,18 +70,6 @@ bool run_killed_after(std::chrono::milliseconds delay, const std::vector<std::st
   return killed(pid);
 }
 
-void expect_restores(const temp_dir& dir, const fs::path& archive, const fs::path& manifest) {
-  for (const auto& spec : read_manifest(manifest)) {
-    const auto out = dir / "restored";
-    const auto r = run_ptwalk(dir, {"archive", "restore", archive.string(), spec.id, "--out", out.string()});
-    ASSERT_EQ(r.status, 0) << spec.id << ": " << r.err;
-    const std::string original = std::holds_alternative<raw_source>(spec.memory)
-                                     ? std::get<raw_source>(spec.memory).path
-                                     : std::get<elf_source>(spec.memory).path;
-    EXPECT_TRUE(read_text(out) == read_text(manifest.parent_path() / original)) << spec.id;
-  }
-}
-
 void expect_check_ok(const temp_dir& dir, const fs::path& archive) {
   const auto check = run_ptwalk(dir, {"archive", "check", archive.string()});
   EXPECT_EQ(check.status, 0) << check.out << check.err;
@@ -100,17 +88,17 @@ TEST_P(archive_add_killed, leaves_the_archive_as_it_was_and_a_retry_completes) {
   ASSERT_TRUE(run_killed_at(GetParam(), {"archive", "add", arc.string(), rest.string()}));
   EXPECT_EQ(read_text(arc / "catalog.json"), catalog);
   expect_check_ok(dir, arc);
-  expect_restores(dir, arc, first);
+  testing::expect_round_trip(dir, arc, first);
 
   const auto retry = run_ptwalk(dir, {"archive", "add", arc.string(), rest.string()});
   ASSERT_EQ(retry.status, 0) << retry.err;
   expect_check_ok(dir, arc);
-  expect_restores(dir, arc, manifest);
+  testing::expect_round_trip(dir, arc, manifest);
   // The killed run's files are named by no catalog; gc removes them and nothing else.
   const auto gc = run_ptwalk(dir, {"archive", "gc", arc.string()});
   ASSERT_EQ(gc.status, 0) << gc.err;
   expect_check_ok(dir, arc);
-  expect_restores(dir, arc, manifest);
+  testing::expect_round_trip(dir, arc, manifest);
 }
 
 INSTANTIATE_TEST_SUITE_P(steps, archive_add_killed,
@@ -132,7 +120,7 @@ TEST(archive_crash, add_killed_at_arbitrary_moments_then_retried) {
     ASSERT_EQ(retry.status, 0) << retry.err;
   }
   expect_check_ok(dir, arc);
-  expect_restores(dir, arc, manifest);
+  testing::expect_round_trip(dir, arc, manifest);
 }
 
 TEST(archive_crash, check_reports_a_corrupted_frame_by_snapshot) {
@@ -198,7 +186,7 @@ TEST(archive_crash, rm_and_gc_reclaim_space_and_survive_kills) {
   std::string kept;
   for (const auto& spec : read_manifest(manifest))
     if (spec.id == "base" || spec.id == "v4") kept += format_manifest_line(spec) + "\n";
-  expect_restores(dir, arc, dir.write("kept.jsonl", kept));
+  testing::expect_round_trip(dir, arc, dir.write("kept.jsonl", kept));
   // Only the catalog's files remain.
   const auto contents = archive::read_catalog(arc);
   EXPECT_EQ(static_cast<std::size_t>(std::distance(fs::directory_iterator(arc / "packs"), fs::directory_iterator())),

@@ -40,26 +40,6 @@ page_census census(const fs::path& manifest) {
   return out;
 }
 
-std::string file_of(const snapshot_spec& spec) {
-  if (const auto* raw = std::get_if<raw_source>(&spec.memory)) return raw->path;
-  return std::get<elf_source>(spec.memory).path;
-}
-
-// Restores every snapshot of `manifest` and compares it with its original, byte for byte.
-void expect_round_trip(const temp_dir& dir, const fs::path& archive, const fs::path& manifest) {
-  for (const auto& spec : read_manifest(manifest)) {
-    const auto out = dir / ("restored-" + spec.id);
-    const auto restore = run_ptwalk(dir, {"archive", "restore", archive.string(), spec.id, "--out", out.string()});
-    ASSERT_EQ(restore.status, 0) << restore.err;
-    const fs::path original = fs::path(file_of(spec)).is_absolute() ? fs::path(file_of(spec))
-                                                                     : manifest.parent_path() / file_of(spec);
-    const mapped_file a(original), b(out);
-    ASSERT_EQ(a.bytes().size(), b.bytes().size()) << spec.id;
-    EXPECT_EQ(std::memcmp(a.bytes().data(), b.bytes().data(), a.bytes().size()), 0) << spec.id;
-    fs::remove(out);
-  }
-}
-
 u64 number_after(const std::string& text, const std::string& label) {
   std::smatch m;
   EXPECT_TRUE(std::regex_search(text, m, std::regex(label + " ([0-9]+)"))) << label << " in " << text;
@@ -76,7 +56,7 @@ TEST(archive_cli, sandbox_fleet_round_trips_and_reports_independent_counts) {
   EXPECT_EQ(number_after(add.out, "zero"), expected.zero) << add.out;
   EXPECT_EQ(number_after(add.out, "newly stored"), expected.distinct) << add.out;
   EXPECT_EQ(number_after(add.out, "already stored"), expected.pages - expected.zero - expected.distinct) << add.out;
-  expect_round_trip(dir, dir / "arc", manifest);
+  testing::expect_round_trip(dir, dir / "arc", manifest);
 
   const auto check = run_ptwalk(dir, {"archive", "check", (dir / "arc").string()});
   EXPECT_EQ(check.status, 0) << check.out << check.err;
@@ -105,7 +85,7 @@ TEST(archive_cli, adding_again_stores_nothing_new_and_duplicate_ids_change_nothi
   const auto second = run_ptwalk(dir, {"archive", "add", (dir / "arc").string(), dir.write("again.jsonl", renamed).string()});
   ASSERT_EQ(second.status, 0) << second.err;
   EXPECT_EQ(number_after(second.out, "newly stored"), 0u) << second.out;
-  expect_round_trip(dir, dir / "arc", dir / "again.jsonl");
+  testing::expect_round_trip(dir, dir / "arc", dir / "again.jsonl");
 }
 
 TEST(archive_cli, walking_from_the_archive_matches_walking_the_originals) {
@@ -163,7 +143,7 @@ TEST(archive_cli, real_linux_dumps_round_trip_and_walk_in_place) {
   ASSERT_EQ(add.status, 0) << add.err;
   const page_census expected = census(fleet);
   EXPECT_EQ(number_after(add.out, "newly stored"), expected.distinct) << add.out;
-  expect_round_trip(dir, dir / "arc", fleet);
+  testing::expect_round_trip(dir, dir / "arc", fleet);
   const auto ls = run_ptwalk(dir, {"archive", "ls", (dir / "arc").string(), "--manifest"});
   const auto archived = dir.write("archived.jsonl", ls.out);
   const auto original_walk = run_ptwalk(dir, {"walk", fleet.string(), "--snapshot", "pti"});
@@ -173,11 +153,6 @@ TEST(archive_cli, real_linux_dumps_round_trip_and_walk_in_place) {
   EXPECT_EQ(archived_walk.out, original_walk.out);
 }
 
-}  // namespace
-}  // namespace ptwalk
-
-namespace ptwalk {
-namespace {
 
 TEST(archive_cli, add_compact_archives_the_compacted_images) {
   const testing::temp_dir dir;
@@ -199,11 +174,6 @@ TEST(archive_cli, add_compact_archives_the_compacted_images) {
   EXPECT_EQ(from_archive.out, from_compacted.out);
 }
 
-}  // namespace
-}  // namespace ptwalk
-
-namespace ptwalk {
-namespace {
 
 TEST(archive_cli, bench_archive_reports_every_row_and_cleans_up) {
   const testing::temp_dir dir;

@@ -5,9 +5,11 @@
 // rewritten, and copy-on-write children whose pages are their parent's
 // except a few written and a few freed (zeroed). One variant is written as
 // an ELF core (headers and notes before unaligned segments) so the archive
-// must keep the container bytes too.
+// must keep the container bytes too. expect_round_trip restores a
+// manifest's snapshots from an archive and compares them with the originals.
 #pragma once
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -19,6 +21,7 @@
 #include "generate/fleet_generator.hpp"
 #include "input/manifest.hpp"
 #include "support/elf_builder.hpp"
+#include "support/run_cli.hpp"
 #include "support/temp_dir.hpp"
 
 namespace ptwalk::testing {
@@ -84,6 +87,28 @@ inline std::filesystem::path write_sandbox_fleet(const temp_dir& dir, int varian
   touch_pages(elf_copy, rng, 1);
   emit("elf", elf_copy, true);
   return dir.write("fleet.jsonl", manifest);
+}
+
+// The image file a raw or ELF snapshot was added from, as its manifest names it.
+inline std::string file_of(const snapshot_spec& spec) {
+  if (const auto* raw = std::get_if<raw_source>(&spec.memory)) return raw->path;
+  return std::get<elf_source>(spec.memory).path;
+}
+
+// Restores every snapshot of `manifest` (raw or ELF) and compares it with its original, byte for byte.
+inline void expect_round_trip(const temp_dir& dir, const std::filesystem::path& archive,
+                              const std::filesystem::path& manifest) {
+  for (const auto& spec : read_manifest(manifest)) {
+    const auto out = dir / ("restored-" + spec.id);
+    const auto restore = run_ptwalk(dir, {"archive", "restore", archive.string(), spec.id, "--out", out.string()});
+    ASSERT_EQ(restore.status, 0) << restore.err;
+    const std::filesystem::path named(file_of(spec));
+    const auto original = named.is_absolute() ? named : manifest.parent_path() / named;
+    const mapped_file a(original), b(out);
+    ASSERT_EQ(a.bytes().size(), b.bytes().size()) << spec.id;
+    EXPECT_EQ(std::memcmp(a.bytes().data(), b.bytes().data(), a.bytes().size()), 0) << spec.id;
+    std::filesystem::remove(out);
+  }
 }
 
 }  // namespace ptwalk::testing
