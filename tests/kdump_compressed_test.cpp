@@ -447,7 +447,7 @@ TEST(KdumpManifest, KdumpIsAMemorySourceAndElfNamingOneSaysSo) {
                   R"({"id":"a","format":"x86_64","memory":{"kdump":"x","elf":"y"},"roots":["0x0"]})", manifest, 3);
             }),
             manifest.string() + ":3: \"memory\" must be an object with exactly one of \"raw\", \"elf\", \"kdump\", "
-                                "\"regions\"");
+                                "\"regions\", \"archive\"");
   snapshot_spec as_elf = spec;
   as_elf.memory = elf_source{"vm.kdump"};
   EXPECT_EQ(error_of([&] { (void)load_snapshot(as_elf, dir.path()); }),

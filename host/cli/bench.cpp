@@ -14,6 +14,7 @@
 
 #include "common/atomic_file.hpp"
 #include "command.hpp"
+#include "bench/archive_bench.hpp"
 #include "bench/fleet_bench.hpp"
 #include "generate/fleet_generator.hpp"
 #include "input/manifest.hpp"
@@ -33,6 +34,7 @@ struct bench_cli {
   bool job = false;
   std::string job_dir;
   std::string json, plot;
+  bool archive = false;
 };
 
 std::vector<walk_backend> parse_backends(const std::string& list) {
@@ -129,6 +131,15 @@ void run_bench(const bench_cli& o) {
   if (!o.plot.empty()) write_plot(reports, o.plot);
 }
 
+// `bench --archive`: the fleet archive against zstd, on the manifest's images.
+void run_archive_bench_cli(const bench_cli& o) {
+  if (o.manifest.empty()) throw input_error("bench --archive: give a fleet manifest");
+  const auto scratch = std::filesystem::path(o.job_dir.empty() ? std::filesystem::temp_directory_path().string() : o.job_dir) /
+                       fmt::format("ptwalk-archive-bench-{}", ::getpid());
+  const unsigned jobs = o.threads > 0 ? static_cast<unsigned>(o.threads) : 0;
+  fmt::print("{}", format_archive_bench(run_archive_bench(o.manifest, scratch, jobs), jobs));
+}
+
 void setup_bench(CLI::App& app) {
   auto o = std::make_shared<bench_cli>();
   auto* cmd = app.add_subcommand(
@@ -152,7 +163,10 @@ void setup_bench(CLI::App& app) {
   cmd->add_option("--job-dir", o->job_dir, "with --job: where scratch output goes (default: the temp directory)");
   cmd->add_option("--json", o->json, "write the results as JSON to this file");
   cmd->add_option("--plot", o->plot, "with --sizes: plot throughput vs fleet size to this PNG (gnuplot)");
-  cmd->callback([o] { run_bench(*o); });
+  cmd->add_flag("--archive", o->archive,
+                "time archive add, restore and loading from the archive against zstd -3 of each image and "
+                "zstd --long of all (scratch in --job-dir)");
+  cmd->callback([o] { o->archive ? run_archive_bench_cli(*o) : run_bench(*o); });
 }
 
 }  // namespace

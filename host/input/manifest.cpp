@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "archive/archive_read.hpp"
 #include "input/elf_core.hpp"
 #include "input/kdump_compressed.hpp"
 #include "ptwalk/walk.hpp"
@@ -110,10 +111,10 @@ class line_reader {
 
 memory_source parse_memory(const line_reader& in, const json& memory) {
   const auto count = memory.is_object() ? memory.count("raw") + memory.count("elf") + memory.count("kdump") +
-                                              memory.count("regions")
+                                              memory.count("regions") + memory.count("archive")
                                         : 0;
   if (count != 1)
-    in.fail("\"memory\" must be an object with exactly one of \"raw\", \"elf\", \"kdump\", \"regions\"");
+    in.fail("\"memory\" must be an object with exactly one of \"raw\", \"elf\", \"kdump\", \"regions\", \"archive\"");
   if (memory.contains("raw")) {
     in.only_keys(memory, "memory", {"raw", "base"});
     return raw_source{in.nonempty_string(memory["raw"], "memory.raw"),
@@ -126,6 +127,11 @@ memory_source parse_memory(const line_reader& in, const json& memory) {
   if (memory.contains("kdump")) {
     in.only_keys(memory, "memory", {"kdump"});
     return kdump_source{in.nonempty_string(memory["kdump"], "memory.kdump")};
+  }
+  if (memory.contains("archive")) {
+    in.only_keys(memory, "memory", {"archive", "snapshot"});
+    return archive_source{in.nonempty_string(memory["archive"], "memory.archive"),
+                          in.nonempty_string(in.require(memory, "memory", "snapshot"), "memory.snapshot")};
   }
   in.only_keys(memory, "memory", {"regions"});
   const json& list = memory["regions"];
@@ -250,6 +256,8 @@ void map_memory(memory_image& image, const memory_source& memory, const std::fil
     add_elf_regions(image, elf_core(std::move(file)));
   } else if (const auto* kdump = std::get_if<kdump_source>(&memory)) {
     kdump_file(resolve(base_dir, kdump->path)).add_regions(image);
+  } else if (const auto* archived = std::get_if<archive_source>(&memory)) {
+    archive::add_archived_regions(image, *archived, base_dir);
   } else {
     std::map<std::filesystem::path, std::shared_ptr<const mapped_file>> files;
     for (const auto& r : std::get<region_source>(memory).regions) {
@@ -266,6 +274,8 @@ std::string memory_file(const memory_source& memory, const std::filesystem::path
       [](const auto& s) -> std::string {
         if constexpr (std::is_same_v<std::decay_t<decltype(s)>, region_source>)
           return s.regions.empty() ? "" : s.regions.front().path;
+        else if constexpr (std::is_same_v<std::decay_t<decltype(s)>, archive_source>)
+          return s.archive;
         else
           return s.path;
       },
@@ -306,6 +316,9 @@ nlohmann::ordered_json memory_json(const memory_source& memory) {
     }
     nlohmann::ordered_json operator()(const elf_source& s) const { return {{"elf", s.path}}; }
     nlohmann::ordered_json operator()(const kdump_source& s) const { return {{"kdump", s.path}}; }
+    nlohmann::ordered_json operator()(const archive_source& s) const {
+      return {{"archive", s.archive}, {"snapshot", s.snapshot}};
+    }
     nlohmann::ordered_json operator()(const region_source& s) const {
       nlohmann::ordered_json regions = nlohmann::ordered_json::array();
       for (const auto& r : s.regions)

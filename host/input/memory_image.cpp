@@ -36,6 +36,22 @@ mapped_file::mapped_file(const std::filesystem::path& path) : path_(path) {
   ::close(fd);
 }
 
+mapped_file::mapped_file(std::filesystem::path name, std::size_t size,
+                         const std::function<void(std::span<std::byte>)>& fill)
+    : path_(std::move(name)), size_(size) {
+  if (size_ == 0) return;
+  void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  data_ = static_cast<const std::byte*>(p);
+  try {
+    fill({static_cast<std::byte*>(p), size_});
+  } catch (...) {
+    ::munmap(p, size_);
+    throw;
+  }
+  ::mprotect(p, size_, PROT_READ);
+}
+
 mapped_file::~mapped_file() {
   if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
 }

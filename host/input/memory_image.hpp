@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -28,6 +29,11 @@ class input_error : public std::runtime_error {
 class mapped_file {
  public:
   explicit mapped_file(const std::filesystem::path& path);
+  // `size` bytes of zero-filled anonymous memory that `fill` writes once
+  // before they become read-only (an archived image file rebuilt in
+  // memory); pages `fill` leaves alone cost nothing. `name` stands for the
+  // file in messages.
+  mapped_file(std::filesystem::path name, std::size_t size, const std::function<void(std::span<std::byte>)>& fill);
   ~mapped_file();
   mapped_file(const mapped_file&) = delete;
   mapped_file& operator=(const mapped_file&) = delete;

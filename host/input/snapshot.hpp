@@ -39,7 +39,12 @@ struct region_source {
   };
   std::vector<region> regions;
 };
-using memory_source = std::variant<raw_source, elf_source, kdump_source, region_source>;
+// A snapshot stored in a ptwalk archive (docs/ARCHIVE.md), read in place.
+struct archive_source {
+  std::string archive;   // the archive directory
+  std::string snapshot;  // the snapshot's id in it
+};
+using memory_source = std::variant<raw_source, elf_source, kdump_source, region_source, archive_source>;
 
 struct snapshot_spec {
   std::string id;

@@ -1,0 +1,47 @@
+// host/archive/page_hash.hpp — content identity of 4 KiB pages for the fleet archive.
+//
+// A page's identity is its SHA-256 (OpenSSL libcrypto). The hash is
+// cryptographic, so two pages with the same digest are shared without
+// comparing their bytes; a 64-bit or non-cryptographic hash would need that
+// comparison (docs/ARCHIVE.md). Zero pages are recognised first and never
+// hashed: the archive does not store them at all.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ptwalk/config.hpp"
+
+namespace ptwalk::archive {
+
+inline constexpr u64 page_size = 4096;
+
+using digest = std::array<std::uint8_t, 32>;
+
+struct digest_hasher {
+  std::size_t operator()(const digest& d) const noexcept {
+    std::size_t value;
+    std::memcpy(&value, d.data(), sizeof value);  // SHA-256 bits are uniform already
+    return value;
+  }
+};
+
+[[nodiscard]] digest sha256(std::span<const std::byte> bytes);
+[[nodiscard]] std::string to_hex(const digest& d);
+[[nodiscard]] bool is_zero_page(const std::byte* page);
+
+// What one page of an input is: zero (not stored), or non-zero with its digest.
+struct page_identity {
+  bool zero = false;
+  digest id{};
+};
+
+// The identity of every page, on `jobs` threads (0: every core).
+[[nodiscard]] std::vector<page_identity> identify_pages(std::span<const std::byte* const> pages, unsigned jobs);
+
+}  // namespace ptwalk::archive
