@@ -104,4 +104,13 @@ void atomic_output_dir::commit() {
   committed_ = true;
 }
 
+void check_output_dir(const std::filesystem::path& dir, bool replace) {
+  std::error_code ec;
+  if (!std::filesystem::exists(dir, ec)) return;
+  if (!std::filesystem::is_directory(dir, ec))
+    throw input_error(fmt::format("{}: exists and is not a directory", dir.string()));
+  if (!replace && !std::filesystem::is_empty(dir, ec))
+    throw input_error(fmt::format("{}: exists and is not empty (use --force to replace it)", dir.string()));
+}
+
 }  // namespace ptwalk

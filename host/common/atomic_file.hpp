@@ -53,4 +53,8 @@ class atomic_output_dir {
   bool committed_ = false;
 };
 
+// Before an atomic_output_dir for `dir`: throws input_error when `dir` exists
+// and is not a directory, or is not empty and `replace` is false.
+void check_output_dir(const std::filesystem::path& dir, bool replace);
+
 }  // namespace ptwalk
