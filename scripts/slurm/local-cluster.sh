@@ -62,6 +62,10 @@ free_port() {
 }
 
 start_munge() {
+  if ((${#STATE} > 80)); then
+    log "PTWALK_SLURM_DIR=$STATE is too long: munge's socket path must fit in 108 bytes"
+    return 1
+  fi
   mkdir -p "$STATE/munge"
   chown munge:munge "$STATE/munge"
   chmod 0700 "$STATE/munge"
