@@ -9,6 +9,9 @@
 #include <filesystem>
 #include <map>
 #include <numeric>
+#include <thread>
+
+#include <sys/stat.h>
 
 #include <nlohmann/json.hpp>
 
@@ -266,6 +269,21 @@ TEST_F(sharded_cli, incomplete_mixed_or_foreign_sets_are_refused_with_nothing_wr
   EXPECT_FALSE(fs::exists(dir / "out.jsonl"));
   for (const auto& entry : fs::directory_iterator(dir.path()))
     EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
+}
+
+// A walk to a pipe (or /dev/null) writes into it; renaming a file over it
+// would replace the node (a job timing `--out /dev/null` once did).
+TEST_F(sharded_cli, an_output_that_is_a_pipe_is_written_not_replaced) {
+  const fs::path fifo = dir / "pipe";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::string received;
+  std::thread reader([&] { received = read_text(fifo); });
+  const auto r = run_ptwalk(dir, {"walk", fleet.string(), "--out", fifo.string()});
+  reader.join();
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(fs::is_fifo(fifo));
+  run_ok({"walk", fleet.string(), "--out", (dir / "file.jsonl").string()});
+  EXPECT_EQ(received, read_text(dir / "file.jsonl"));
 }
 
 }  // namespace
