@@ -7,10 +7,12 @@
 
 #include <fmt/format.h>
 
+#include "cluster/shard_part.hpp"
 #include "common/atomic_file.hpp"
 #include "command.hpp"
 #include "compact/compact_job.hpp"
 #include "progress_line.hpp"
+#include "shard_options.hpp"
 
 namespace ptwalk::cli {
 namespace {
@@ -24,6 +26,7 @@ struct compact_cli_options {
   std::size_t batch = 0;
   bool verify = false, keep_pa = false, keep_unbacked = false, cow_writable = false;
   bool progress = false, force = false;
+  std::string shard;
 };
 
 void run_compact(const compact_cli_options& o) {
@@ -34,6 +37,19 @@ void run_compact(const compact_cli_options& o) {
   options.batch_size = o.batch;
   options.verify = o.verify;
   options.replace = o.force;
+  const sharding shard = resolve_shard("compact", o.shard, o.manifest, read_manifest(o.manifest));
+  if (shard.plan) {
+    options.first = shard.plan->first;
+    options.end = shard.plan->end;
+    // The shard's record and report go into the part, in its atomic commit.
+    options.before_commit = [part = shard_part{"compact", *shard.plan, options.policy.to_json()}](
+                                const std::filesystem::path& staging, const compact_report& report) {
+      atomic_output_file record(staging / shard_record_file);
+      record.stream() << nlohmann::ordered_json{{"shard", part.to_json()}, {"report", report.to_json()}}.dump(2)
+                      << '\n';
+      record.commit();
+    };
+  }
   // Created first so an unwritable report path fails before a long job.
   std::optional<atomic_output_file> report_file;
   if (!o.report.empty()) report_file.emplace(o.report);
@@ -78,7 +94,8 @@ void setup_compact(CLI::App& app) {
                 "make writable leaves read-only copy-on-write leaves (bits 11:9 = 0b001), as Hyperlight does");
   cmd->add_flag("--progress", o->progress, "show progress on stderr even when it is not a terminal");
   cmd->add_option("--report", o->report, "also write the final report as JSON to this file");
-  cmd->add_flag("--force", o->force, "replace --out if it exists and is not empty");
+  cmd->add_flag("--force", o->force, "replace --out if it exists and is not empty (a rerun shard does)");
+  add_shard_option(*cmd, o->shard);
   cmd->callback([o] { run_compact(*o); });
 }
 

@@ -1,11 +1,14 @@
 // host/cli/verify.cpp — `ptwalk verify ORIGINAL COMPACTED`: prove a compaction changed nothing it should not.
+#include <algorithm>
 #include <memory>
+#include <span>
 
 #include <fmt/format.h>
 
 #include "command.hpp"
 #include "input/manifest.hpp"
 #include "compact/verifier.hpp"
+#include "shard_options.hpp"
 
 namespace ptwalk::cli {
 namespace {
@@ -15,11 +18,21 @@ struct verify_cli_options {
   std::string compacted;
   unsigned jobs = 0;
   std::size_t max_differences = 10;
+  std::string shard;
 };
 
 void run_verify(const verify_cli_options& o) {
-  const std::vector<loaded_snapshot> original = load_manifest(o.original);
-  const std::vector<loaded_snapshot> compacted = load_manifest(o.compacted);
+  const std::vector<snapshot_spec> specs = read_manifest(o.original);
+  const sharding shard = resolve_shard("verify", o.shard, o.original, specs);
+  const std::size_t first = shard.plan ? shard.plan->first : 0, end = shard.plan ? shard.plan->end : specs.size();
+  const std::vector<loaded_snapshot> original = load_specs(std::span(specs).subspan(first, end - first), o.original);
+  // A shard checks its originals against their namesakes (verify_fleet pairs by id).
+  std::vector<snapshot_spec> partners = read_manifest(o.compacted);
+  if (shard.plan)
+    std::erase_if(partners, [&](const snapshot_spec& s) {
+      return std::none_of(original.begin(), original.end(), [&](const auto& x) { return x.id() == s.id; });
+    });
+  const std::vector<loaded_snapshot> compacted = load_specs(partners, o.compacted);
   const verification result = verify_fleet(original, compacted, o.jobs, o.max_differences);
   fmt::print("{}", format_verification(result));
   std::fflush(stdout);
@@ -40,6 +53,7 @@ void setup_verify(CLI::App& app) {
   cmd->add_option("compacted", o->compacted, "manifest of the compacted fleet")->required();
   cmd->add_option("--jobs", o->jobs, "threads (default: every core)");
   cmd->add_option("--max-differences", o->max_differences, "differences to list")->capture_default_str();
+  add_shard_option(*cmd, o->shard);
   cmd->callback([o] { run_verify(*o); });
 }
 

@@ -14,17 +14,31 @@
 
 namespace ptwalk {
 
+namespace {
+
+// A device or pipe (/dev/null, /dev/stdout, a FIFO) is written as it is:
+// renaming a file over it would replace the device node.
+bool is_special_file(const std::filesystem::path& path) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  return !ec && std::filesystem::exists(status) && !std::filesystem::is_regular_file(status) &&
+         !std::filesystem::is_directory(status);
+}
+
+}  // namespace
+
 atomic_output_file::atomic_output_file(std::filesystem::path target)
     : target_(std::move(target)),
-      temporary_(target_.parent_path() /
-                 fmt::format(".{}.tmp-{}", target_.filename().string(), ::getpid())) {
+      temporary_(is_special_file(target_)
+                     ? target_
+                     : target_.parent_path() / fmt::format(".{}.tmp-{}", target_.filename().string(), ::getpid())) {
   stream_.open(temporary_, std::ios::binary | std::ios::trunc);
   if (!stream_)
     throw input_error(fmt::format("{}: cannot create output file", target_.string()));
 }
 
 atomic_output_file::~atomic_output_file() {
-  if (!committed_) {
+  if (!committed_ && temporary_ != target_) {
     stream_.close();
     std::error_code ignored;
     std::filesystem::remove(temporary_, ignored);
@@ -36,9 +50,11 @@ void atomic_output_file::commit() {
   const bool ok = static_cast<bool>(stream_);
   stream_.close();
   if (!ok) throw input_error(fmt::format("{}: write failed", target_.string()));
-  std::error_code ec;
-  std::filesystem::rename(temporary_, target_, ec);
-  if (ec) throw input_error(fmt::format("{}: cannot rename output into place: {}", target_.string(), ec.message()));
+  if (temporary_ != target_) {  // else a device or pipe, written directly
+    std::error_code ec;
+    std::filesystem::rename(temporary_, target_, ec);
+    if (ec) throw input_error(fmt::format("{}: cannot rename output into place: {}", target_.string(), ec.message()));
+  }
   committed_ = true;
 }
 
@@ -102,6 +118,15 @@ void atomic_output_dir::commit() {
   std::filesystem::rename(temporary_, target_, ec);
   if (ec) throw input_error(fmt::format("{}: cannot move the new directory into place: {}", target_.string(), ec.message()));
   committed_ = true;
+}
+
+void check_output_dir(const std::filesystem::path& dir, bool replace) {
+  std::error_code ec;
+  if (!std::filesystem::exists(dir, ec)) return;
+  if (!std::filesystem::is_directory(dir, ec))
+    throw input_error(fmt::format("{}: exists and is not a directory", dir.string()));
+  if (!replace && !std::filesystem::is_empty(dir, ec))
+    throw input_error(fmt::format("{}: exists and is not empty (use --force to replace it)", dir.string()));
 }
 
 }  // namespace ptwalk

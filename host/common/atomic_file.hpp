@@ -3,7 +3,9 @@
 // Output is written to a temporary name beside the target and renamed over
 // it on commit(); if the writer is destroyed without commit (an error, an
 // exception), the temporary is removed, so a failed run never leaves a
-// half-written file and never damages an existing one. atomic_output_dir
+// half-written file and never damages an existing one. A target that is a
+// device or a pipe (/dev/null, a FIFO) is written directly instead: renaming
+// over it would replace the device node. atomic_output_dir
 // does the same for a directory of outputs.
 #pragma once
 
@@ -52,5 +54,9 @@ class atomic_output_dir {
   std::filesystem::path temporary_;
   bool committed_ = false;
 };
+
+// Before an atomic_output_dir for `dir`: throws input_error when `dir` exists
+// and is not a directory, or is not empty and `replace` is false.
+void check_output_dir(const std::filesystem::path& dir, bool replace);
 
 }  // namespace ptwalk

@@ -1,4 +1,4 @@
-// host/compact_job.cpp — the walk/compact pipeline, its output directory and its report.
+// host/compact/compact_job.cpp — the walk/compact pipeline and its output directory.
 #include "compact/compact_job.hpp"
 
 #include <algorithm>
@@ -68,11 +68,11 @@ struct snapshot_result {
 class compact_pipeline {
  public:
   compact_pipeline(const std::filesystem::path& manifest, std::vector<snapshot_spec> specs,
-                   const std::filesystem::path& staging, const compact_options& options,
+                   std::vector<std::string> names, const std::filesystem::path& staging, const compact_options& options,
                    std::size_t batch_size, const progress_callback& progress)
       : manifest_(manifest),
         specs_(std::move(specs)),
-        names_(image_names(specs_)),
+        names_(std::move(names)),
         staging_(staging),
         options_(options),
         batch_size_(batch_size),
@@ -247,15 +247,6 @@ class compact_pipeline {
 
 std::size_t default_batch_size(unsigned jobs) { return std::clamp<std::size_t>(2 * std::size_t{jobs}, 4, 256); }
 
-void check_output_dir(const std::filesystem::path& dir, bool replace) {
-  std::error_code ec;
-  if (!std::filesystem::exists(dir, ec)) return;
-  if (!std::filesystem::is_directory(dir, ec))
-    throw input_error(fmt::format("{}: exists and is not a directory", dir.string()));
-  if (!replace && !std::filesystem::is_empty(dir, ec))
-    throw input_error(fmt::format("{}: exists and is not empty (use --force to replace it)", dir.string()));
-}
-
 void write_manifest(const std::filesystem::path& path, const std::vector<snapshot_result>& results) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   for (const auto& r : results) out << r.manifest_line << '\n';
@@ -269,6 +260,12 @@ compact_report run_compact_job(const std::filesystem::path& manifest, const std:
                                const compact_options& options, const progress_callback& progress) {
   const auto start = steady::now();
   std::vector<snapshot_spec> specs = read_manifest(manifest);
+  std::vector<std::string> names = image_names(specs);
+  // A shard's snapshots, named as in the whole manifest.
+  const auto end = static_cast<std::ptrdiff_t>(std::min(options.end, specs.size()));
+  const auto first = std::min(static_cast<std::ptrdiff_t>(options.first), end);
+  specs = {std::make_move_iterator(specs.begin() + first), std::make_move_iterator(specs.begin() + end)};
+  names = {std::make_move_iterator(names.begin() + first), std::make_move_iterator(names.begin() + end)};
   check_output_dir(out_dir, options.replace);
   atomic_output_dir staging(out_dir);
 
@@ -281,7 +278,7 @@ compact_report run_compact_job(const std::filesystem::path& manifest, const std:
   report.snapshots = specs.size();
   report.verified = options.verify;
 
-  compact_pipeline pipeline(manifest, std::move(specs), staging.path(), options, report.batch_size, progress);
+  compact_pipeline pipeline(manifest, std::move(specs), std::move(names), staging.path(), options, report.batch_size, progress);
   pipeline.run();
   report.seconds = pipeline.seconds();
   for (const snapshot_result& r : pipeline.results()) {
@@ -300,8 +297,12 @@ compact_report run_compact_job(const std::filesystem::path& manifest, const std:
   }
   const auto commit_start = steady::now();
   write_manifest(staging.path() / "manifest.jsonl", pipeline.results());
-  staging.commit();
   report.committed = true;
+  if (options.before_commit) {
+    report.seconds.total = seconds_since(start);
+    options.before_commit(staging.path(), report);
+  }
+  staging.commit();
   report.seconds.commit = seconds_since(commit_start);
   report.seconds.total = seconds_since(start);
   return report;
@@ -314,84 +315,6 @@ std::vector<compacted_snapshot> compact_all(std::span<const loaded_snapshot> sna
   parallel_for(snapshots.size(), jobs,
                [&](std::size_t i) { out[i] = compact_snapshot(snapshots[i], walks[i], policy); });
   return out;
-}
-
-nlohmann::json compact_report::to_json() const {
-  nlohmann::ordered_json j;
-  j["out_dir"] = out_dir;
-  j["committed"] = committed;
-  j["backend"] = backend;
-  j["jobs"] = jobs;
-  j["batch_size"] = batch_size;
-  j["policy"] = policy.to_json();
-  j["snapshots"] = snapshots;
-  j["spaces"] = compaction.spaces;
-  auto per_depth = [&](const u64* values) {
-    return std::vector<u64>(values, values + levels);
-  };
-  j["tables_per_depth"] = per_depth(walk.tables);
-  j["shared_table_links_per_depth"] = per_depth(walk.aliases);
-  j["leaves"] = {{"4k", walk.leaves_4k}, {"2m", walk.leaves_2m}, {"1g", walk.leaves_1g}};
-  j["compaction"] = {{"leaves_kept", compaction.leaves_kept},
-                     {"leaves_dropped_unbacked", compaction.leaves_dropped_unbacked},
-                     {"leaves_kept_unbacked", compaction.leaves_kept_unbacked},
-                     {"leaves_made_cow", compaction.leaves_made_cow},
-                     {"links", compaction.links},
-                     {"empty_shared_tables", compaction.empty_shared_tables},
-                     {"os_private_entries", compaction.os_private_entries},
-                     {"frames_copied", compaction.frames_copied},
-                     {"frames_nested", compaction.frames_nested},
-                     {"frames_in_place", compaction.frames_in_place},
-                     {"data_bytes", compaction.data_bytes},
-                     {"padding_bytes", compaction.padding_bytes},
-                     {"tables", compaction.tables}};
-  j["bytes_in"] = compaction.bytes_in;
-  j["bytes_out"] = compaction.bytes_out;
-  j["seconds"] = {{"load", seconds.load},     {"walk", seconds.walk},     {"first_batch", seconds.first_batch},
-                  {"relink", seconds.relink}, {"write", seconds.write},   {"verify", seconds.verify},
-                  {"stall", seconds.stall},   {"commit", seconds.commit}, {"total", seconds.total}};
-  if (verified) {
-    nlohmann::json differences = nlohmann::json::array();
-    for (const auto& d : verify.differences)
-      differences.push_back({{"snapshot", d.snapshot}, {"space", hex(d.space)}, {"va", hex(d.va)}, {"what", d.what}});
-    j["verify"] = {{"ok", verify.ok()},
-                   {"differences", verify.counts.difference_count},
-                   {"first_differences", std::move(differences)},
-                   {"leaves_checked", verify.counts.leaves_checked},
-                   {"bytes_compared", verify.counts.bytes_compared},
-                   {"links_checked", verify.counts.links_checked}};
-  } else {
-    j["verify"] = nullptr;
-  }
-  return j;
-}
-
-std::string compact_report::format() const {
-  auto mib = [](u64 bytes) { return static_cast<double>(bytes) / (1 << 20); };
-  std::string text;
-  text += fmt::format("compacted {} snapshots ({} spaces); walker {}, {} jobs\n", snapshots,
-                      compaction.spaces, backend, jobs);
-  for (unsigned d = 0; d < levels; ++d)
-    text += fmt::format("  depth {}: {} distinct tables, {} links to a table another space (or VA) owns\n", d,
-                        walk.tables[d], walk.aliases[d]);
-  text += fmt::format("  frames: {} copied, {} inside a larger copied frame, {} left at their address\n",
-                      compaction.frames_copied, compaction.frames_nested, compaction.frames_in_place);
-  text += fmt::format("  leaves: {} kept, {} unbacked dropped, {} unbacked kept, {} made CoW; "
-                      "{} OS-private entries kept\n",
-                      compaction.leaves_kept, compaction.leaves_dropped_unbacked, compaction.leaves_kept_unbacked,
-                      compaction.leaves_made_cow, compaction.os_private_entries);
-  text += fmt::format("  size: {:.1f} MiB in, {:.1f} MiB out", mib(compaction.bytes_in), mib(compaction.bytes_out));
-  if (compaction.bytes_in > 0)
-    text += fmt::format(" ({:.1f}%)", 100.0 * static_cast<double>(compaction.bytes_out) /
-                                          static_cast<double>(compaction.bytes_in));
-  text += "\n";
-  text += fmt::format("  time: total {:.3f} s; load {:.3f} s, walk {:.3f} s (first batch ready at {:.3f} s); "
-                      "relink {:.3f} s, write {:.3f} s, verify {:.3f} s, stalled {:.3f} s (summed over jobs)\n",
-                      seconds.total, seconds.load, seconds.walk, seconds.first_batch, seconds.relink,
-                      seconds.write, seconds.verify, seconds.stall);
-  if (verified) text += verify.ok() ? "  verify: OK\n" : format_verification(verify);
-  text += committed ? fmt::format("  output: {}/manifest.jsonl\n", out_dir) : "  output: none written\n";
-  return text;
 }
 
 }  // namespace ptwalk

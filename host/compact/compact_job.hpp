@@ -1,4 +1,4 @@
-// host/compact_job.hpp — the fleet job behind `ptwalk compact`: load → walk → relink/compact → write → verify.
+// host/compact/compact_job.hpp — the fleet job behind `ptwalk compact`: load → walk → relink/compact → write → verify.
 //
 // The job is a two-stage pipeline over batches of snapshots: one thread
 // loads and walks batch k+1 (on the chosen backend) while `jobs` worker
@@ -14,6 +14,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -24,6 +25,8 @@
 
 namespace ptwalk {
 
+struct compact_report;
+
 struct compact_options {
   compaction_policy policy;
   walk_backend backend = walk_backend::automatic;
@@ -31,6 +34,14 @@ struct compact_options {
   std::size_t batch_size = 0;  // snapshots per walk batch (the first: one per job); 0: 2 per job, 4..256
   bool verify = false;         // verify every written snapshot against its original
   bool replace = false;        // an existing non-empty output directory may be replaced
+  // Only the manifest's snapshots [first, end): one shard of a cluster job.
+  // Images keep the names the whole manifest gives them, so shards merge
+  // into the single-process directory.
+  std::size_t first = 0;
+  std::size_t end = SIZE_MAX;
+  // Called with the staging directory and the report just before the output
+  // is put in place: a shard adds its record here, in the same atomic step.
+  std::function<void(const std::filesystem::path&, const compact_report&)> before_commit;
 };
 
 // Wall seconds of the walk stage, and thread-seconds (summed over the
@@ -64,8 +75,13 @@ struct compact_report {
   compact_phase_seconds seconds;
 
   [[nodiscard]] nlohmann::json to_json() const;
+  // What to_json wrote (the fields it has); throws input_error naming `where`.
+  [[nodiscard]] static compact_report from_json(const nlohmann::json& j, std::string_view where);
   // A few lines for people.
   [[nodiscard]] std::string format() const;
+  // Adds another shard's report of the same job: counts summed, thread-seconds
+  // summed, total the slowest shard's, the first differences kept in order.
+  void add_shard(const compact_report& shard);
 };
 
 struct compact_progress {

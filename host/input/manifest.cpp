@@ -301,9 +301,13 @@ loaded_snapshot load_snapshot(snapshot_spec spec, const std::filesystem::path& b
 }
 
 std::vector<loaded_snapshot> load_manifest(const std::filesystem::path& manifest) {
+  return load_specs(read_manifest(manifest), manifest);
+}
+
+std::vector<loaded_snapshot> load_specs(std::span<const snapshot_spec> specs, const std::filesystem::path& manifest) {
   std::vector<loaded_snapshot> out;
-  for (auto& spec : read_manifest(manifest))
-    out.push_back(load_snapshot(std::move(spec), manifest.parent_path(), manifest.string()));
+  out.reserve(specs.size());
+  for (const auto& spec : specs) out.push_back(load_snapshot(spec, manifest.parent_path(), manifest.string()));
   return out;
 }
 

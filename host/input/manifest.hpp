@@ -5,6 +5,7 @@
 #pragma once
 
 #include <filesystem>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,5 +39,8 @@ namespace ptwalk {
                                             std::string_view origin = {});
 // Reads and loads a whole manifest.
 [[nodiscard]] std::vector<loaded_snapshot> load_manifest(const std::filesystem::path& manifest);
+// Loads some of the manifest's snapshots (a shard's), as load_manifest would.
+[[nodiscard]] std::vector<loaded_snapshot> load_specs(std::span<const snapshot_spec> specs,
+                                                      const std::filesystem::path& manifest);
 
 }  // namespace ptwalk

@@ -1,0 +1,35 @@
+// host/cluster/merge.hpp — `ptwalk merge`: shards' parts back into the single-process output.
+//
+// Walk parts (JSON Lines files) merge into one file: each part's records
+// after its shard record, in shard order. Compact parts (directories)
+// merge into one directory: every image (hard-linked when the file system
+// allows, else copied), manifest.jsonl as the parts' manifests in shard
+// order, and the shards' reports summed. Shards are contiguous ranges of
+// the manifest and images keep the whole manifest's names, so both are the
+// bytes one process writes. The set must be whole: one part per shard
+// 0..N-1, all of the same manifest (by SHA-256), command and options;
+// otherwise nothing is written and the error names the missing shards.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "compact/compact_job.hpp"
+
+namespace ptwalk {
+
+struct merge_result {
+  std::string command;  // "walk" or "compact"
+  std::size_t shards = 0;
+  std::size_t snapshots = 0;
+  std::string manifest;
+  std::optional<compact_report> report;  // compact: the shards' reports summed
+};
+
+// `replace`: an existing non-empty output directory may be replaced (compact parts).
+[[nodiscard]] merge_result merge_parts(const std::filesystem::path& out, std::span<const std::string> parts,
+                                       bool replace = false);
+
+}  // namespace ptwalk

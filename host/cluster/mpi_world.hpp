@@ -1,0 +1,37 @@
+// host/cluster/mpi_world.hpp — the few MPI steps the ranks of one launch need.
+//
+// Built with Open MPI when CMake finds it (-DPTWALK_MPI=AUTO|ON|OFF); without
+// it, mpi_built() is false and an mpi_world cannot be made, so a command
+// launched by mpirun with several ranks says so instead of writing N copies.
+// MPI is started only under an MPI launch of several ranks: plain runs and
+// Slurm array tasks never touch it.
+#pragma once
+
+#include <string>
+
+namespace ptwalk {
+
+[[nodiscard]] bool mpi_built();
+
+// MPI_Init on construction, MPI_Finalize on destruction (MPI_COMM_WORLD).
+class mpi_world {
+ public:
+  mpi_world();  // throws input_error when built without MPI
+  ~mpi_world();
+  mpi_world(const mpi_world&) = delete;
+  mpi_world& operator=(const mpi_world&) = delete;
+
+  [[nodiscard]] int rank() const { return rank_; }
+  [[nodiscard]] int size() const { return size_; }
+  // Whether every rank's `mine` is true (a collective: all ranks call it).
+  [[nodiscard]] bool all_succeeded(bool mine) const;
+  // Rank 0 gets every rank's bytes appended to its own, in rank order;
+  // the others' are sent (in pieces under 1 GiB) and left as they were.
+  void gather_to_root(std::string& bytes) const;
+
+ private:
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+}  // namespace ptwalk

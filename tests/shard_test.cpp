@@ -1,0 +1,290 @@
+// Sharding and merging: the launcher's variables read as each engine sets
+// them, cuts checked against an independent computation of the balance, and
+// the real binary's shards of generated fleets merged back to exactly the
+// bytes one process writes (walk files, compact directories, the report);
+// sets that are incomplete, mixed or not parts refused with nothing written.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <numeric>
+#include <thread>
+
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cluster/gpu_choice.hpp"
+#include "cluster/shard.hpp"
+#include "generate/fleet_generator.hpp"
+#include "input/manifest.hpp"
+#include "support/error_of.hpp"
+#include "support/run_cli.hpp"
+#include "support/temp_dir.hpp"
+
+namespace ptwalk {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::error_of;
+using testing::read_text;
+using testing::run_ptwalk;
+using testing::temp_dir;
+
+environment env_of(std::map<std::string, std::string> variables) {
+  return [variables = std::move(variables)](std::string_view name) -> std::optional<std::string> {
+    const auto it = variables.find(std::string(name));
+    if (it == variables.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+TEST(launch, slurm_array_task_is_its_index_from_the_minimum) {
+  const auto l = detect_launch("", env_of({{"SLURM_ARRAY_TASK_ID", "12"}, {"SLURM_ARRAY_TASK_COUNT", "5"},
+                                           {"SLURM_ARRAY_TASK_MIN", "10"}, {"SLURM_ARRAY_TASK_MAX", "14"},
+                                           {"SLURM_ARRAY_TASK_STEP", "1"}, {"SLURM_PROCID", "0"},
+                                           {"SLURM_LOCALID", "0"}}));
+  ASSERT_TRUE(l.shard);
+  EXPECT_EQ(*l.shard, (shard_id{2, 5}));
+  EXPECT_FALSE(l.mpi);
+  EXPECT_EQ(l.origin, "SLURM_ARRAY_TASK_ID=12 of 5");
+  EXPECT_EQ(l.local_rank, 0u);
+}
+
+TEST(launch, an_array_with_gaps_or_steps_needs_an_explicit_shard) {
+  EXPECT_NE(error_of([] {
+              (void)detect_launch("", env_of({{"SLURM_ARRAY_TASK_ID", "4"}, {"SLURM_ARRAY_TASK_COUNT", "3"},
+                                              {"SLURM_ARRAY_TASK_MIN", "0"}, {"SLURM_ARRAY_TASK_MAX", "4"},
+                                              {"SLURM_ARRAY_TASK_STEP", "2"}}));
+            }).find("is not one of N consecutive tasks"),
+            std::string::npos);
+  // --shard wins over the variables, malformed or not.
+  const auto l = detect_launch("1/2", env_of({{"SLURM_ARRAY_TASK_ID", "x"}}));
+  EXPECT_EQ(*l.shard, (shard_id{1, 2}));
+}
+
+TEST(launch, the_batch_script_is_no_step_but_a_step_task_is) {
+  // sbatch's batch script has SLURM_PROCID=0 and SLURM_NTASKS but no step id: one process.
+  EXPECT_FALSE(detect_launch("", env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "4"}})).shard);
+  const auto step = detect_launch("", env_of({{"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "4"}, {"SLURM_STEP_ID", "0"},
+                                              {"SLURM_LOCALID", "1"}}));
+  EXPECT_EQ(*step.shard, (shard_id{3, 4}));
+  EXPECT_FALSE(step.mpi);  // srun tasks are shards, each with its own part
+  EXPECT_EQ(step.local_rank, 1u);
+  // A one-task step is a plain run.
+  EXPECT_FALSE(detect_launch("", env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}, {"SLURM_STEP_ID", "0"}})).shard);
+}
+
+TEST(launch, mpi_ranks_work_together_and_win_over_the_slurm_step) {
+  const auto ompi = detect_launch("", env_of({{"OMPI_COMM_WORLD_RANK", "2"}, {"OMPI_COMM_WORLD_SIZE", "3"},
+                                              {"OMPI_COMM_WORLD_LOCAL_RANK", "2"}, {"SLURM_PROCID", "0"},
+                                              {"SLURM_NTASKS", "1"}, {"SLURM_STEP_ID", "0"}}));
+  EXPECT_EQ(*ompi.shard, (shard_id{2, 3}));
+  EXPECT_TRUE(ompi.mpi);
+  EXPECT_EQ(ompi.local_rank, 2u);
+  const auto pmi = detect_launch("", env_of({{"PMI_RANK", "1"}, {"PMI_SIZE", "2"}, {"MPI_LOCALRANKID", "1"}}));
+  EXPECT_EQ(*pmi.shard, (shard_id{1, 2}));
+  EXPECT_TRUE(pmi.mpi);
+  EXPECT_FALSE(detect_launch("", env_of({{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "1"}})).shard);
+  // "none" ignores the launcher; bad values are named.
+  EXPECT_FALSE(detect_launch("none", env_of({{"PMI_RANK", "1"}, {"PMI_SIZE", "2"}})).shard);
+  EXPECT_EQ(error_of([] { (void)detect_launch("", env_of({{"PMI_RANK", "2"}, {"PMI_SIZE", "2"}})); }),
+            "PMI_RANK=2 is not below PMI_SIZE=2");
+  EXPECT_EQ(error_of([] { (void)detect_launch("", env_of({{"OMPI_COMM_WORLD_SIZE", "3"}})); }),
+            "OMPI_COMM_WORLD_SIZE is set but OMPI_COMM_WORLD_RANK is not");
+  EXPECT_EQ(error_of([] { (void)detect_launch("", env_of({{"PMI_RANK", "one"}, {"PMI_SIZE", "2"}})); }),
+            "PMI_RANK=\"one\": expected a non-negative integer");
+}
+
+TEST(launch, an_array_task_running_a_step_takes_its_tasks_share) {
+  const auto l = detect_launch("", env_of({{"SLURM_ARRAY_TASK_ID", "1"}, {"SLURM_ARRAY_TASK_COUNT", "3"},
+                                           {"SLURM_ARRAY_TASK_MIN", "0"}, {"SLURM_PROCID", "1"},
+                                           {"SLURM_NTASKS", "2"}, {"SLURM_STEP_ID", "0"}}));
+  EXPECT_EQ(*l.shard, (shard_id{3, 6}));
+}
+
+TEST(launch, shard_text_is_checked) {
+  for (const char* bad : {"3/3", "1", "a/2", "1/0", "-1/2", "1/2/3", ""})
+    EXPECT_EQ(error_of([&] { (void)parse_shard(bad); }), fmt::format("--shard: \"{}\": expected I/N with 0 <= I < N", bad));
+}
+
+TEST(gpu, the_launchers_choice_wins_else_local_rank_modulo_devices) {
+  EXPECT_FALSE(choose_gpu(5, env_of({{"CUDA_VISIBLE_DEVICES", "3"}}), 8).set_visible);
+  EXPECT_EQ(choose_gpu(5, env_of({}), 4).set_visible, "1");
+  EXPECT_EQ(choose_gpu(5, env_of({}), 4).description, "device 1 of 4 (local rank 5)");
+  EXPECT_FALSE(choose_gpu(5, env_of({}), 0).set_visible);
+  EXPECT_FALSE(choose_gpu(std::nullopt, env_of({}), 4).set_visible);
+}
+
+// Independently: the balance a cut at snapshot boundaries can reach is
+// within one snapshot's work of i/N of the total, and the shards tile the manifest.
+TEST(cuts, contiguous_covering_and_balanced_by_work) {
+  const std::vector<std::vector<std::uint64_t>> cases{
+      {}, {5}, {1, 1, 1, 1, 1, 1, 1}, {100, 1, 1, 1, 1, 1, 100}, {0, 0, 0}, {1'000'000, 3, 3, 3, 3, 3, 3, 3, 3, 1'000'000}};
+  for (const auto& work : cases)
+    for (std::size_t n : {1u, 2u, 3u, 4u, 11u}) {
+      const auto cuts = shard_cuts(work, n);
+      ASSERT_EQ(cuts.size(), n + 1);
+      EXPECT_EQ(cuts.front(), 0u);
+      EXPECT_EQ(cuts.back(), work.size());
+      EXPECT_TRUE(std::is_sorted(cuts.begin(), cuts.end()));
+      std::vector<double> prefix{0};
+      for (auto w : work) prefix.push_back(prefix.back() + static_cast<double>(w) + 1);
+      const double largest = work.empty() ? 0 : static_cast<double>(*std::max_element(work.begin(), work.end())) + 1;
+      for (std::size_t k = 1; k < n; ++k)
+        EXPECT_LE(std::abs(prefix[cuts[k]] - prefix.back() * static_cast<double>(k) / static_cast<double>(n)), largest)
+            << "cut " << k << " of " << n;
+    }
+  // Two heavy snapshots at the ends go to different shards, not 5 lines each.
+  EXPECT_EQ(shard_cuts(std::vector<std::uint64_t>{100, 1, 1, 1, 1, 1, 1, 1, 1, 100}, 2),
+            (std::vector<std::size_t>{0, 5, 10}));
+  EXPECT_EQ(shard_cuts(std::vector<std::uint64_t>{1000, 1, 1, 1, 1, 1, 1, 1, 1, 1}, 2),
+            (std::vector<std::size_t>{0, 1, 10}));
+}
+
+class sharded_cli : public ::testing::Test {
+ protected:
+  temp_dir dir;
+  // Uneven snapshots (LA57 every other one), so work and line counts cut differently.
+  fs::path fleet = [&] {
+    (void)write_fleet(parse_fleet_shape("linux,snapshots=7,spaces=6,pages=24,kernel=64,large=0,la57=some"),
+                      dir / "fleet");
+    return dir / "fleet/manifest.jsonl";
+  }();
+
+  void run_ok(const std::vector<std::string>& args) {
+    const auto r = run_ptwalk(dir, args);
+    ASSERT_EQ(r.status, 0) << r.err;
+  }
+  std::vector<std::string> walk_parts(std::size_t n, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> parts;
+    for (std::size_t i = 0; i < n; ++i) {
+      parts.push_back((dir / fmt::format("walk-{}-{}", n, i)).string());
+      std::vector<std::string> args{"walk", fleet.string(), "--shard", fmt::format("{}/{}", i, n), "--out", parts.back()};
+      args.insert(args.end(), extra.begin(), extra.end());
+      run_ok(args);
+    }
+    return parts;
+  }
+  testing::run_result merge(const std::string& out, std::vector<std::string> parts) {
+    parts.insert(parts.begin(), {"merge", "--out", (dir / out).string()});
+    return run_ptwalk(dir, parts);
+  }
+};
+
+TEST_F(sharded_cli, walk_shards_merge_to_the_single_process_bytes) {
+  run_ok({"walk", fleet.string(), "--out", (dir / "single.jsonl").string()});
+  const std::string single = read_text(dir / "single.jsonl");
+  ASSERT_GT(single.size(), 1000u);
+  EXPECT_EQ(single.find("\"type\":\"shard\""), std::string::npos);  // plain runs carry no record
+  // 9 shards of 7 snapshots: some are empty.
+  for (std::size_t n : {1u, 2u, 3u, 9u}) {
+    auto parts = walk_parts(n);
+    std::reverse(parts.begin(), parts.end());  // any order
+    const auto r = merge(fmt::format("merged-{}.jsonl", n), parts);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(read_text(dir / fmt::format("merged-{}.jsonl", n)), single) << n << " shards";
+  }
+  // A --va-range walk merges to its own single-process bytes.
+  run_ok({"walk", fleet.string(), "--va-range", "0:800000000000", "--out", (dir / "low.jsonl").string()});
+  ASSERT_EQ(merge("low-merged.jsonl", walk_parts(2, {"--va-range", "0:800000000000"})).status, 0);
+  EXPECT_EQ(read_text(dir / "low-merged.jsonl"), read_text(dir / "low.jsonl"));
+}
+
+TEST_F(sharded_cli, the_launchers_variables_shard_and_none_ignores_them) {
+  ::setenv("SLURM_ARRAY_TASK_ID", "1", 1);
+  ::setenv("SLURM_ARRAY_TASK_COUNT", "2", 1);
+  const auto sharded = run_ptwalk(dir, {"walk", fleet.string(), "--out", (dir / "task1").string()});
+  const auto plain = run_ptwalk(dir, {"walk", fleet.string(), "--shard", "none", "--out", (dir / "plain").string()});
+  ::unsetenv("SLURM_ARRAY_TASK_ID");
+  ::unsetenv("SLURM_ARRAY_TASK_COUNT");
+  ASSERT_EQ(sharded.status, 0) << sharded.err;
+  EXPECT_NE(sharded.err.find("ptwalk walk: shard 1/2 (SLURM_ARRAY_TASK_ID=1 of 2): snapshots "), std::string::npos)
+      << sharded.err;
+  EXPECT_EQ(read_text(dir / "task1"), read_text(walk_parts(2)[1]));
+  run_ok({"walk", fleet.string(), "--out", (dir / "single").string()});
+  EXPECT_EQ(read_text(dir / "plain"), read_text(dir / "single"));
+}
+
+TEST_F(sharded_cli, compact_shards_merge_to_the_single_process_directory_and_report) {
+  run_ok({"compact", fleet.string(), "--out", (dir / "single").string(), "--verify", "--report",
+          (dir / "single.json").string()});
+  std::vector<std::string> parts;
+  for (std::size_t i = 0; i < 3; ++i) {
+    parts.push_back((dir / fmt::format("part-{}", i)).string());
+    run_ok({"compact", fleet.string(), "--shard", fmt::format("{}/3", i), "--out", parts.back(), "--verify"});
+  }
+  const auto r = run_ptwalk(dir, {"merge", "--out", (dir / "merged").string(), "--report",
+                                  (dir / "merged.json").string(), parts[2], parts[0], parts[1]});
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir / "single")) {
+    names.push_back(entry.path().filename().string());
+    EXPECT_EQ(read_text(dir / "merged" / names.back()), read_text(entry.path())) << names.back();
+  }
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir / "merged"), fs::directory_iterator{}),
+            static_cast<std::ptrdiff_t>(names.size()));
+  EXPECT_EQ(names.size(), 8u);
+  // The report: every count as one process reports it; only times and the path differ.
+  auto single = nlohmann::json::parse(read_text(dir / "single.json"));
+  auto merged = nlohmann::json::parse(read_text(dir / "merged.json"));
+  EXPECT_EQ(merged["out_dir"], (dir / "merged").string());
+  for (auto* j : {&single, &merged}) {
+    j->erase("seconds");
+    j->erase("out_dir");
+  }
+  EXPECT_EQ(merged, single);
+  // A shard checks its share against the merged output.
+  const auto verify = run_ptwalk(dir, {"verify", fleet.string(), (dir / "merged/manifest.jsonl").string(), "--shard", "1/3"});
+  EXPECT_EQ(verify.status, 0) << verify.out << verify.err;
+  EXPECT_NE(verify.err.find("ptwalk verify: shard 1/3"), std::string::npos) << verify.err;
+}
+
+TEST_F(sharded_cli, incomplete_mixed_or_foreign_sets_are_refused_with_nothing_written) {
+  const auto parts = walk_parts(3);
+  auto r = merge("out.jsonl", {parts[0], parts[2]});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.err, fmt::format("ptwalk: merge: incomplete set: shard 1 of 3 missing (parts of {}); rerun it and merge "
+                               "again\n", fleet.string()));
+  r = merge("out.jsonl", {parts[0]});
+  EXPECT_NE(r.err.find("shards 1, 2 of 3 missing"), std::string::npos) << r.err;
+  r = merge("out.jsonl", {parts[0], parts[1], parts[1], parts[2]});
+  EXPECT_NE(r.err.find("shard 1/3 given twice"), std::string::npos) << r.err;
+  // Another shard count, other options, another manifest.
+  const auto halves = walk_parts(2);
+  r = merge("out.jsonl", {parts[0], parts[1], halves[1]});
+  EXPECT_NE(r.err.find("shard counts (3 vs 2) differ"), std::string::npos) << r.err;
+  run_ok({"walk", fleet.string(), "--shard", "2/3", "--va-range", "0:1000", "--out", (dir / "ranged").string()});
+  r = merge("out.jsonl", {parts[0], parts[1], (dir / "ranged").string()});
+  EXPECT_NE(r.err.find("options ("), std::string::npos) << r.err;
+  (void)write_fleet(parse_fleet_shape("linux,snapshots=7,spaces=6,pages=24,kernel=64,large=0,seed=9"), dir / "other");
+  run_ok({"walk", (dir / "other/manifest.jsonl").string(), "--shard", "2/3", "--out", (dir / "foreign").string()});
+  r = merge("out.jsonl", {parts[0], parts[1], (dir / "foreign").string()});
+  EXPECT_NE(r.err.find("are not parts of one job: manifests ("), std::string::npos) << r.err;
+  // A plain output is no part.
+  run_ok({"walk", fleet.string(), "--out", (dir / "plain").string()});
+  r = merge("out.jsonl", {(dir / "plain").string()});
+  EXPECT_NE(r.err.find("plain: not a shard part (no shard record)"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "out.jsonl"));
+  for (const auto& entry : fs::directory_iterator(dir.path()))
+    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
+}
+
+// A walk to a pipe (or /dev/null) writes into it; renaming a file over it
+// would replace the node (a job timing `--out /dev/null` once did).
+TEST_F(sharded_cli, an_output_that_is_a_pipe_is_written_not_replaced) {
+  const fs::path fifo = dir / "pipe";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::string received;
+  std::thread reader([&] { received = read_text(fifo); });
+  const auto r = run_ptwalk(dir, {"walk", fleet.string(), "--out", fifo.string()});
+  reader.join();
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(fs::is_fifo(fifo));
+  run_ok({"walk", fleet.string(), "--out", (dir / "file.jsonl").string()});
+  EXPECT_EQ(received, read_text(dir / "file.jsonl"));
+}
+
+}  // namespace
+}  // namespace ptwalk
