@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
 # Installs what ptwalk needs to build and test, from Debian's packages, if missing.
-# (The cluster tests' Slurm and munge come with scripts/slurm/local-cluster.sh.)
 set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config libcli11-dev nlohmann-json3-dev libfmt-dev libgtest-dev
           libbenchmark-dev gnuplot-nox zlib1g-dev liblzo2-dev libsnappy-dev libzstd-dev
