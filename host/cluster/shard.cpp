@@ -9,9 +9,11 @@
 #include <fstream>
 #include <iterator>
 #include <numeric>
+#include <type_traits>
 
 #include <fmt/format.h>
 
+#include "archive/catalog.hpp"
 #include "input/memory_image.hpp"
 
 namespace ptwalk {
@@ -161,8 +163,16 @@ std::uint64_t snapshot_work(const snapshot_spec& spec, const std::filesystem::pa
   std::uint64_t bytes = 0;
   std::visit(
       [&](const auto& source) {
+        using source_type = std::decay_t<decltype(source)>;
         if constexpr (requires { source.regions; }) {
           for (const auto& region : source.regions) bytes += region.size;
+        } else if constexpr (std::is_same_v<source_type, archive_source>) {
+          // An archived snapshot weighs what its image file did when it was added.
+          const auto catalog = archive::read_catalog(base_dir / source.archive);
+          const auto* entry = catalog.find(source.snapshot);
+          if (!entry) throw input_error(fmt::format("{}: no snapshot \"{}\" in this archive",
+                                                    (base_dir / source.archive).string(), source.snapshot));
+          bytes += entry->file_bytes;
         } else {
           bytes += file_bytes(source.path);
         }
