@@ -25,6 +25,12 @@ namespace {
 
 using steady = std::chrono::steady_clock;
 
+// " (33.3%)": part of whole, or nothing when whole is 0.
+std::string percent_text(u64 part, u64 whole) {
+  return whole == 0 ? std::string()
+                    : fmt::format(" ({:.1f}%)", 100.0 * static_cast<double>(part) / static_cast<double>(whole));
+}
+
 double seconds_since(steady::time_point start) {
   return std::chrono::duration<double>(steady::now() - start).count();
 }
@@ -280,6 +286,10 @@ compact_report run_compact_job(const std::filesystem::path& manifest, const std:
   report.policy = options.policy;
   report.snapshots = specs.size();
   report.verified = options.verify;
+  std::vector<std::filesystem::path> input_files;
+  for (const snapshot_spec& spec : specs)
+    for (auto& file : memory_files(spec.memory, manifest.parent_path())) input_files.push_back(std::move(file));
+  report.disk_in = disk_usage_of(input_files);
 
   compact_pipeline pipeline(manifest, std::move(specs), staging.path(), options, report.batch_size, progress);
   pipeline.run();
@@ -298,6 +308,7 @@ compact_report run_compact_job(const std::filesystem::path& manifest, const std:
     report.seconds.total = seconds_since(start);
     return report;  // the staging directory goes with `staging`
   }
+  report.disk_out = disk_usage_of_dir(staging.path());  // only the images so far
   const auto commit_start = steady::now();
   write_manifest(staging.path() / "manifest.jsonl", pipeline.results());
   staging.commit();
@@ -347,6 +358,7 @@ nlohmann::json compact_report::to_json() const {
                      {"tables", compaction.tables}};
   j["bytes_in"] = compaction.bytes_in;
   j["bytes_out"] = compaction.bytes_out;
+  j["disk"] = {{"in", disk_in.to_json()}, {"out", disk_out.to_json()}};
   j["seconds"] = {{"load", seconds.load},     {"walk", seconds.walk},     {"first_batch", seconds.first_batch},
                   {"relink", seconds.relink}, {"write", seconds.write},   {"verify", seconds.verify},
                   {"stall", seconds.stall},   {"commit", seconds.commit}, {"total", seconds.total}};
@@ -380,11 +392,15 @@ std::string compact_report::format() const {
                       "{} OS-private entries kept\n",
                       compaction.leaves_kept, compaction.leaves_dropped_unbacked, compaction.leaves_kept_unbacked,
                       compaction.leaves_made_cow, compaction.os_private_entries);
-  text += fmt::format("  size: {:.1f} MiB in, {:.1f} MiB out", mib(compaction.bytes_in), mib(compaction.bytes_out));
-  if (compaction.bytes_in > 0)
-    text += fmt::format(" ({:.1f}%)", 100.0 * static_cast<double>(compaction.bytes_out) /
-                                          static_cast<double>(compaction.bytes_in));
-  text += "\n";
+  text += fmt::format("  size: {:.1f} MiB in, {:.1f} MiB out{} of guest memory the images back\n",
+                      mib(compaction.bytes_in), mib(compaction.bytes_out), percent_text(compaction.bytes_out,
+                                                                                        compaction.bytes_in));
+  if (committed)
+    text += fmt::format("  on disk: {:.1f} MiB in, {:.1f} MiB out{} allocated (files {:.1f} MiB in, {:.1f} MiB out; "
+                        "holes are not allocated)\n",
+                        mib(disk_in.allocated_bytes), mib(disk_out.allocated_bytes),
+                        percent_text(disk_out.allocated_bytes, disk_in.allocated_bytes), mib(disk_in.file_bytes),
+                        mib(disk_out.file_bytes));
   text += fmt::format("  time: total {:.3f} s; load {:.3f} s, walk {:.3f} s (first batch ready at {:.3f} s); "
                       "relink {:.3f} s, write {:.3f} s, verify {:.3f} s, stalled {:.3f} s (summed over jobs)\n",
                       seconds.total, seconds.load, seconds.walk, seconds.first_batch, seconds.relink,
