@@ -122,7 +122,7 @@ struct part_size {
 // their sizes (the guest memory they back) and what they take on disk.
 std::vector<part_size> part_sizes(const fs::path& fleet, const fs::path& compacted) {
   std::vector<part_size> sizes;
-  for (const demo_part& part : demo_parts) sizes.push_back({part.name});
+  for (const demo_part& part : demo_parts) sizes.emplace_back().name = part.name;
   auto add = [&](const fs::path& manifest, std::vector<fs::path> part_size::*files) {
     for (const snapshot_spec& spec : read_manifest(manifest))
       for (part_size& p : sizes)
