@@ -8,7 +8,11 @@
 #      memcheck when it is installed, then once more plainly;
 #   3. runs the fleet benchmark on generated fleets of 100, 1,000 and 10,000
 #      spaces (the largest over a million page-table pages), and a fleet of
-#      ten snapshots streamed through the GPU in small batches;
+#      ten snapshots streamed through the GPU in small batches; the yardsticks
+#      are the device's copy bandwidth (device to device, max(1 GiB, 16x L2),
+#      far above L2) and pinned host-to-device bandwidth (1 GiB copies), and
+#      the host's DRAM read and copy bandwidth probed before and after each
+#      backend's cold and warm walks (ptwalk bench);
 #   3b. times root discovery's page scan (`ptwalk roots`) with --backend cpu
 #      and --backend cuda on one generated 1 GiB image (10,000 roots), with a
 #      known root and as a census;

@@ -4,6 +4,8 @@
 // chunk of the frontier's tables from the mapped images into one of two
 // pinned staging buffers (the other one is being copied), and only those
 // pages cross PCIe (cuda_system.cuh).
+#include <algorithm>
+
 #include "cuda/cuda_system.cuh"
 #include "kernels/detail/level_walk_impl.hpp"
 
@@ -58,7 +60,10 @@ std::string cuda_device_description() {
 
 double cuda_copy_bandwidth() {
   require_device("walk backend cuda");
-  const std::size_t bytes = std::size_t{1} << 30;
+  // Far above L2 (50-60 MiB on H100/H200), so the copy runs from and to HBM.
+  int l2_bytes = 0;
+  cuda_check(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, 0), "cudaDeviceGetAttribute(L2)");
+  const std::size_t bytes = std::max(std::size_t{1} << 30, 16 * static_cast<std::size_t>(l2_bytes));
   thrust::cuda::vector<char> d_a(bytes), d_b(bytes);
   char* a = thrust::raw_pointer_cast(d_a.data());
   char* b = thrust::raw_pointer_cast(d_b.data());
@@ -70,7 +75,7 @@ double cuda_copy_bandwidth() {
 
 double cuda_upload_bandwidth() {
   require_device("walk backend cuda");
-  const std::size_t bytes = std::size_t{256} << 20;
+  const std::size_t bytes = std::size_t{1} << 30;  // long enough that setup costs vanish
   pinned_words host;
   u64* h = host.reserve(bytes / 8);
   thrust::cuda::vector<char> d(bytes);

@@ -18,10 +18,11 @@ namespace ptwalk {
 [[nodiscard]] int cuda_device_count();
 // Name, compute capability and memory of device 0, or why there is none.
 [[nodiscard]] std::string cuda_device_description();
-// Device-to-device copy bandwidth of device 0 in bytes/s (one large copy,
-// best of a few), for reporting walk throughput against what bounds it.
+// Device-to-device copy bandwidth of device 0 in bytes/s, read + write (one
+// copy of max(1 GiB, 16x L2), best of a few), for reporting walk throughput
+// against what bounds it.
 [[nodiscard]] double cuda_copy_bandwidth();
-// Host-to-device bandwidth from pinned memory, bytes/s.
+// Host-to-device bandwidth from pinned memory (1 GiB copies), bytes/s.
 [[nodiscard]] double cuda_upload_bandwidth();
 
 // Walks on device 0. Throws std::runtime_error naming the CUDA call and the

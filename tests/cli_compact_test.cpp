@@ -3,6 +3,7 @@
 // policy, byte-identical output at any thread count, a corrupted output
 // caught by verify, and failed runs that leave nothing behind.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -234,13 +235,70 @@ TEST_F(compact_cli, the_job_library_matches_the_binary) {
   EXPECT_TRUE(contents(dir / "out") == contents(dir / "library"));
 }
 
+// st_blocks × 512 and st_size of every image file a manifest names, stat'ed here.
+std::pair<u64, u64> allocated_and_size(const fs::path& manifest) {
+  u64 allocated = 0, size = 0;
+  for (const snapshot_spec& spec : read_manifest(manifest)) {
+    struct stat st {};
+    const fs::path image = manifest.parent_path() / std::get<raw_source>(spec.memory).path;
+    EXPECT_EQ(::stat(image.c_str(), &st), 0) << image;
+    allocated += static_cast<u64>(st.st_blocks) * 512;
+    size += static_cast<u64>(st.st_size);
+  }
+  return {allocated, size};
+}
+
+std::string mib(u64 bytes) { return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1 << 20)); }
+
+TEST(compact_disk_cli, reports_bytes_allocated_on_disk_beside_logical_sizes) {
+  const temp_dir dir;
+  // A 1 GiB direct map: 1 GiB images, almost all of them holes.
+  const fs::path fleet = generate(dir, "linux,snapshots=2,spaces=2,pages=16,kernel=32,large");
+  const auto r = run_ptwalk(dir, {"compact", fleet.string(), "--out", (dir / "out").string(), "--report",
+                                  (dir / "report.json").string()});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto [in_allocated, in_size] = allocated_and_size(fleet);
+  const auto [out_allocated, out_size] = allocated_and_size(dir / "out/manifest.jsonl");
+  EXPECT_GE(in_size, u64{2} << 30);
+  EXPECT_LT(in_allocated, in_size / 8) << "the generated images are sparse";
+
+  const auto report = nlohmann::json::parse(read_text(dir / "report.json"));
+  EXPECT_EQ(report["disk"]["in"]["files"], 2);
+  EXPECT_EQ(report["disk"]["in"]["allocated_bytes"], in_allocated);
+  EXPECT_EQ(report["disk"]["in"]["file_bytes"], in_size);
+  EXPECT_EQ(report["disk"]["out"]["files"], 2);
+  EXPECT_EQ(report["disk"]["out"]["allocated_bytes"], out_allocated);
+  EXPECT_EQ(report["disk"]["out"]["file_bytes"], out_size);
+  EXPECT_NE(r.out.find(fmt::format("on disk: {} in, {} out", mib(in_allocated), mib(out_allocated))),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find(fmt::format("files {} in, {} out", mib(in_size), mib(out_size))), std::string::npos) << r.out;
+
+  const auto v = run_ptwalk(dir, {"verify", fleet.string(), (dir / "out/manifest.jsonl").string()});
+  ASSERT_EQ(v.status, 0) << v.out << v.err;
+  EXPECT_NE(v.out.find(fmt::format("on disk: {} before, {} after allocated (files {} before, {} after",
+                                   mib(in_allocated), mib(out_allocated), mib(in_size), mib(out_size))),
+            std::string::npos)
+      << v.out;
+}
+
 TEST(demo_cli, runs_with_no_arguments_explains_and_cleans_up) {
   const temp_dir dir;
   const auto r = run_ptwalk(dir, {"demo"});
   ASSERT_EQ(r.status, 0) << r.out << r.err;
-  for (const char* words : {"what just happened", "shared kernel half", "Nanvix", "Size:", "still there: OK",
-                            "Files removed"})
+  for (const char* words : {"what just happened", "shared kernel half", "Nanvix", "still there: OK",
+                            "Files removed", "on disk:"})
     EXPECT_NE(r.out.find(words), std::string::npos) << words << "\n" << r.out;
+  // Each kind of image before the whole fleet, and no kind dominates: no 1 GiB image in the demo.
+  const auto per_kind = r.out.find("Size of each kind of image"), whole = r.out.find("The whole fleet:");
+  ASSERT_NE(per_kind, std::string::npos) << r.out;
+  ASSERT_NE(whole, std::string::npos) << r.out;
+  EXPECT_LT(per_kind, whole);
+  for (const char* kind : {"- linux ", "- nanvix ", "- hyperlight ", "- large "})
+    EXPECT_NE(r.out.find(kind, per_kind), std::string::npos) << kind << "\n" << r.out;
+  const double fleet_mib = std::stod(r.out.substr(whole + std::string_view("The whole fleet: ").size()));
+  EXPECT_GT(fleet_mib, 1);
+  EXPECT_LT(fleet_mib, 64) << r.out;
   // The temporary directory it names is gone.
   const auto at = r.out.find("/ptwalk-demo-");
   ASSERT_NE(at, std::string::npos);

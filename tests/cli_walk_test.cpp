@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "ptwalk/map.hpp"
+#include "support/cpu_notes.hpp"
 #include "support/elf_builder.hpp"
 #include "support/run_cli.hpp"
 #include "support/temp_dir.hpp"
@@ -151,6 +152,33 @@ TEST_F(cli_walk, single_elf_image) {
   EXPECT_EQ(r.out, whole_walk);
 }
 
+// Without --roots, an ELF core is walked at the roots `ptwalk roots` finds:
+// the vCPU's CR3 (B) first, then A, which shares B's kernel half.
+TEST_F(cli_walk, elf_without_roots_walks_the_discovered_roots) {
+  testing::elf_core_builder elf;
+  elf.set_notes({{"CORE", NT_PRSTATUS, testing::prstatus_note(1, 0)},
+                 {"QEMU", 0, testing::qemu_note(testing::paging_on, root_b, testing::cr4_4level)}});
+  elf.add_load(image_base, two_space_image(), 0x100000);
+  dir_.write("vm.elf", elf.build());
+  const auto roots = run_ptwalk(dir_, {"roots", path("vm.elf")});
+  ASSERT_EQ(roots.status, 0) << roots.err;
+  std::string listed;
+  for (std::size_t at = 0; (at = roots.out.find("\n0x", at)) != std::string::npos; ++at)
+    listed += (listed.empty() ? "" : ",") + roots.out.substr(at + 1, roots.out.find(' ', at) - at - 1);
+  ASSERT_EQ(listed, "0x7000,0x1000") << roots.out;
+
+  const auto given = run_ptwalk(dir_, {"walk", "--elf", path("vm.elf"), "--roots", listed});
+  ASSERT_EQ(given.status, 0) << given.err;
+  const auto discovered = run_ptwalk(dir_, {"walk", "--elf", path("vm.elf")});
+  ASSERT_EQ(discovered.status, 0) << discovered.err;
+  EXPECT_EQ(discovered.out, given.out);
+  // B first: it owns the kernel PDPT, and A's entry 256 is the alias now.
+  EXPECT_EQ(discovered.out.substr(0, b_user.size()), b_user);
+  EXPECT_NE(discovered.err.find("no --roots given: walking the 2 roots `ptwalk roots` finds"), std::string::npos)
+      << discovered.err;
+  EXPECT_NE(discovered.err.find("format x86_64 (CR4.LA57 of the vCPUs)"), std::string::npos) << discovered.err;
+}
+
 // Runs a walk that must fail on bad input: exit 1, one stderr line with
 // `message`, nothing written to stdout, and no output file (nor temporary).
 void expect_bad_input(const testing::temp_dir& dir, std::vector<std::string> args, const std::string& message) {
@@ -211,6 +239,9 @@ TEST_F(cli_walk, bad_input_fails_cleanly) {
   expect_bad_input(dir_, {"--elf", path("cut.elf"), "--roots", "0x1000"},
                    path("cut.elf") + fmt::format(": segment 0 (offset 0x78, {:#x} bytes) runs past the end of the file ({:#x} bytes)",
                                                  truncated.size() + 0x100 - 0x78, truncated.size()));
+  expect_bad_input(dir_, {"--raw", path("img.raw")},
+                   "walk: --raw needs --roots (a raw file has no CPU state to find them from; see ptwalk roots)");
+  expect_bad_input(dir_, {"--elf", path("img.raw")}, path("img.raw") + ": not an ELF core");
   expect_bad_input(dir_, {"--raw", path("img.raw"), "--roots", path("no-roots.txt")},
                    R"(--roots: ")" + path("no-roots.txt") + R"(" is neither a file nor a comma-separated list of hex roots)");
 }

@@ -85,8 +85,22 @@ TEST(fleet_generator, feature_combinations_walk_as_recorded) {
            "spaces=2,pages=0,kernel=0,hostile",
            "spaces=3,pages=1,kernel=1,frames=8",
            "spaces=2,pages=3000,kernel=2000,large",
+           "spaces=4,large,gib=0,la57=some,snapshots=2",
        })
     expect_walks_match(shape(text));
+}
+
+TEST(fleet_generator, gib_direct_map_is_what_makes_a_large_page_image_one_gib) {
+  const auto with = generate_fleet(shape("spaces=3,large"));
+  const auto without = generate_fleet(shape("spaces=3,large,gib=0"));
+  const walk_stats w = reference_walk(with.snapshots[0]).stats, wo = reference_walk(without.snapshots[0]).stats;
+  EXPECT_EQ(w.leaves_1g, 1u);
+  EXPECT_EQ(wo.leaves_1g, 0u);
+  EXPECT_EQ(wo.leaves_2m, w.leaves_2m);  // kernel text and one THP per space either way
+  EXPECT_GT(wo.leaves_2m, 0u);
+  EXPECT_GE(with.snapshots[0].image.backed_bytes(), u64{1} << 30);
+  EXPECT_LT(without.snapshots[0].image.backed_bytes(), u64{64} << 20);
+  EXPECT_EQ(without.expected[0].image_bytes, without.snapshots[0].image.backed_bytes());
 }
 
 // Counts worked out by hand from the layout, independent of the generator's tally.
@@ -312,7 +326,7 @@ TEST(fleet_shape_text, presets_overrides_and_canonical_form) {
   EXPECT_EQ(s.seed, 7u);
   EXPECT_EQ(shape("la57").la57, la57_mode::all);
   EXPECT_EQ(format_fleet_shape(fleet_shape{}),
-            "snapshots=2,spaces=8,pages=64,kernel=256,share_kernel=1,nanvix=0,large=0,cow=0,self_ref=0,"
+            "snapshots=2,spaces=8,pages=64,kernel=256,share_kernel=1,nanvix=0,large=0,gib=1,cow=0,self_ref=0,"
             "dups=0,la57=off,hostile=0,frames=0,seed=1");
   for (const auto preset : fleet_presets())
     EXPECT_EQ(shape(format_fleet_shape(shape(preset))), shape(preset));

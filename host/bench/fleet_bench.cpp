@@ -3,12 +3,9 @@
 
 #include <unistd.h>
 
-#include <omp.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -46,25 +43,6 @@ u64 memory_bytes() {
   return key == "MemTotal:" ? kib * 1024 : 0;
 }
 
-// Read+write bytes per second of a memcpy split over every thread, best of
-// five: the bandwidth a walk that reads tables from DRAM on all cores has.
-double host_copy_bandwidth(int threads) {
-  constexpr std::size_t bytes = std::size_t{256} << 20;
-  const auto source = std::make_unique_for_overwrite<std::byte[]>(bytes);
-  const auto target = std::make_unique_for_overwrite<std::byte[]>(bytes);
-  std::memset(source.get(), 1, bytes);
-  std::memset(target.get(), 0, bytes);
-  double best = 1e30;
-  for (int round = 0; round < 6; ++round) {
-    const auto start = std::chrono::steady_clock::now();
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (std::size_t piece = 0; piece < 64; ++piece)
-      std::memcpy(target.get() + piece * (bytes / 64), source.get() + piece * (bytes / 64), bytes / 64);
-    if (round != 0) best = std::min(best, seconds_since(start));  // round 0 warms up
-  }
-  return 2.0 * bytes / best;
-}
-
 u64 total_tables(const walk_stats& s) {
   u64 n = 0;
   for (const u64 t : s.tables) n += t;
@@ -88,6 +66,13 @@ std::string human_rate(double per_s) {
   if (per_s >= 1e3) return fmt::format("{:.2f} k", per_s / 1e3);
   return fmt::format("{:.0f} ", per_s);
 }
+
+// The DRAM read bandwidth a backend's walk is measured against: the mean of the probes around it.
+double read_bandwidth(const backend_bench& b) {
+  return (b.before.read_bytes_per_s + b.after.read_bytes_per_s) / 2;
+}
+
+std::string span_text(const phase_times& p) { return fmt::format("[{:.4f} .. {:.4f}]", p.min_s, p.max_s); }
 
 const backend_bench* find_backend(const bench_report& report, std::string_view name) {
   for (const auto& b : report.backends)
@@ -156,13 +141,14 @@ phase_times phase_times::of(std::vector<double> samples) {
   return {median, samples.front(), samples.back()};
 }
 
-machine_info measure_machine(int walk_threads) {
+machine_info measure_machine(const host_bandwidth_probe& probe) {
   machine_info m;
   m.cpu = cpu_model();
   m.hardware_threads = std::thread::hardware_concurrency();
-  m.walk_threads = walk_threads > 0 ? walk_threads : omp_get_max_threads();
+  m.walk_threads = probe.threads();
   m.memory_bytes = memory_bytes();
-  m.host_copy_bytes_per_s = host_copy_bandwidth(m.walk_threads);
+  m.last_level_cache_bytes = probe.cache_bytes();
+  m.read_probe_bytes = probe.read_bytes();
   m.gpu = gpu_description();
 #if PTWALK_WITH_CUDA
   if (gpu_visible()) {
@@ -174,7 +160,7 @@ machine_info measure_machine(int walk_threads) {
 }
 
 bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string source, double load_s,
-                             const bench_options& options) {
+                             const bench_options& options, host_bandwidth_probe& probe) {
   bench_report report;
   report.load_s = load_s;
   report.fleet.source = std::move(source);
@@ -192,29 +178,40 @@ bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string
       b.skipped = std::move(why);
       continue;
     }
-    std::vector<double> walk, upload, download, gather, kernel;
-    for (unsigned r = 0; r < std::max(options.repeat, 1u); ++r) {
-      walk_profile profile;
+    // One timed walk, checked against the first backend's output.
+    const auto timed_walk = [&](walk_profile& profile) {
       const auto start = std::chrono::steady_clock::now();
       auto walks = walk_snapshots(fleet, backend,
                                   walk_options{.profile = &profile, .threads = options.threads,
                                                .max_batch_spaces = options.max_batch_spaces});
-      walk.push_back(seconds_since(start));
+      const double seconds = seconds_since(start);
+      if (baseline_name.empty()) {
+        baseline = std::move(walks);
+        baseline_name = b.name;
+      } else {
+        for (std::size_t i = 0; i < fleet.size(); ++i)
+          if (!(walks[i] == baseline[i]))
+            throw std::runtime_error(fmt::format("bench: backend {} differs from {} on snapshot {} ({})", b.name,
+                                                 baseline_name, i, fleet[i].id()));
+      }
+      return seconds;
+    };
+    std::vector<double> cold, walk, upload, download, gather, kernel;
+    b.before = probe.measure();
+    for (unsigned r = 0; r < std::max(options.repeat, 1u); ++r) {
+      // Cold: no page table left in any cache. Warm: right after a walk of the same fleet.
+      probe.evict_caches();
+      walk_profile cold_profile, profile;
+      cold.push_back(timed_walk(cold_profile));
+      walk.push_back(timed_walk(profile));
       upload.push_back(profile.upload_s);
       download.push_back(profile.download_s);
       gather.push_back(profile.gather_s);
       kernel.push_back(profile.kernel_s);
       b.batches = profile.batches;
-      if (baseline_name.empty()) {
-        baseline = std::move(walks);
-        baseline_name = b.name;
-        continue;
-      }
-      for (std::size_t i = 0; i < fleet.size(); ++i)
-        if (!(walks[i] == baseline[i]))
-          throw std::runtime_error(fmt::format("bench: backend {} differs from {} on snapshot {} ({})", b.name,
-                                               baseline_name, i, fleet[i].id()));
     }
+    b.after = probe.measure();
+    b.cold_walk = phase_times::of(cold);
     b.walk = phase_times::of(walk);
     b.upload = phase_times::of(upload);
     b.download = phase_times::of(download);
@@ -244,40 +241,55 @@ bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string
 
 std::string format_report(const machine_info& machine, const bench_report& report) {
   const fleet_info& f = report.fleet;
+  const double mib = 1 << 20;
   std::string out = fmt::format(
       "fleet {}: {} snapshots, {} spaces, {} page tables ({:.1f} MiB), {} leaves, {} aliases; load {:.3f} s\n"
-      "machine: {} ({} hardware threads, walk threads {}), host memcpy {:.2f} GB/s; GPU: {}",
-      f.source, f.snapshots, f.spaces, f.tables, f.table_bytes() / 1048576.0, f.leaves, f.aliases, report.load_s,
-      machine.cpu, machine.hardware_threads, machine.walk_threads, machine.host_copy_bytes_per_s / 1e9, machine.gpu);
+      "machine: {} ({} hardware threads, walk threads {}, last-level cache {:.0f} MiB); GPU: {}",
+      f.source, f.snapshots, f.spaces, f.tables, f.table_bytes() / mib, f.leaves, f.aliases, report.load_s,
+      machine.cpu, machine.hardware_threads, machine.walk_threads, machine.last_level_cache_bytes / mib,
+      machine.gpu);
   if (machine.device_copy_bytes_per_s > 0)
     out += fmt::format(" (device copy {:.0f} GB/s, pinned upload {:.1f} GB/s)", machine.device_copy_bytes_per_s / 1e9,
                        machine.upload_bytes_per_s / 1e9);
-  out += fmt::format("\n\n{:<11} {:>10} {:>21} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9} {:>12}\n", "backend", "walk med",
-                     "[min .. max] s", "h2d s", "d2h s", "tables/s", "leaves/s", "PT GB/s", "% memcpy",
-                     "vs reference");
+  out += fmt::format(
+      "\nwarm: each walk right after another of the same fleet; cold: after a streaming read of {:.0f} MiB "
+      "that evicts every cache. % read: page-table bytes per second of DRAM read bandwidth.\n\n",
+      machine.read_probe_bytes / mib);
+  out += fmt::format("{:<11} {:>9} {:>21} {:>9} {:>21} {:>8} {:>8} {:>9} {:>9} {:>13} {:>13} {:>9}\n", "backend",
+                     "warm med", "[min .. max] s", "cold med", "[min .. max] s", "h2d s", "d2h s", "tables/s",
+                     "leaves/s", "PT GB/s w/c", "% read w/c", "vs ref");
   const backend_bench* reference = find_backend(report, "reference");
   for (const auto& b : report.backends) {
     if (b.skipped) {
       out += fmt::format("{:<11} skipped: {}\n", b.name, *b.skipped);
       continue;
     }
-    const double t = b.walk.median_s;
-    out += fmt::format("{:<11} {:>10.4f} {:>21} {:>9.4f} {:>9.4f} {:>10} {:>10} {:>10.2f} {:>8.1f}% {:>11}\n", b.name, t,
-                       fmt::format("[{:.4f} .. {:.4f}]", b.walk.min_s, b.walk.max_s), b.upload.median_s,
-                       b.download.median_s, human_rate(f.tables / t), human_rate(f.leaves / t),
-                       f.table_bytes() / t / 1e9, 100.0 * f.table_bytes() / t / machine.host_copy_bytes_per_s,
-                       reference != nullptr ? fmt::format("{:.2f}x", reference->walk.median_s / t) : "-");
+    const double warm = f.table_bytes() / b.walk.median_s, cold = f.table_bytes() / b.cold_walk.median_s;
+    out += fmt::format("{:<11} {:>9.4f} {:>21} {:>9.4f} {:>21} {:>8.4f} {:>8.4f} {:>9} {:>9} {:>13} {:>13} {:>9}\n",
+                       b.name, b.walk.median_s, span_text(b.walk), b.cold_walk.median_s, span_text(b.cold_walk),
+                       b.upload.median_s, b.download.median_s, human_rate(f.tables / b.walk.median_s),
+                       human_rate(f.leaves / b.walk.median_s),
+                       fmt::format("{:.2f} / {:.2f}", warm / 1e9, cold / 1e9),
+                       fmt::format("{:.1f} / {:.1f}", 100 * warm / read_bandwidth(b), 100 * cold / read_bandwidth(b)),
+                       reference != nullptr ? fmt::format("{:.2f}x", reference->walk.median_s / b.walk.median_s)
+                                            : "-");
   }
+  out += fmt::format("memory bandwidth, before -> after each backend's walks (read: {} threads summing 64-bit words "
+                     "over {:.0f} MiB; copy: memcpy, read + write bytes):\n",
+                     machine.walk_threads, machine.read_probe_bytes / mib);
+  for (const auto& b : report.backends)
+    if (!b.skipped)
+      out += fmt::format("{:<11} DRAM read {:.1f} -> {:.1f} GB/s, copy {:.1f} -> {:.1f} GB/s\n", b.name,
+                         b.before.read_bytes_per_s / 1e9, b.after.read_bytes_per_s / 1e9,
+                         b.before.copy_bytes_per_s / 1e9, b.after.copy_bytes_per_s / 1e9);
   if (report.compaction)
-    out += fmt::format("{:<11} {:>10.4f} {:>21}   (relink + compact, CPU, after any backend)\n", "compaction",
-                       report.compaction->median_s,
-                       fmt::format("[{:.4f} .. {:.4f}]", report.compaction->min_s, report.compaction->max_s));
+    out += fmt::format("{:<11} {:>9.4f} {:>21}   (relink + compact, CPU, after any backend)\n", "compaction",
+                       report.compaction->median_s, span_text(*report.compaction));
   if (report.job)
     out += fmt::format(
-        "{:<11} {:>10.4f} {:>21}   (ptwalk compact, walk on {}: {:.2f}x the compaction alone, {:.4f} s)\n",
-        "fleet job", report.job->job.median_s,
-        fmt::format("[{:.4f} .. {:.4f}]", report.job->job.min_s, report.job->job.max_s), report.job->backend,
-        report.job->ratio(), report.job->compaction_alone.median_s);
+        "{:<11} {:>9.4f} {:>21}   (ptwalk compact, walk on {}: {:.2f}x the compaction alone, {:.4f} s)\n",
+        "fleet job", report.job->job.median_s, span_text(report.job->job), report.job->backend, report.job->ratio(),
+        report.job->compaction_alone.median_s);
   return out;
 }
 
@@ -287,11 +299,30 @@ nlohmann::json phase_json(const phase_times& p) {
   return {{"median_s", p.median_s}, {"min_s", p.min_s}, {"max_s", p.max_s}};
 }
 
+nlohmann::json bandwidth_json(const host_bandwidth& b) {
+  return {{"read_bytes_per_s", b.read_bytes_per_s}, {"copy_bytes_per_s", b.copy_bytes_per_s}};
+}
+
+// A walk's timing with its page-table read rate against the bandwidths probed around it.
+nlohmann::json walk_json(const fleet_info& f, const backend_bench& b, const phase_times& walk) {
+  const double table_bytes_per_s = f.table_bytes() / walk.median_s;
+  const double copy = (b.before.copy_bytes_per_s + b.after.copy_bytes_per_s) / 2;
+  return {{"median_s", walk.median_s},
+          {"min_s", walk.min_s},
+          {"max_s", walk.max_s},
+          {"tables_per_s", f.tables / walk.median_s},
+          {"leaves_per_s", f.leaves / walk.median_s},
+          {"table_bytes_per_s", table_bytes_per_s},
+          {"read_fraction", table_bytes_per_s / read_bandwidth(b)},
+          {"copy_fraction", table_bytes_per_s / copy}};
+}
+
 nlohmann::json backend_json(const machine_info& machine, const bench_report& report, const backend_bench& b) {
   if (b.skipped) return {{"skipped", *b.skipped}};
   const fleet_info& f = report.fleet;
   const double t = b.walk.median_s;
   const double table_bytes_per_s = f.table_bytes() / t;
+  // The top-level walk figures are the warm walk's; "warm" and "cold" say so explicitly.
   nlohmann::json j{
       {"walk_median_s", t},
       {"walk_min_s", b.walk.min_s},
@@ -307,7 +338,9 @@ nlohmann::json backend_json(const machine_info& machine, const bench_report& rep
       {"tables_per_s", f.tables / t},
       {"leaves_per_s", f.leaves / t},
       {"table_bytes_per_s", table_bytes_per_s},
-      {"host_copy_fraction", table_bytes_per_s / machine.host_copy_bytes_per_s},
+      {"warm", walk_json(f, b, b.walk)},
+      {"cold", walk_json(f, b, b.cold_walk)},
+      {"bandwidth", {{"before", bandwidth_json(b.before)}, {"after", bandwidth_json(b.after)}}},
       {"batches", b.batches},
   };
   if (b.name == "cuda" && machine.device_copy_bytes_per_s > 0) {
@@ -353,7 +386,8 @@ nlohmann::json report_json(const machine_info& machine, std::span<const bench_re
                     {"hardware_threads", machine.hardware_threads},
                     {"walk_threads", machine.walk_threads},
                     {"memory_bytes", machine.memory_bytes},
-                    {"host_copy_bytes_per_s", machine.host_copy_bytes_per_s},
+                    {"last_level_cache_bytes", machine.last_level_cache_bytes},
+                    {"read_probe_bytes", machine.read_probe_bytes},
                     {"gpu", machine.gpu},
                     {"device_copy_bytes_per_s", machine.device_copy_bytes_per_s},
                     {"upload_bytes_per_s", machine.upload_bytes_per_s}};

@@ -4,9 +4,12 @@
 // N times; checks every backend's output is identical to the first's; and
 // reports per phase (load, host→device, walk, device→host, compaction)
 // the median and spread, throughput (tables/s, leaves/s), page-table bytes
-// read per second against the memory bandwidth measured in the same run
-// (host memcpy on all cores; on a GPU, device-to-device copy and pinned
-// host-to-device copy), and each backend's speedup over the others.
+// read per second against the host's DRAM read bandwidth, probed right
+// before and after each backend's walks (bandwidth_probe.hpp; copy
+// bandwidth beside it; on a GPU, device-to-device copy and pinned
+// host-to-device copy), and each backend's speedup over the others. Walks
+// are timed warm (right after another walk of the same fleet) and cold (after
+// a streaming pass that evicts every cache), and labelled so.
 #pragma once
 
 #include <filesystem>
@@ -16,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/bandwidth_probe.hpp"
 #include "walk/batch_walk.hpp"
 
 namespace ptwalk {
@@ -42,7 +46,9 @@ struct phase_times {
 struct backend_bench {
   std::string name;
   std::optional<std::string> skipped;  // why it did not run here
-  phase_times walk, upload, download, gather, kernel;
+  phase_times walk, upload, download, gather, kernel;  // warm walks
+  phase_times cold_walk;                               // caches evicted before each
+  host_bandwidth before, after;                        // probed around this backend's walks
   u64 batches = 0;
 };
 
@@ -51,7 +57,8 @@ struct machine_info {
   unsigned hardware_threads = 0;
   int walk_threads = 0;
   u64 memory_bytes = 0;
-  double host_copy_bytes_per_s = 0;  // read+write bytes per second of a parallel memcpy
+  u64 last_level_cache_bytes = 0;
+  u64 read_probe_bytes = 0;  // the DRAM read probe's buffer (also the cache flush)
   std::string gpu;
   double device_copy_bytes_per_s = 0;  // read+write, device to device
   double upload_bytes_per_s = 0;       // pinned host to device
@@ -81,13 +88,16 @@ struct bench_report {
   std::vector<backend_bench> backends;
 };
 
-// Measures this machine (once per process run; a GPU is measured when visible).
-[[nodiscard]] machine_info measure_machine(int walk_threads);
+// Describes this machine (once per process run; a GPU's bandwidth is measured when visible).
+[[nodiscard]] machine_info measure_machine(const host_bandwidth_probe& probe);
 
-// Benchmarks one loaded fleet. Throws std::runtime_error when two backends
-// disagree (naming them and the snapshot).
+// Benchmarks one loaded fleet; `probe` (made once per process, with the walk's
+// threads) measures bandwidth around each backend and flushes caches before
+// cold walks. Throws std::runtime_error when two backends disagree (naming
+// them and the snapshot).
 [[nodiscard]] bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string source,
-                                           double load_s, const bench_options& options);
+                                           double load_s, const bench_options& options,
+                                           host_bandwidth_probe& probe);
 
 // Stdout table for one fleet.
 [[nodiscard]] std::string format_report(const machine_info& machine, const bench_report& report);

@@ -67,12 +67,12 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-bench_report bench_generated(const fleet_shape& shape, bench_options options) {
+bench_report bench_generated(const fleet_shape& shape, bench_options options, host_bandwidth_probe& probe) {
   const std::string source = "gen:" + format_fleet_shape(shape);
   if (options.job_work_dir.empty()) {
     const auto start = std::chrono::steady_clock::now();
     generated_fleet fleet = generate_fleet(shape);
-    return run_fleet_bench(fleet.snapshots, source, seconds_since(start), options);
+    return run_fleet_bench(fleet.snapshots, source, seconds_since(start), options, probe);
   }
   // The fleet job reads a manifest: write the fleet, and walk what was written.
   const auto fleet_dir = options.job_work_dir / fmt::format("ptwalk-bench-fleet-{}", ::getpid());
@@ -87,7 +87,7 @@ bench_report bench_generated(const fleet_shape& shape, bench_options options) {
   options.job_manifest = fleet_dir / "manifest.jsonl";
   const auto start = std::chrono::steady_clock::now();
   const auto fleet = load_manifest(options.job_manifest);
-  return run_fleet_bench(fleet, source, seconds_since(start), options);
+  return run_fleet_bench(fleet, source, seconds_since(start), options, probe);
 }
 
 void run_bench(const bench_cli& o) {
@@ -102,23 +102,24 @@ void run_bench(const bench_cli& o) {
   if (o.job)
     options.job_work_dir = o.job_dir.empty() ? std::filesystem::temp_directory_path()
                                              : std::filesystem::path(o.job_dir);
-  const machine_info machine = measure_machine(o.threads);
+  host_bandwidth_probe probe(o.threads);
+  const machine_info machine = measure_machine(probe);
   std::vector<bench_report> reports;
   if (!o.manifest.empty()) {
     if (o.job) options.job_manifest = o.manifest;
     const auto start = std::chrono::steady_clock::now();
     const auto fleet = load_manifest(o.manifest);
-    reports.push_back(run_fleet_bench(fleet, o.manifest, seconds_since(start), options));
+    reports.push_back(run_fleet_bench(fleet, o.manifest, seconds_since(start), options, probe));
     fmt::print("{}\n", format_report(machine, reports.back()));
   } else {
     const fleet_shape shape = parse_fleet_shape(o.gen);
     if (o.sizes.empty()) {
       validate_shape(shape);
-      reports.push_back(bench_generated(shape, options));
+      reports.push_back(bench_generated(shape, options, probe));
       fmt::print("{}\n", format_report(machine, reports.back()));
     }
     for (const u64 spaces : o.sizes) {
-      reports.push_back(bench_generated(scaled(shape, spaces), options));
+      reports.push_back(bench_generated(scaled(shape, spaces), options, probe));
       fmt::print("{}\n", format_report(machine, reports.back()));
       std::fflush(stdout);
     }
@@ -150,7 +151,7 @@ void setup_bench(CLI::App& app) {
       ->delimiter(',');
   cmd->add_option("--backends", o->backends, "backends to run, in order; the first is the one others must match")
       ->capture_default_str();
-  cmd->add_option("--repeat", o->repeat, "walks per backend (median and spread)")
+  cmd->add_option("--repeat", o->repeat, "warm and cold walks per backend (median and spread of each)")
       ->check(CLI::Range(1u, 1000u))
       ->capture_default_str();
   cmd->add_option("--threads", o->threads, "threads for the cpu backends (default: all cores)");

@@ -2,10 +2,11 @@
 //
 // The first thing a newcomer runs (scripts/demo.sh). It needs no input: it
 // writes four small generated fleets (Linux-like, Nanvix-like,
-// Hyperlight-like, large pages) into one manifest in a temporary directory,
-// runs the same job as `ptwalk compact --verify`, and tells in plain words
-// what was shared, how much smaller the images became and that every
-// address of every space still maps the same bytes.
+// Hyperlight-like, 2 MiB large pages) into one manifest in a temporary
+// directory, runs the same job as `ptwalk compact --verify`, and tells in
+// plain words what was shared, how much smaller each kind of image became
+// (guest memory and allocated disk) and that every address of every space
+// still maps the same bytes.
 #include <stdlib.h>
 
 #include <filesystem>
@@ -17,6 +18,7 @@
 
 #include "common/atomic_file.hpp"
 #include "command.hpp"
+#include "common/disk_usage.hpp"
 #include "compact/compact_job.hpp"
 #include "generate/fleet_generator.hpp"
 #include "input/manifest.hpp"
@@ -46,8 +48,8 @@ constexpr demo_part demo_parts[] = {
      "Nanvix-like: 8 spaces in 2 groups that share the kernel's last-level page tables"},
     {"hyperlight", "hyperlight,snapshots=2,pages=64,seed=7",
      "Hyperlight-like sandboxes: one space each, half the writable pages copy-on-write"},
-    {"large", "linux,snapshots=1,spaces=4,pages=32,kernel=128,dups=0,seed=7",
-     "large pages: 2 MiB kernel and THP pages, and a 1 GiB direct map of all memory"},
+    {"large", "linux,snapshots=1,spaces=4,pages=32,kernel=128,dups=0,gib=0,seed=7",
+     "large pages: 2 MiB kernel text and a 2 MiB THP in each process"},
 };
 
 // A directory for the demo: --keep DIR (kept), or a fresh temporary one
@@ -112,21 +114,27 @@ double percent(u64 part, u64 whole) {
 
 struct part_size {
   std::string_view name;
-  u64 in = 0, out = 0;
+  std::vector<fs::path> in_files, out_files;
+  disk_usage in, out;
 };
 
-// Guest memory per part before (what the images back) and after (the compacted files).
+// Each part's image files before and after, as the manifests name them:
+// their sizes (the guest memory they back) and what they take on disk.
 std::vector<part_size> part_sizes(const fs::path& fleet, const fs::path& compacted) {
   std::vector<part_size> sizes;
-  for (const demo_part& part : demo_parts) sizes.push_back({part.name});
-  auto add = [&](const fs::path& manifest, u64 part_size::*field) {
+  for (const demo_part& part : demo_parts) sizes.emplace_back().name = part.name;
+  auto add = [&](const fs::path& manifest, std::vector<fs::path> part_size::*files) {
     for (const snapshot_spec& spec : read_manifest(manifest))
       for (part_size& p : sizes)
         if (spec.id.starts_with(fmt::format("{}-", p.name)))
-          p.*field += fs::file_size(manifest.parent_path() / std::get<raw_source>(spec.memory).path);
+          for (auto& file : memory_files(spec.memory, manifest.parent_path())) (p.*files).push_back(std::move(file));
   };
-  add(fleet, &part_size::in);
-  add(compacted / "manifest.jsonl", &part_size::out);
+  add(fleet, &part_size::in_files);
+  add(compacted / "manifest.jsonl", &part_size::out_files);
+  for (part_size& p : sizes) {
+    p.in = disk_usage_of(p.in_files);
+    p.out = disk_usage_of(p.out_files);
+  }
   return sizes;
 }
 
@@ -154,12 +162,18 @@ void explain(const compact_report& r, const fs::path& fleet, const fs::path& com
              "   does not have: {} dropped. Not-present entries with OS bits kept: {}.\n",
              r.compaction.frames_copied, r.compaction.frames_nested, r.compaction.tables, r.compaction.links,
              r.compaction.leaves_dropped_unbacked, r.compaction.os_private_entries);
-  fmt::print("   Size: {} -> {} ({:.0f}%):\n", mib(r.compaction.bytes_in), mib(r.compaction.bytes_out),
-             percent(r.compaction.bytes_out, r.compaction.bytes_in));
+  fmt::print("   Size of each kind of image (guest memory; allocated on disk, the files being sparse):\n");
   for (const part_size& p : sizes)
-    fmt::print("   - {:<10} {:>10} -> {:>10} ({:.0f}%)\n", p.name, mib(p.in), mib(p.out), percent(p.out, p.in));
-  fmt::print("   Frames no page maps are gone. The large-pages image cannot shrink: its 1 GiB direct map maps\n"
-             "   all of its memory, as a general OS does (for such images use --keep-pa, see the README).\n");
+    fmt::print("   - {:<10} {:>9} -> {:>9} ({:>3.0f}%); on disk {:>9} -> {:>9} ({:>3.0f}%)\n", p.name,
+               mib(p.in.file_bytes), mib(p.out.file_bytes), percent(p.out.file_bytes, p.in.file_bytes),
+               mib(p.in.allocated_bytes), mib(p.out.allocated_bytes),
+               percent(p.out.allocated_bytes, p.in.allocated_bytes));
+  fmt::print("   The whole fleet: {} -> {} ({:.0f}%); on disk {} -> {} ({:.0f}%).\n", mib(r.compaction.bytes_in),
+             mib(r.compaction.bytes_out), percent(r.compaction.bytes_out, r.compaction.bytes_in),
+             mib(r.disk_in.allocated_bytes), mib(r.disk_out.allocated_bytes),
+             percent(r.disk_out.allocated_bytes, r.disk_in.allocated_bytes));
+  fmt::print("   Frames no page maps are gone. An image whose 1 GiB direct map maps all of its memory, as a\n"
+             "   general OS's does, cannot shrink this way: for such images use --keep-pa (see the README).\n");
   fmt::print("\n4. Verified, independently of the compactor: {} pages in {} spaces map the same {} of bytes\n"
              "   with the same permissions and CoW markers, and all {} links to shared tables are still there: {}.\n",
              r.verify.counts.leaves_checked, r.verify.counts.spaces, mib(r.verify.counts.bytes_compared),

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "command.hpp"
+#include "common/disk_usage.hpp"
 #include "input/manifest.hpp"
 #include "compact/verifier.hpp"
 #include "shard_options.hpp"
@@ -21,6 +22,14 @@ struct verify_cli_options {
   std::string shard;
 };
 
+// The files behind a loaded manifest's snapshots, each once.
+disk_usage fleet_disk_usage(std::span<const loaded_snapshot> fleet, const std::filesystem::path& manifest) {
+  std::vector<std::filesystem::path> files;
+  for (const auto& snapshot : fleet)
+    for (auto& file : memory_files(snapshot.spec.memory, manifest.parent_path())) files.push_back(std::move(file));
+  return disk_usage_of(files);
+}
+
 void run_verify(const verify_cli_options& o) {
   const std::vector<snapshot_spec> specs = read_manifest(o.original);
   const sharding shard = resolve_shard("verify", o.shard, o.original, specs);
@@ -33,7 +42,9 @@ void run_verify(const verify_cli_options& o) {
       return std::none_of(original.begin(), original.end(), [&](const auto& x) { return x.id() == s.id; });
     });
   const std::vector<loaded_snapshot> compacted = load_specs(partners, o.compacted);
-  const verification result = verify_fleet(original, compacted, o.jobs, o.max_differences);
+  verification result = verify_fleet(original, compacted, o.jobs, o.max_differences);
+  result.disk_before = fleet_disk_usage(original, o.original);
+  result.disk_after = fleet_disk_usage(compacted, o.compacted);
   fmt::print("{}", format_verification(result));
   std::fflush(stdout);
   if (!result.ok())

@@ -1,4 +1,8 @@
 // host/cli/walk.cpp — `ptwalk walk`: walk every space of a fleet (or of one image) to JSON Lines.
+//
+// A single ELF core or kdump file without --roots is walked at the roots
+// `ptwalk roots` finds in it (root_discovery: vCPU CR3s first), in the
+// format its CPU state implies unless --format is given; stderr says so.
 #include <algorithm>
 #include <chrono>
 #include <iostream>
@@ -13,6 +17,7 @@
 #include "common/atomic_file.hpp"
 #include "walk/batch_walk.hpp"
 #include "command.hpp"
+#include "discovery/root_discovery.hpp"
 #include "input/manifest.hpp"
 #include "shard_options.hpp"
 #include "walk/walk_output.hpp"
@@ -25,6 +30,7 @@ struct walk_options {
   std::string snapshot;
   std::string elf, kdump, raw, base, roots;
   std::string format = "x86_64";
+  bool format_given = false;  // --format on the command line, not its default
   std::string va_range_text;
   std::string out;
   std::string backend = "auto";
@@ -65,7 +71,33 @@ std::vector<u64> parse_roots_argument(const std::string& text) {
   return roots;
 }
 
+// --elf or --kdump without --roots: the dump with the roots discovery finds in it.
+loaded_snapshot with_discovered_roots(const walk_options& o) {
+  const bool elf = !o.elf.empty();
+  const std::string& path = elf ? o.elf : o.kdump;
+  opened_dump dump = open_dump(path, 0, o.format_given ? parse_format(o.format) : std::nullopt);
+  if (elf != std::holds_alternative<elf_source>(dump.snapshot.spec.memory) ||
+      !elf != std::holds_alternative<kdump_source>(dump.snapshot.spec.memory))
+    throw input_error(fmt::format("{}: not {}", path, elf ? "an ELF core" : "a compressed kdump file"));
+  const root_discovery_result found = discover_dump_roots(dump, {}, false, 0);
+  fmt::print(stderr, "{}", format_discovery_summary(found, path));
+  fmt::print(stderr, "walk: no --roots given: walking the {} roots `ptwalk roots` finds (CPU state first), "
+             "format {} ({})\n", found.roots.size(), format_name(dump.snapshot.format()), dump.format_origin);
+  loaded_snapshot snapshot = std::move(dump.snapshot);
+  snapshot.spec.id = std::filesystem::path(path).filename().string();
+  for (const discovered_root& root : found.roots) {
+    snapshot.spec.roots.push_back(root.root);
+    snapshot.spec.labels.push_back(root.label);
+  }
+  return snapshot;
+}
+
 std::vector<loaded_snapshot> load_fleet(const walk_options& o) {
+  if (o.manifest.empty() && o.roots.empty()) {
+    std::vector<loaded_snapshot> fleet;
+    fleet.push_back(with_discovered_roots(o));
+    return fleet;
+  }
   if (o.manifest.empty()) {
     // The single-image form: one snapshot named after its image file.
     snapshot_spec spec;
@@ -155,7 +187,8 @@ void run_mpi_walk(const walk_options& o, const std::vector<snapshot_spec>& specs
 void run_walk(const walk_options& o) {
   if (o.manifest.empty() == (o.elf.empty() && o.kdump.empty() && o.raw.empty()))
     throw input_error("walk: give a MANIFEST, or one image with --elf, --kdump or --raw (and --roots)");
-  if (o.manifest.empty() && o.roots.empty()) throw input_error("walk: --elf, --kdump and --raw need --roots");
+  if (!o.raw.empty() && o.roots.empty())
+    throw input_error("walk: --raw needs --roots (a raw file has no CPU state to find them from; see ptwalk roots)");
   const va_range range = o.va_range_text.empty() ? va_range{} : parse_va_range(o.va_range_text);
   if (o.manifest.empty() || !o.snapshot.empty()) {
     if (!o.shard.empty() && o.shard != "none") throw input_error("walk: --shard needs a MANIFEST and no --snapshot");
@@ -188,9 +221,12 @@ void setup_walk(CLI::App& app) {
                   ->excludes(manifest, elf, kdump);
   cmd->add_option("--base", o->base, "guest-physical address of the raw file's first byte (default 0x0)")
       ->needs(raw);
-  cmd->add_option("--roots", o->roots, "single image: a roots file (one hex root per line) or HEX,HEX,...")
+  cmd->add_option("--roots", o->roots,
+                  "single image: a roots file (one hex root per line) or HEX,HEX,...; without it, an ELF core's or "
+                  "kdump file's roots are discovered as `ptwalk roots` does")
       ->excludes(manifest);
-  cmd->add_option("--format", o->format, "single image: paging format")
+  cmd->add_option("--format", o->format,
+                  "single image: paging format (discovered roots: default from the dump's CPU state)")
       ->check(CLI::IsMember({"x86_64", "x86_64-la57"}))
       ->excludes(manifest)
       ->capture_default_str();
@@ -200,7 +236,10 @@ void setup_walk(CLI::App& app) {
       ->check(CLI::IsMember({"reference", "cpu", "cuda", "auto"}))
       ->capture_default_str();
   add_shard_option(*cmd, o->shard);
-  cmd->callback([o] { run_walk(*o); });
+  cmd->callback([o, cmd] {
+    o->format_given = cmd->count("--format") > 0;
+    run_walk(*o);
+  });
 }
 
 }  // namespace

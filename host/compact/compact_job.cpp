@@ -277,6 +277,10 @@ compact_report run_compact_job(const std::filesystem::path& manifest, const std:
   report.policy = options.policy;
   report.snapshots = specs.size();
   report.verified = options.verify;
+  std::vector<std::filesystem::path> input_files;
+  for (const snapshot_spec& spec : specs)
+    for (auto& file : memory_files(spec.memory, manifest.parent_path())) input_files.push_back(std::move(file));
+  report.disk_in = disk_usage_of(input_files);
 
   compact_pipeline pipeline(manifest, std::move(specs), std::move(names), staging.path(), options, report.batch_size, progress);
   pipeline.run();
@@ -295,6 +299,7 @@ compact_report run_compact_job(const std::filesystem::path& manifest, const std:
     report.seconds.total = seconds_since(start);
     return report;  // the staging directory goes with `staging`
   }
+  report.disk_out = disk_usage_of_dir(staging.path());  // only the images so far
   const auto commit_start = steady::now();
   write_manifest(staging.path() / "manifest.jsonl", pipeline.results());
   report.committed = true;

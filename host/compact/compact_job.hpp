@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/disk_usage.hpp"
 #include "walk/batch_walk.hpp"
 #include "compact/compactor.hpp"
 #include "compact/verifier.hpp"
@@ -68,7 +69,9 @@ struct compact_report {
   u64 snapshots = 0;
   unsigned levels = 4;  // the deepest format in the fleet
   walk_stats walk;      // summed over the fleet: tables and links per depth, leaves
-  compaction_stats compaction;
+  compaction_stats compaction;  // bytes_in/out: guest memory the images back
+  disk_usage disk_in;           // the input's files (each once)
+  disk_usage disk_out;          // the written images
   bool verified = false;
   verification verify;  // when verified
   bool committed = false;  // false when verification failed: nothing was written

@@ -8,6 +8,15 @@
 #include "input/manifest.hpp"
 
 namespace ptwalk {
+namespace {
+
+// " (33.3%)": part of whole, or nothing when whole is 0.
+std::string percent_text(u64 part, u64 whole) {
+  return whole == 0 ? std::string()
+                    : fmt::format(" ({:.1f}%)", 100.0 * static_cast<double>(part) / static_cast<double>(whole));
+}
+
+}  // namespace
 
 nlohmann::json compact_report::to_json() const {
   nlohmann::ordered_json j;
@@ -40,6 +49,7 @@ nlohmann::json compact_report::to_json() const {
                      {"tables", compaction.tables}};
   j["bytes_in"] = compaction.bytes_in;
   j["bytes_out"] = compaction.bytes_out;
+  j["disk"] = {{"in", disk_in.to_json()}, {"out", disk_out.to_json()}};
   j["seconds"] = {{"load", seconds.load},     {"walk", seconds.walk},     {"first_batch", seconds.first_batch},
                   {"relink", seconds.relink}, {"write", seconds.write},   {"verify", seconds.verify},
                   {"stall", seconds.stall},   {"commit", seconds.commit}, {"total", seconds.total}};
@@ -73,11 +83,15 @@ std::string compact_report::format() const {
                       "{} OS-private entries kept\n",
                       compaction.leaves_kept, compaction.leaves_dropped_unbacked, compaction.leaves_kept_unbacked,
                       compaction.leaves_made_cow, compaction.os_private_entries);
-  text += fmt::format("  size: {:.1f} MiB in, {:.1f} MiB out", mib(compaction.bytes_in), mib(compaction.bytes_out));
-  if (compaction.bytes_in > 0)
-    text += fmt::format(" ({:.1f}%)", 100.0 * static_cast<double>(compaction.bytes_out) /
-                                          static_cast<double>(compaction.bytes_in));
-  text += "\n";
+  text += fmt::format("  size: {:.1f} MiB in, {:.1f} MiB out{} of guest memory the images back\n",
+                      mib(compaction.bytes_in), mib(compaction.bytes_out), percent_text(compaction.bytes_out,
+                                                                                        compaction.bytes_in));
+  if (committed)
+    text += fmt::format("  on disk: {:.1f} MiB in, {:.1f} MiB out{} allocated (files {:.1f} MiB in, {:.1f} MiB out; "
+                        "holes are not allocated)\n",
+                        mib(disk_in.allocated_bytes), mib(disk_out.allocated_bytes),
+                        percent_text(disk_out.allocated_bytes, disk_in.allocated_bytes), mib(disk_in.file_bytes),
+                        mib(disk_out.file_bytes));
   text += fmt::format("  time: total {:.3f} s; load {:.3f} s, walk {:.3f} s (first batch ready at {:.3f} s); "
                       "relink {:.3f} s, write {:.3f} s, verify {:.3f} s, stalled {:.3f} s (summed over jobs)\n",
                       seconds.total, seconds.load, seconds.walk, seconds.first_batch, seconds.relink,
@@ -146,6 +160,12 @@ compact_report compact_report::from_json(const nlohmann::json& j, std::string_vi
       *field = r.count({"compaction", key});
     c.bytes_in = r.count({"bytes_in"});
     c.bytes_out = r.count({"bytes_out"});
+    for (auto [key, usage] : std::initializer_list<std::pair<const char*, disk_usage*>>{
+             {"in", &out.disk_in}, {"out", &out.disk_out}}) {
+      usage->files = r.count({"disk", key, "files"});
+      usage->file_bytes = r.count({"disk", key, "file_bytes"});
+      usage->allocated_bytes = r.count({"disk", key, "allocated_bytes"});
+    }
     auto& s = out.seconds;
     for (auto [key, field] : std::initializer_list<std::pair<const char*, double*>>{
              {"load", &s.load}, {"walk", &s.walk}, {"first_batch", &s.first_batch}, {"relink", &s.relink},
@@ -177,6 +197,12 @@ void compact_report::add_shard(const compact_report& shard) {
   levels = std::max(levels, shard.levels);
   walk += shard.walk;
   compaction += shard.compaction;
+  // Shards read and write disjoint snapshots' files, so their disk figures add up.
+  for (auto [sum, part] : {std::pair{&disk_in, &shard.disk_in}, std::pair{&disk_out, &shard.disk_out}}) {
+    sum->files += part->files;
+    sum->file_bytes += part->file_bytes;
+    sum->allocated_bytes += part->allocated_bytes;
+  }
   verify.counts += shard.verify.counts;
   verify.levels = levels;
   for (const auto& d : shard.verify.differences)

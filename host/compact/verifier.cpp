@@ -327,7 +327,12 @@ std::string format_verification(const verification& result) {
   if (c.bytes_before > 0)
     text += fmt::format(" ({:.1f}% of the original)", 100.0 * static_cast<double>(c.bytes_after) /
                                                           static_cast<double>(c.bytes_before));
-  text += "\n";
+  text += " of guest memory the images back\n";
+  if (result.disk_before && result.disk_after)
+    text += fmt::format("on disk: {:.1f} MiB before, {:.1f} MiB after allocated (files {:.1f} MiB before, "
+                        "{:.1f} MiB after; holes are not allocated)\n",
+                        mib(result.disk_before->allocated_bytes), mib(result.disk_after->allocated_bytes),
+                        mib(result.disk_before->file_bytes), mib(result.disk_after->file_bytes));
   for (unsigned d = 0; d < result.levels; ++d)
     text += fmt::format("depth {}: {} tables before, {} after, {} shared-table links\n", d, c.tables_before[d],
                         c.tables_after[d], c.links_per_depth[d]);

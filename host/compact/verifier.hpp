@@ -10,10 +10,12 @@
 // ones the policy recorded in the compacted snapshot's meta permits.
 #pragma once
 
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "common/disk_usage.hpp"
 #include "compact/compactor.hpp"
 #include "input/snapshot.hpp"
 
@@ -49,6 +51,8 @@ struct verification {
   verification_counts counts;
   std::vector<verify_difference> differences;  // the first few, in order
   unsigned levels = 4;                         // deepest format seen, for printing per depth
+  // The files on disk, when whoever verifies knows them (ptwalk verify): printed beside the sizes.
+  std::optional<disk_usage> disk_before, disk_after;
 
   [[nodiscard]] bool ok() const { return counts.difference_count == 0; }
 };
@@ -64,7 +68,7 @@ struct verification {
                                         std::span<const loaded_snapshot> compacted, unsigned jobs = 0,
                                         std::size_t max_differences = 10);
 
-// A few lines for people: sizes before and after, tables per depth, what
+// A few lines for people: sizes before and after (and on disk), tables per depth, what
 // was compared, and the differences (each "id space va: what").
 [[nodiscard]] std::string format_verification(const verification& result);
 

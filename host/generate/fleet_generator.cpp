@@ -160,6 +160,8 @@ class snapshot_builder {
   }
 
  private:
+  // The 1 GiB direct-map leaf maps the image's first GiB: the image is at least that large.
+  bool direct_map_1g() const { return shape_.large_pages && shape_.gib_direct_map; }
   u64 pool_pa(u64 frame) const { return page_bytes + (frame % pool_frames_) * page_bytes; }
   u64 random_frame(random_stream& rng) const { return pool_pa(rng.below(pool_frames_)); }
   static u64 top_va(unsigned index) { return F::canonical(u64{index} << F::entry_shift(0)); }
@@ -230,7 +232,8 @@ class snapshot_builder {
       kernel_leaves_.push_back(
           {text_4k + i * page_bytes, pool_pa(i), i % 4 == 3 ? flags::kernel_rw : flags::kernel_text});
     if (shape_.large_pages) {
-      kernel_large_.push_back({bases.direct_map, 0, flags::kernel_rw, 30});  // the first GiB of RAM
+      if (direct_map_1g())
+        kernel_large_.push_back({bases.direct_map, 0, flags::kernel_rw, 30});  // the first GiB of RAM
       for (u64 i = 0; i < 2; ++i)
         kernel_large_.push_back({bases.text + i * mib2, big_base_ + i * mib2, flags::kernel_text, 21});
     }
@@ -385,7 +388,7 @@ class snapshot_builder {
       link(tables_, 1, top_va(i), F::table_address(entry), entry & ~F::address_mask, false, false);
       if (source == 0) source = F::table_address(entry);
     }
-    cut_base_ = std::max(table_base_ + tables_.table_count() * page_bytes, shape_.large_pages ? gib : 0);
+    cut_base_ = std::max(table_base_ + tables_.table_count() * page_bytes, direct_map_1g() ? gib : 0);
     cut_.emplace(cut_base_);
     const u64 cut_table = cut_->alloc_table();
     for (unsigned i = 0; source != 0 && i < 512; ++i) {
@@ -431,7 +434,7 @@ class snapshot_builder {
     const u64 table_end = table_base_ + tables_.table_count() * page_bytes;
     expected_.table_pages = tables_.table_count() + (cut_ ? 1 : 0);
     expected_.image_bytes =
-        cut_ ? cut_base_ + cut_table_bytes : std::max(table_end, shape_.large_pages ? gib : 0);
+        cut_ ? cut_base_ + cut_table_bytes : std::max(table_end, direct_map_1g() ? gib : 0);
     built_snapshot out;
     out.expected = expected_;
     snapshot_spec& spec = out.snapshot.spec;

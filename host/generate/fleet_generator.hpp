@@ -42,6 +42,8 @@ struct fleet_shape {
   // at the last depth, each space has its own tables above them.
   u32 nanvix_groups = 0;
   bool large_pages = false;  // 2 MiB leaves (kernel text, a THP per space) and one 1 GiB leaf (direct map)
+  // With large_pages: the 1 GiB direct-map leaf (it makes the image 1 GiB, all of it mapped).
+  bool gib_direct_map = true;
   bool cow = false;  // Hyperlight CoW: about half the writable user leaves read-only with bits 11:9 = 0b001
   bool self_reference = false;  // every space's top table maps itself (Windows-style self-map, index 493)
   u32 duplicate_roots = 0;      // extra roots per snapshot repeating earlier ones, with PCID bits
@@ -63,7 +65,7 @@ void validate_shape(const fleet_shape& shape);
 
 // Parses "PRESET,key=value,flag,...": an optional preset first (small, linux,
 // nanvix, hyperlight, recursive, everything, bench), then overrides. Keys:
-// snapshots, spaces, pages, kernel, share_kernel, nanvix, large, cow,
+// snapshots, spaces, pages, kernel, share_kernel, nanvix, large, gib, cow,
 // self_ref, dups, la57 (off|some|all; bare: all), hostile, frames, seed. A bare
 // boolean key means =1. Throws input_error naming the bad item.
 [[nodiscard]] fleet_shape parse_fleet_shape(std::string_view text);

@@ -48,6 +48,7 @@ constexpr std::array shape_keys{
     shape_key{"share_kernel", &fleet_shape::share_kernel_half},
     shape_key{"nanvix", &fleet_shape::nanvix_groups},
     shape_key{"large", &fleet_shape::large_pages},
+    shape_key{"gib", &fleet_shape::gib_direct_map},
     shape_key{"cow", &fleet_shape::cow},
     shape_key{"self_ref", &fleet_shape::self_reference},
     shape_key{"dups", &fleet_shape::duplicate_roots},

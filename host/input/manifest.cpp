@@ -268,19 +268,29 @@ void map_memory(memory_image& image, const memory_source& memory, const std::fil
   }
 }
 
-// The file a snapshot's own errors name when no manifest is involved.
-std::string memory_file(const memory_source& memory, const std::filesystem::path& base_dir) {
-  const std::string path = std::visit(
-      [](const auto& s) -> std::string {
+}  // namespace
+
+std::vector<std::filesystem::path> memory_files(const memory_source& memory, const std::filesystem::path& base_dir) {
+  std::vector<std::filesystem::path> files;
+  std::visit(
+      [&](const auto& s) {
         if constexpr (std::is_same_v<std::decay_t<decltype(s)>, region_source>)
-          return s.regions.empty() ? "" : s.regions.front().path;
+          for (const auto& r : s.regions) files.push_back(resolve(base_dir, r.path));
         else if constexpr (std::is_same_v<std::decay_t<decltype(s)>, archive_source>)
-          return s.archive;
+          files.push_back(resolve(base_dir, s.archive));
         else
-          return s.path;
+          files.push_back(resolve(base_dir, s.path));
       },
       memory);
-  return path.empty() ? "(no regions)" : resolve(base_dir, path).string();
+  return files;
+}
+
+namespace {
+
+// The file a snapshot's own errors name when no manifest is involved.
+std::string memory_file(const memory_source& memory, const std::filesystem::path& base_dir) {
+  const auto files = memory_files(memory, base_dir);
+  return files.empty() ? "(no regions)" : files.front().string();
 }
 
 }  // namespace

@@ -43,4 +43,9 @@ namespace ptwalk {
 [[nodiscard]] std::vector<loaded_snapshot> load_specs(std::span<const snapshot_spec> specs,
                                                       const std::filesystem::path& manifest);
 
+// The files a snapshot's memory is read from, relative paths resolved
+// against `base_dir` (a manifest's folder), in the order the spec names them.
+[[nodiscard]] std::vector<std::filesystem::path> memory_files(const memory_source& memory,
+                                                              const std::filesystem::path& base_dir);
+
 }  // namespace ptwalk

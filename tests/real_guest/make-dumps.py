@@ -19,6 +19,15 @@ says it is ready, and saves over QMP:
 Variants: "default" (4-level, pti=off, 1 vCPU), "pti" (pti=on, 2 vCPUs) and
 "la57" (5-level paging; TCG when the host CPU lacks LA57).
 
+KVM is used when /dev/kvm opens, and given up on (for this and every later
+variant, which then run on TCG) on any failure: QEMU exiting (nested KVM
+that cannot set an MSR aborts at once), a guest that prints nothing within
+KVM_SILENCE_S or is not ready within KVM_READY_S, a QMP error. Each is
+logged with its reason; an unusable KVM never fails the run.
+$PTWALK_REAL_GUEST_KVM_FAULT forces one of those failures for the tests
+(make_dumps_test.py): "exit" (a stand-in for QEMU that aborts like the MSR
+assertion), "silent", "no-ready", or "no-device" (/dev/kvm treated as absent).
+
 Results are cached under $PTWALK_REAL_GUEST_CACHE (default
 ~/.cache/ptwalk-real-guest) in a folder named by a hash of everything that
 shapes them (these scripts, the kernel package, the QEMU version), so a rerun
@@ -49,6 +58,10 @@ KERNEL_META_PACKAGE = "linux-image-amd64"
 MEMORY = "384M"
 BOOT_TIMEOUT_S = 420
 KVM_SILENCE_S = 30
+# A KVM guest boots in seconds; one not ready by then is given up on, not waited for.
+KVM_READY_S = 120
+KVM_FAULT_VARIABLE = "PTWALK_REAL_GUEST_KVM_FAULT"
+KVM_FAULTS = ("exit", "silent", "no-ready", "no-device")
 
 # name → (kernel command line additions, vCPUs, needs LA57)
 VARIANTS = {
@@ -194,12 +207,47 @@ class Qmp:
         return self.execute("human-monitor-command", **{"command-line": command, "cpu-index": cpu})
 
 
-def kvm_usable():
+def kvm_fault():
+    """The KVM failure the tests ask for ($PTWALK_REAL_GUEST_KVM_FAULT), or None."""
+    fault = os.environ.get(KVM_FAULT_VARIABLE) or None
+    if fault is not None and fault not in KVM_FAULTS:
+        sys.exit(f"make-dumps: {KVM_FAULT_VARIABLE}={fault}: expected one of {', '.join(KVM_FAULTS)}")
+    return fault
+
+
+def kvm_unusable_reason():
+    """Why KVM cannot be tried here, or None when /dev/kvm opens (or a forced fault stands in)."""
+    fault = kvm_fault()
+    if fault == "no-device":
+        return f"/dev/kvm treated as absent ({KVM_FAULT_VARIABLE}=no-device)"
+    if fault is not None:
+        return None  # the stand-in fails the start itself, with or without /dev/kvm
     try:
         os.close(os.open("/dev/kvm", os.O_RDWR))
-        return True
-    except OSError:
-        return False
+        return None
+    except OSError as error:
+        return f"/dev/kvm: {error.strerror}"
+
+
+def qemu_command(accel, cpu, cpus, cmdline, kernel, initramfs, console, qmp_path):
+    """The QEMU command line; for a KVM start under a forced fault, a stand-in that fails like it."""
+    fault = kvm_fault() if accel == "kvm" else None
+    if fault == "exit":
+        # What nested KVM printed on a host that refuses MSR 0x10a, then abort().
+        return [sys.executable, "-c",
+                "import os, sys; sys.stderr.write('qemu-system-x86_64: error: failed to set MSR 0x10a "
+                "to 0x69\\nqemu-system-x86_64: kvm_buf_set_msrs: Assertion "
+                "`ret == cpu->kvm_msr_buf->nmsrs\\' failed.\\n'); sys.stderr.flush(); os.abort()"]
+    if fault == "silent":
+        return [sys.executable, "-c", "import time; time.sleep(3600)"]
+    if fault == "no-ready":
+        return [sys.executable, "-c",
+                "import sys, time; open(sys.argv[1], 'w').write('Linux version (stand-in)\\n'); "
+                "time.sleep(3600)", str(console)]
+    return ["qemu-system-x86_64", "-accel", accel, "-cpu", cpu, "-smp", str(cpus), "-m", MEMORY,
+            "-nodefaults", "-display", "none", "-no-reboot", "-device", "vmcoreinfo",
+            "-kernel", str(kernel), "-initrd", str(initramfs), "-append", cmdline,
+            "-serial", f"file:{console}", "-qmp", f"unix:{qmp_path},server=on,wait=off"]
 
 
 def host_has_la57():
@@ -207,55 +255,53 @@ def host_has_la57():
                for l in Path("/proc/cpuinfo").read_text().splitlines())
 
 
+def stop(qemu):
+    if qemu.poll() is None:
+        qemu.kill()
+        qemu.wait()
+    qemu.stderr.close()
+
+
 def boot(out, accel, cpu, cpus, cmdline, kernel, initramfs):
     """Starts QEMU; returns it once the guest printed PTWALK-READY, and the seconds it took.
 
-    Nested KVM can exist and still hang without a word, so a KVM guest that
-    prints nothing within KVM_SILENCE_S is given up on (None)."""
+    Raises RuntimeError saying why when QEMU exits first or the guest is not
+    ready in time. Nested KVM can exist and still hang without a word, so a
+    KVM guest that prints nothing within KVM_SILENCE_S, or is not ready within
+    KVM_READY_S, is given up on early."""
     console, qmp_path = out / "console.log", out / "qmp.sock"
     console.unlink(missing_ok=True)
-    qemu = subprocess.Popen(
-        ["qemu-system-x86_64", "-accel", accel, "-cpu", cpu, "-smp", str(cpus), "-m", MEMORY,
-         "-nodefaults", "-display", "none", "-no-reboot", "-device", "vmcoreinfo",
-         "-kernel", str(kernel), "-initrd", str(initramfs), "-append", cmdline,
-         "-serial", f"file:{console}", "-qmp", f"unix:{qmp_path},server=on,wait=off"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    qemu = subprocess.Popen(qemu_command(accel, cpu, cpus, cmdline, kernel, initramfs, console, qmp_path),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ready_timeout = KVM_READY_S if accel == "kvm" else BOOT_TIMEOUT_S
     started = time.monotonic()
-    while True:
-        text = console.read_bytes() if console.exists() else b""
-        if b"PTWALK-READY" in text:
-            return qemu, time.monotonic() - started
-        waited = time.monotonic() - started
-        if qemu.poll() is not None:
-            raise RuntimeError(f"qemu exited: {qemu.stderr.read().decode().strip()}")
-        if accel == "kvm" and not text and waited > KVM_SILENCE_S:
-            qemu.kill()
-            qemu.wait()
-            return None, waited
-        if waited > BOOT_TIMEOUT_S:
-            qemu.kill()
-            qemu.wait()
-            raise RuntimeError(f"guest not ready after {BOOT_TIMEOUT_S} s; see {console}")
-        time.sleep(0.5)
+    try:
+        while True:
+            text = console.read_bytes() if console.exists() else b""
+            if b"PTWALK-READY" in text:
+                return qemu, time.monotonic() - started
+            waited = time.monotonic() - started
+            if qemu.poll() is not None:
+                message = " / ".join(qemu.stderr.read().decode(errors="replace").split("\n")).strip(" /")
+                raise RuntimeError(f"QEMU exited with status {qemu.returncode} after {waited:.0f} s: "
+                                   f"{message or 'no message'}")
+            if accel == "kvm" and not text and waited > KVM_SILENCE_S:
+                raise RuntimeError(f"guest silent after {KVM_SILENCE_S} s")
+            if waited > ready_timeout:
+                raise RuntimeError(f"guest not ready after {ready_timeout} s; see {console}")
+            time.sleep(0.5)
+    except BaseException:
+        stop(qemu)
+        raise
 
 
-def make_variant(name, out, kernel, initramfs, try_kvm):
-    """Boots, pauses and dumps one variant; returns whether KVM worked."""
+def dump_variant(name, out, accel, cpu, kernel, initramfs):
+    """Boots one variant on `accel`, pauses it and saves its dumps and state into `out`."""
     extra_cmdline, cpus, needs_la57 = VARIANTS[name]
     cmdline = f"console=ttyS0 quiet panic=-1 {extra_cmdline} ptwalk_sleepers=300 ptwalk_touchers=6"
     out.mkdir(parents=True)
     started = time.monotonic()
-    qemu = None
-    if try_kvm and (not needs_la57 or host_has_la57()):
-        accel, cpu = "kvm", "host"
-        qemu, booted = boot(out, accel, cpu, cpus, cmdline, kernel, initramfs)
-        if qemu is None:
-            log(f"{name}: KVM guest silent after {booted:.0f} s, using TCG")
-            try_kvm = False
-    if qemu is None:
-        # One TCG thread: the machine's cores are shared with the build.
-        accel, cpu = "tcg,thread=single", "max" if needs_la57 else "qemu64"
-        qemu, booted = boot(out, accel, cpu, cpus, cmdline, kernel, initramfs)
+    qemu, booted = boot(out, accel, cpu, cpus, cmdline, kernel, initramfs)
     qmp_path = out / "qmp.sock"
     try:
         qmp = Qmp(qmp_path)
@@ -274,9 +320,7 @@ def make_variant(name, out, kernel, initramfs, try_kvm):
         qmp.execute("quit")
         qemu.wait(timeout=60)
     finally:
-        if qemu.poll() is None:
-            qemu.kill()
-            qemu.wait()
+        stop(qemu)
         qmp_path.unlink(missing_ok=True)
     variant = {"variant": name, "accel": accel, "cpu": cpu, "vcpus": cpus, "memory": MEMORY,
                "cmdline": cmdline, "format": "x86_64-la57" if needs_la57 else "x86_64",
@@ -286,6 +330,26 @@ def make_variant(name, out, kernel, initramfs, try_kvm):
     (out / "variant.json").write_text(json.dumps(variant, indent=2) + "\n")
     log(f"{name}: {accel}, ready after {booted:.0f} s, dumped after "
         f"{variant['total_seconds']:.0f} s")
+
+
+def make_variant(name, out, kernel, initramfs, try_kvm):
+    """Dumps one variant, on KVM while it is worth trying, else on TCG.
+
+    Returns whether KVM is still worth trying: any failure on KVM is logged,
+    the variant is made again on TCG, and later variants skip KVM."""
+    needs_la57 = VARIANTS[name][2]
+    if try_kvm and needs_la57 and not host_has_la57():
+        log(f"{name}: the host CPU lacks LA57, using TCG for this variant")
+    elif try_kvm:
+        try:
+            dump_variant(name, out, "kvm", "host", kernel, initramfs)
+            return True
+        except Exception as error:  # noqa: BLE001 - whatever KVM did, TCG is the answer
+            log(f"{name}: KVM failed ({error}); using TCG for it and every later variant")
+            shutil.rmtree(out, ignore_errors=True)
+            try_kvm = False
+    # One TCG thread: the machine's cores are shared with the build.
+    dump_variant(name, out, "tcg,thread=single", "max" if needs_la57 else "qemu64", kernel, initramfs)
     return try_kvm
 
 
@@ -321,7 +385,10 @@ def main():
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             work = Path(tmp)
             initramfs = build_initramfs(work, fw_cfg_ko)
-            try_kvm = kvm_usable()
+            unusable = kvm_unusable_reason()
+            if unusable:
+                log(f"KVM not tried: {unusable}; using TCG")
+            try_kvm = unusable is None
             for name in variants:
                 try_kvm = make_variant(name, work / "dumps" / name, kernel, initramfs, try_kvm)
             (work / "dumps" / "kernel.txt").write_text(f"{package} {version}\n{qemu_version}\n")
