@@ -200,10 +200,10 @@ bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string
                                   walk_options{.profile = &profile, .threads = options.threads,
                                                .max_batch_spaces = options.max_batch_spaces});
       walk.push_back(seconds_since(start));
-      upload.push_back(profile.upload_s);
-      download.push_back(profile.download_s);
-      gather.push_back(profile.gather_s);
-      kernel.push_back(profile.kernel_s);
+      upload.push_back(profile.seconds("upload"));
+      download.push_back(profile.seconds("download"));
+      gather.push_back(profile.seconds("gather"));
+      kernel.push_back(profile.seconds("kernel"));
       b.batches = profile.batches;
       if (baseline_name.empty()) {
         baseline = std::move(walks);

@@ -65,7 +65,8 @@ namespace {
 
 level_walk_options level_options(const walk_options& options) {
   level_walk_options out{.range = options.range, .profile = options.profile,
-                         .max_batch_spaces = options.max_batch_spaces};
+                         .max_batch_spaces = options.max_batch_spaces,
+                         .device_memory_limit = options.device_memory_limit};
   if (options.chunk_tables != 0) out.chunk_tables = options.chunk_tables;
   return out;
 }
