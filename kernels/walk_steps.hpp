@@ -180,6 +180,13 @@ struct owner_table_ref {
       }
     }
   }
+  // The smallest rank inserted for `key`, once every insert is done; the
+  // key must have been inserted.
+  PTWALK_HD u64 rank_of(u64 key) const {
+    u64 slot = hash_u64(key) & mask;
+    while (d_keys[slot] != key) slot = (slot + 1) & mask;
+    return d_ranks[slot];
+  }
 };
 
 struct insert_visit {

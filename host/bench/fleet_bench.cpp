@@ -205,6 +205,7 @@ bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string
       gather.push_back(profile.seconds("gather"));
       kernel.push_back(profile.seconds("kernel"));
       b.batches = profile.batches;
+      b.profile = std::move(profile);
       if (baseline_name.empty()) {
         baseline = std::move(walks);
         baseline_name = b.name;
@@ -242,6 +243,28 @@ bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string
   return report;
 }
 
+namespace {
+
+// Per backend and phase: seconds measured here and the bytes the walk
+// counted, with the time those bytes take on paper on an H200 (each kind
+// of traffic at its published bandwidth; host traffic at this machine's).
+std::string format_bytes_moved(const bench_report& report) {
+  std::string out;
+  for (const auto& b : report.backends) {
+    if (b.skipped || b.profile.phases.empty()) continue;
+    if (out.empty())
+      out = fmt::format("\n{:<11} {:<9} {:>9} {:>10} {:>10} {:>10} {:>14}\n", "bytes moved", "phase", "s here",
+                        "PCIe MB", "device MB", "host MB", "H200 PCIe/HBM s");
+    for (const walk_phase& p : b.profile.phases)
+      out += fmt::format("{:<11} {:<9} {:>9.4f} {:>10.2f} {:>10.2f} {:>10.2f} {:>14.6f}\n", b.name, p.name, p.seconds,
+                         p.pcie_bytes / 1e6, p.device_bytes / 1e6, p.host_bytes / 1e6,
+                         p.pcie_bytes / pcie5_pinned_bytes_per_s + p.device_bytes / h200_hbm_bytes_per_s);
+  }
+  return out.empty() ? out : out + "\n";
+}
+
+}  // namespace
+
 std::string format_report(const machine_info& machine, const bench_report& report) {
   const fleet_info& f = report.fleet;
   std::string out = fmt::format(
@@ -268,6 +291,7 @@ std::string format_report(const machine_info& machine, const bench_report& repor
                        f.table_bytes() / t / 1e9, 100.0 * f.table_bytes() / t / machine.host_copy_bytes_per_s,
                        reference != nullptr ? fmt::format("{:.2f}x", reference->walk.median_s / t) : "-");
   }
+  out += format_bytes_moved(report);
   if (report.compaction)
     out += fmt::format("{:<11} {:>10.4f} {:>21}   (relink + compact, CPU, after any backend)\n", "compaction",
                        report.compaction->median_s,
@@ -310,6 +334,13 @@ nlohmann::json backend_json(const machine_info& machine, const bench_report& rep
       {"host_copy_fraction", table_bytes_per_s / machine.host_copy_bytes_per_s},
       {"batches", b.batches},
   };
+  // The walk's own counters, per phase (README "Bytes moved").
+  nlohmann::json moved = nlohmann::json::object();
+  for (const walk_phase& p : b.profile.phases)
+    moved[p.name] = {{"seconds", p.seconds},     {"on_device", p.on_device},
+                     {"pcie_bytes", p.pcie_bytes}, {"device_bytes", p.device_bytes},
+                     {"host_bytes", p.host_bytes}};
+  j["bytes_moved"] = std::move(moved);
   if (b.name == "cuda" && machine.device_copy_bytes_per_s > 0) {
     j["device_copy_fraction"] = table_bytes_per_s / machine.device_copy_bytes_per_s;
     j["upload_fraction"] = table_bytes_per_s / machine.upload_bytes_per_s;

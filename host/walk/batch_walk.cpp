@@ -101,7 +101,7 @@ std::vector<snapshot_walk> walk_snapshots(std::span<const loaded_snapshot> snaps
       return out;
     }
     case walk_backend::cpu:
-      return cpu_walk(snapshots, {.range = options.range, .threads = options.threads});
+      return cpu_walk(snapshots, {.range = options.range, .threads = options.threads, .profile = options.profile});
     case walk_backend::thrust_cpu:
       return level_walk_thrust_cpu(level_walk_inputs(snapshots), level_options(options));
     case walk_backend::cuda:
