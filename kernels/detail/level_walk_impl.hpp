@@ -51,7 +51,7 @@ void gather_tables(std::span<const walk_input> batch, const u32* snapshot, const
                    const u64* va, u64 first, u64 count, unsigned depth,
                    linear_va_range<Format> range, u64* staging, u32* entries_read,
                    u32* dangling) {
-  constexpr u64 bytes = Format::table_bytes;
+  constexpr u64 bytes = Format::table_bytes(0);
 #pragma omp parallel for schedule(static)
   for (u64 i = 0; i < count; ++i) {
     const u64 t = first + i;
@@ -159,7 +159,7 @@ class batch_walk {
       to_device(d_snapshot_, h_snapshot_);
       to_device(d_space_, h_space_);
       to_device(d_va_, h_va_);
-      to_device(d_perms_, std::vector<u8>(frontier_, perm_path_start));
+      to_device(d_perms_, std::vector<u8>(frontier_, Format::perm_path_start));
       record_count_ = records.size();
       to_device(d_records_, records);
       to_device(d_record_space_, spaces);
@@ -225,7 +225,7 @@ class batch_walk {
     }
     phase("host").seconds += clock.seconds();
     phase("host").host_bytes += frontier_ * 12;
-    const u64 table_bytes = frontier_ * Format::table_bytes;
+    const u64 table_bytes = frontier_ * Format::table_bytes(depth);
     profile_.tables += frontier_;
     phase("gather").host_bytes += 2 * table_bytes + frontier_ * (4 + 8 + 8 + 8);  // image → staging, counts
     phase("upload").pcie_bytes += table_bytes;
@@ -368,9 +368,7 @@ class batch_walk {
         const u64 count = cuts[b + 1] - cuts[b];
         walk_stats& stats = out_[b].stats;
         if (!run.leaves) stats.aliases[run.depth] += count;
-        else if (Format::entry_shift(run.depth) == 12) stats.leaves_4k += count;
-        else if (Format::entry_shift(run.depth) == 21) stats.leaves_2m += count;
-        else stats.leaves_1g += count;
+        else if (u64* leaves = stats.leaves_of_size(Format::entry_shift(run.depth))) *leaves += count;
       }
     }
   }
@@ -612,7 +610,7 @@ std::vector<snapshot_walk> level_walk(System& system, std::span<const walk_input
     for (std::size_t i = 0; i < snapshots.size(); ++i)
       if (snapshots[i].format == format) indices.push_back(i);
     if (indices.empty()) continue;
-    visit_format(format, [&]<class F>() {
+    visit_x86_format(format, [&]<class F>() {
       batch_driver<F, System>(system, snapshots, options, out).run(indices);
     });
   }
