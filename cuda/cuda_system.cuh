@@ -1,18 +1,24 @@
 // cuda/cuda_system.cuh — Thrust's CUDA device system for the algorithms of kernels/ (nvcc only).
 //
 // What the walk and the root scan need from the GPU (the System contract of
-// kernels/detail/device_system.hpp): pinned double staging buffers that the
-// host gathers pages into while the other one is copied, one blocking
-// stream for copies and kernels, a caching allocator for Thrust's
-// temporaries, and upload timing by events. Thrust calls synchronize the
-// stream when their results come back, which is also what makes reusing a
-// staging buffer safe.
+// kernels/detail/device_system.hpp). The expensive parts live in one
+// process-wide cuda_context, made on first use and reused by every batch
+// and every call: the stream, two pinned staging buffers with an event
+// each (a buffer is refilled only after its last upload has finished), and
+// the one pool of device memory that both the walk's vectors and Thrust's
+// temporaries come from. A cuda_system is one call's handle on it: it holds
+// the context's lock, times device work with events per phase, and sets
+// the pool's budget for the call.
 #pragma once
 
 #include <cuda_runtime.h>
+#include <thrust/device_malloc_allocator.h>
+#include <thrust/device_vector.h>
+#include <thrust/system/cuda/error.h>
 #include <thrust/system/cuda/execution_policy.h>
-#include <thrust/system/cuda/vector.h>
+#include <thrust/system_error.h>
 
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -21,6 +27,7 @@
 #include "cuda/cached_allocator.hpp"
 #include "cuda/cuda_check.hpp"
 #include "cuda/cuda_walk.hpp"
+#include "kernels/detail/device_system.hpp"
 #include "ptwalk/config.hpp"
 
 namespace ptwalk::detail {
@@ -33,89 +40,177 @@ class pinned_words {
   ~pinned_words() {
     if (data_ != nullptr) cudaFreeHost(data_);
   }
+  // Grows to `words` (contents not kept); if the allocation throws, the old
+  // buffer is still there and still described.
   u64* reserve(std::size_t words) {
     if (words > words_) {
-      if (data_ != nullptr) cuda_check(cudaFreeHost(data_), "cudaFreeHost(staging)");
-      data_ = nullptr;
-      cuda_check(cudaHostAlloc(reinterpret_cast<void**>(&data_), words * 8, cudaHostAllocDefault),
+      u64* grown = nullptr;
+      cuda_check(cudaHostAlloc(reinterpret_cast<void**>(&grown), words * 8, cudaHostAllocDefault),
                  "cudaHostAlloc(staging)");
+      if (data_ != nullptr) cudaFreeHost(data_);
+      data_ = grown;
       words_ = words;
     }
     return data_;
   }
+  [[nodiscard]] u64* data() const { return data_; }
 
  private:
   u64* data_ = nullptr;
   std::size_t words_ = 0;
 };
 
-class cuda_event_pair {
+class cuda_event {
  public:
-  cuda_event_pair() {
-    cuda_check(cudaEventCreate(&start_), "cudaEventCreate");
-    cuda_check(cudaEventCreate(&stop_), "cudaEventCreate");
+  cuda_event() { cuda_check(cudaEventCreate(&event_), "cudaEventCreate"); }
+  cuda_event(cuda_event&& o) noexcept : event_(std::exchange(o.event_, nullptr)) {}
+  cuda_event(const cuda_event&) = delete;
+  ~cuda_event() {
+    if (event_ != nullptr) cudaEventDestroy(event_);
   }
-  cuda_event_pair(cuda_event_pair&& o) noexcept
-      : start_(std::exchange(o.start_, nullptr)), stop_(std::exchange(o.stop_, nullptr)) {}
-  cuda_event_pair(const cuda_event_pair&) = delete;
-  ~cuda_event_pair() {
-    if (start_ != nullptr) cudaEventDestroy(start_);
-    if (stop_ != nullptr) cudaEventDestroy(stop_);
+  [[nodiscard]] cudaEvent_t get() const { return event_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
+struct cuda_event_pair {
+  cuda_event start, stop;
+  [[nodiscard]] double seconds() const {
+    float ms = 0;
+    cuda_check(cudaEventElapsedTime(&ms, start.get(), stop.get()), "cudaEventElapsedTime");
+    return ms / 1e3;
   }
-  cudaEvent_t start_ = nullptr, stop_ = nullptr;
+};
+
+// The process's device state, reused across batches and calls. Never
+// destroyed: freeing device memory after the CUDA runtime has shut down at
+// exit would fail, and the process ends anyway.
+class cuda_context {
+ public:
+  static cuda_context& instance() {
+    static cuda_context* context = new cuda_context();
+    return *context;
+  }
+
+  std::mutex mutex;  // one call at a time uses the stream and the staging buffers
+  cudaStream_t stream = nullptr;
+  cached_allocator pool;
+  pinned_words staging[2];
+  cuda_event staged[2];  // recorded after each buffer's last upload
+
+ private:
+  cuda_context() {
+    // A blocking stream: device vectors allocate and fill on the legacy
+    // default stream, which must stay ordered with our copies and kernels.
+    cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
+  }
+};
+
+// Device vectors from the context's pool.
+template <class T>
+struct pool_allocator : thrust::device_malloc_allocator<T> {
+  using base = thrust::device_malloc_allocator<T>;
+  using pointer = typename base::pointer;
+  using size_type = typename base::size_type;
+  template <class U>
+  struct rebind {
+    using other = pool_allocator<U>;
+  };
+  pool_allocator() = default;
+  template <class U>
+  pool_allocator(const pool_allocator<U>&) {}
+
+  pointer allocate(size_type n) {
+    return pointer(reinterpret_cast<T*>(cuda_context::instance().pool.allocate(n * sizeof(T))));
+  }
+  void deallocate(pointer p, size_type n) {
+    cuda_context::instance().pool.deallocate(reinterpret_cast<char*>(thrust::raw_pointer_cast(p)), n * sizeof(T));
+  }
 };
 
 class cuda_system {
  public:
   template <class T>
-  using vector = thrust::cuda::vector<T>;
+  using vector = thrust::device_vector<T, pool_allocator<T>>;
   static constexpr const char* name = "cuda";
 
-  cuda_system() {
-    // A blocking stream: thrust::cuda::vector allocates and fills on the
-    // legacy default stream, which must stay ordered with our copies.
-    cuda_check(cudaStreamCreate(&stream_), "cudaStreamCreate");
+  explicit cuda_system(u64 memory_limit = 0) : context_(cuda_context::instance()), lock_(context_.mutex) {
+    context_.pool.set_limit(memory_limit);
   }
   cuda_system(const cuda_system&) = delete;
   cuda_system& operator=(const cuda_system&) = delete;
-  ~cuda_system() { cudaStreamDestroy(stream_); }
 
-  [[nodiscard]] auto policy() { return thrust::cuda::par(allocator_).on(stream_); }
-  u64* staging(unsigned which, std::size_t words) { return staging_[which].reserve(words); }
+  [[nodiscard]] auto policy() { return thrust::cuda::par(context_.pool).on(context_.stream); }
 
+  u64* staging(unsigned which, std::size_t words) {
+    cuda_check(cudaEventSynchronize(context_.staged[which].get()), "cudaEventSynchronize(staging)");
+    return context_.staging[which].reserve(words);
+  }
+  void upload_staging(unsigned which, u64* d_target, std::size_t words) {
+    cuda_check(cudaMemcpyAsync(d_target, context_.staging[which].data(), words * 8, cudaMemcpyHostToDevice,
+                               context_.stream),
+               "cudaMemcpyAsync(staging to device)");
+    cuda_check(cudaEventRecord(context_.staged[which].get(), context_.stream), "cudaEventRecord(staging)");
+  }
+  // From pageable memory the copy has taken the source when this returns.
   template <class T>
   void upload(const T* source, T* d_target, std::size_t count) {
-    cuda_event_pair& timing = uploads_.emplace_back();
-    cuda_check(cudaEventRecord(timing.start_, stream_), "cudaEventRecord(upload)");
-    cuda_check(cudaMemcpyAsync(d_target, source, count * sizeof(T), cudaMemcpyHostToDevice, stream_),
+    cuda_check(cudaMemcpyAsync(d_target, source, count * sizeof(T), cudaMemcpyHostToDevice, context_.stream),
                "cudaMemcpyAsync(host to device)");
-    cuda_check(cudaEventRecord(timing.stop_, stream_), "cudaEventRecord(upload)");
   }
   template <class T>
   void download(const T* d_source, T* target, std::size_t count) {
-    cuda_check(cudaMemcpyAsync(target, d_source, count * sizeof(T), cudaMemcpyDeviceToHost, stream_),
+    cuda_check(cudaMemcpyAsync(target, d_source, count * sizeof(T), cudaMemcpyDeviceToHost, context_.stream),
                "cudaMemcpyAsync(device to host)");
-    cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize(download)");
+    cuda_check(cudaStreamSynchronize(context_.stream), "cudaStreamSynchronize(download)");
   }
-  double take_upload_seconds() {
-    cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize(upload timing)");
+
+  // Events around the work `fn` enqueues: device time, not host time.
+  template <class Fn>
+  decltype(auto) timed(kernels::detail::device_phase phase, Fn&& fn) {
+    auto& timings = timings_[static_cast<unsigned>(phase)];
+    auto& used = used_[static_cast<unsigned>(phase)];
+    if (used == timings.size()) timings.emplace_back();
+    const cuda_event_pair& pair = timings[used++];
+    cuda_check(cudaEventRecord(pair.start.get(), context_.stream), "cudaEventRecord(phase)");
+    struct stop_on_exit {
+      const cuda_event_pair& pair;
+      cudaStream_t stream;
+      ~stop_on_exit() { cudaEventRecord(pair.stop.get(), stream); }
+    } stop{pair, context_.stream};
+    return fn();
+  }
+  double take_seconds(kernels::detail::device_phase phase) {
+    cuda_check(cudaStreamSynchronize(context_.stream), "cudaStreamSynchronize(phase timing)");
+    const unsigned p = static_cast<unsigned>(phase);
     double seconds = 0;
-    for (const auto& timing : uploads_) {
-      float ms = 0;
-      cuda_check(cudaEventElapsedTime(&ms, timing.start_, timing.stop_), "cudaEventElapsedTime");
-      seconds += ms / 1e3;
-    }
-    uploads_.clear();
+    for (std::size_t i = 0; i < used_[p]; ++i) seconds += timings_[p][i].seconds();
+    used_[p] = 0;
     return seconds;
   }
+
+  [[nodiscard]] kernels::detail::memory_budget memory() { return context_.pool.budget(); }
+  void reset_peak() { context_.pool.reset_peak(); }
   // Drops cached scratch memory, e.g. before retrying a smaller batch.
-  void release_cache() { allocator_.release(); }
+  void release_cache() { context_.pool.release(); }
+  static bool out_of_memory(const std::exception_ptr& error) {
+    if (kernels::detail::host_side_out_of_memory(error)) return true;
+    try {
+      std::rethrow_exception(error);
+    } catch (const thrust::system_error& e) {
+      (void)cudaGetLastError();
+      return e.code().value() == cudaErrorMemoryAllocation;
+    } catch (...) {
+      return false;
+    }
+  }
 
  private:
-  cudaStream_t stream_ = nullptr;
-  cached_allocator allocator_;
-  pinned_words staging_[2];
-  std::vector<cuda_event_pair> uploads_;
+  cuda_context& context_;
+  std::lock_guard<std::mutex> lock_;
+  std::vector<cuda_event_pair> timings_[kernels::detail::device_phases];
+  std::size_t used_[kernels::detail::device_phases] = {};
 };
 
 // Throws, naming `who` ("walk backend cuda"), when no device is visible.

@@ -3,7 +3,8 @@
 // Page-table pages reach the device level by level: the host gathers each
 // chunk of the frontier's tables from the mapped images into one of two
 // pinned staging buffers (the other one is being copied), and only those
-// pages cross PCIe (cuda_system.cuh).
+// pages cross PCIe. Stream, staging and memory pool persist across calls
+// (cuda_system.cuh).
 #include <algorithm>
 
 #include "cuda/cuda_system.cuh"
@@ -20,18 +21,16 @@ using detail::require_device;
 template <class Copy>
 double timed_bandwidth(std::size_t bytes, Copy copy) {
   cuda_event_pair timing;
-  float best_ms = 0;
+  double best_s = 0;
   copy();  // warm-up: first-touch and clocks
   for (int i = 0; i < 5; ++i) {
-    cuda_check(cudaEventRecord(timing.start_), "cudaEventRecord(bandwidth)");
+    cuda_check(cudaEventRecord(timing.start.get()), "cudaEventRecord(bandwidth)");
     copy();
-    cuda_check(cudaEventRecord(timing.stop_), "cudaEventRecord(bandwidth)");
-    cuda_check(cudaEventSynchronize(timing.stop_), "cudaEventSynchronize(bandwidth)");
-    float ms = 0;
-    cuda_check(cudaEventElapsedTime(&ms, timing.start_, timing.stop_), "cudaEventElapsedTime(bandwidth)");
-    if (i == 0 || ms < best_ms) best_ms = ms;
+    cuda_check(cudaEventRecord(timing.stop.get()), "cudaEventRecord(bandwidth)");
+    cuda_check(cudaEventSynchronize(timing.stop.get()), "cudaEventSynchronize(bandwidth)");
+    if (const double s = timing.seconds(); i == 0 || s < best_s) best_s = s;
   }
-  return bytes / (best_ms / 1e3);
+  return bytes / best_s;
 }
 
 }  // namespace
@@ -78,7 +77,7 @@ double cuda_upload_bandwidth() {
   const std::size_t bytes = std::size_t{1} << 30;  // long enough that setup costs vanish
   pinned_words host;
   u64* h = host.reserve(bytes / 8);
-  thrust::cuda::vector<char> d(bytes);
+  thrust::device_vector<char> d(bytes);
   char* target = thrust::raw_pointer_cast(d.data());
   return timed_bandwidth(bytes, [&] {
     cuda_check(cudaMemcpy(target, h, bytes, cudaMemcpyHostToDevice), "cudaMemcpy(host to device)");
@@ -89,7 +88,7 @@ std::vector<snapshot_walk> level_walk_cuda(std::span<const walk_input> snapshots
                                            const level_walk_options& options) {
   require_device("walk backend cuda");
   cuda_check(cudaSetDevice(0), "cudaSetDevice(0)");
-  detail::cuda_system system;
+  detail::cuda_system system(options.device_memory_limit);
   return kernels::detail::level_walk(system, snapshots, options);
 }
 

@@ -10,6 +10,8 @@
 
 #include <cstddef>
 #include <span>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "ptwalk/format.hpp"
@@ -30,25 +32,45 @@ struct walk_input {
   table_source tables;
 };
 
-// Where the time of a batch walk went, summed over calls; phases may overlap
-// (tables of the next chunk are gathered while the current one is walked).
+// Where the time of a walk went and what it moved, per phase, from
+// counters the walk keeps itself (README "Bytes moved"): bytes over PCIe,
+// through device memory and through host memory, counted from the sizes of
+// the buffers each step reads and writes. Device phases are timed on the
+// device (CUDA events), host phases by the host clock; phases may overlap
+// (the next chunk is gathered while the current one is walked).
+struct walk_phase {
+  std::string name;
+  bool on_device = false;  // timed by device events
+  double seconds = 0;
+  u64 pcie_bytes = 0, device_bytes = 0, host_bytes = 0;
+};
+
 struct walk_profile {
-  double gather_s = 0;    // host: copying frontier tables into staging buffers
-  double upload_s = 0;    // host→device copies of table pages
-  double kernel_s = 0;    // expansion, owner resolution, record sort on the device
-  double download_s = 0;  // device→host: frontiers and records
-  u64 tables = 0;         // page-table pages walked (each read once)
-  u64 bytes_uploaded = 0;
+  std::vector<walk_phase> phases;
+  u64 tables = 0;   // page-table pages walked (each read once)
   u64 records = 0;
   u64 batches = 0;
 
+  // The phase called `name`, added (empty) on first use.
+  walk_phase& phase(std::string_view name, bool on_device = false) {
+    for (auto& p : phases)
+      if (p.name == name) return p;
+    return phases.emplace_back(walk_phase{std::string(name), on_device});
+  }
+  [[nodiscard]] double seconds(std::string_view name) const {
+    for (const auto& p : phases)
+      if (p.name == name) return p.seconds;
+    return 0;
+  }
   walk_profile& operator+=(const walk_profile& o) {
-    gather_s += o.gather_s;
-    upload_s += o.upload_s;
-    kernel_s += o.kernel_s;
-    download_s += o.download_s;
+    for (const auto& p : o.phases) {
+      walk_phase& mine = phase(p.name, p.on_device);
+      mine.seconds += p.seconds;
+      mine.pcie_bytes += p.pcie_bytes;
+      mine.device_bytes += p.device_bytes;
+      mine.host_bytes += p.host_bytes;
+    }
     tables += o.tables;
-    bytes_uploaded += o.bytes_uploaded;
     records += o.records;
     batches += o.batches;
     return *this;
@@ -62,6 +84,9 @@ struct level_walk_options {
   u64 max_batch_spaces = 0;
   // Frontier tables gathered and uploaded per step (4 KiB each).
   std::size_t chunk_tables = 16384;
+  // Device memory the walk may use, in bytes; 0 = what the device has free.
+  // Tests set it to exercise batch sizing and the out-of-memory retries.
+  u64 device_memory_limit = 0;
 };
 
 // The CPU build (Thrust OMP system) of the GPU algorithm.

@@ -11,7 +11,7 @@ namespace ptwalk {
 
 std::vector<snapshot_walk> level_walk_thrust_cpu(std::span<const walk_input> snapshots,
                                                  const level_walk_options& options) {
-  kernels::detail::omp_system system;
+  kernels::detail::omp_system system(options.device_memory_limit);
   return kernels::detail::level_walk(system, snapshots, options);
 }
 

@@ -38,7 +38,7 @@ struct root_scan_profile {
   double setup_s = 0;     // device start, predicate inputs uploaded, buffers allocated
   double gather_s = 0;    // host: pages copied into staging
   double upload_s = 0;    // host→device copies of the pages
-  double kernel_s = 0;    // test and select: each chunk's device wall time less its upload
+  double kernel_s = 0;    // test and select, timed on the device
   double download_s = 0;  // device→host: the hits
   u64 pages = 0;
   u64 bytes_uploaded = 0;

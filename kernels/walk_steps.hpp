@@ -10,8 +10,8 @@
 //             (space index, VA): an open-addressing table with atomic min;
 //   split   — owner visits form the next frontier, the others become
 //             AnotherSpace records naming the owner.
-// Records carry a 64-bit sort key (global space, VA) so the batch's records
-// come out grouped per space in VA order after one radix sort.
+// Records carry their global space index; each level's leaves and aliases
+// come out as runs sorted by (space, VA), merged once per batch.
 #pragma once
 
 #include <thrust/tuple.h>
@@ -40,27 +40,18 @@ struct visit_rank {
   }
 };
 
-// Record order: (global space index, linear VA in 4 KiB units). Within one
-// space no two records share a 4 KiB page: leaves and aliases sit on distinct
-// aligned blocks, and a depth-0 alias (at the range start, maybe unaligned)
-// is its space's only record.
+// Records travel with their global space index (batch-wide, u32): every
+// (level, kind) run of records comes out sorted by (space, linear VA), and
+// the runs are merged in this order. No packed key, so no limit on spaces
+// or VA bits beyond the u32 index. Within one space no two records share a
+// VA: leaves and aliases sit on distinct blocks, and a depth-0 alias is its
+// space's only record.
 template <class Format>
-struct record_order {
-  static constexpr unsigned space_shift = Format::va_bits - 12;
-  static constexpr u64 max_spaces = u64{1} << (64 - space_shift);
-
-  PTWALK_HD static constexpr u64 key(u64 global_space, u64 canonical_va) {
-    return (global_space << space_shift) | (Format::linear(canonical_va) >> 12);
-  }
-  PTWALK_HD static constexpr u64 first_key(u64 global_space) { return global_space << space_shift; }
-};
-
-// Global space index → the smallest sort key it can have; a vectorized lower
-// bound of these over the sorted keys gives every space's record offset.
-template <class Format>
-struct first_record_key {
-  PTWALK_HD u64 operator()(u64 global_space) const {
-    return record_order<Format>::first_key(global_space);
+struct record_before {
+  PTWALK_HD bool operator()(const thrust::tuple<space_aware_mapping, u32>& a,
+                            const thrust::tuple<space_aware_mapping, u32>& b) const {
+    const u32 sa = thrust::get<1>(a), sb = thrust::get<1>(b);
+    return sa < sb || (sa == sb && Format::linear(thrust::get<0>(a).va) < Format::linear(thrust::get<0>(b).va));
   }
 };
 
@@ -146,16 +137,15 @@ struct entry_is {
   }
 };
 
-// item → (leaf record, sort key).
+// item → (leaf record, global space).
 template <class Format>
 struct emit_leaf {
   frontier_ref<Format> frontier;
-  PTWALK_HD thrust::tuple<space_aware_mapping, u64> operator()(u64 item) const {
+  PTWALK_HD thrust::tuple<space_aware_mapping, u32> operator()(u64 item) const {
     const u64 table = item >> 9;
     const space_aware_mapping record = make_leaf_record<Format>(
         frontier.entry(item), frontier.depth, frontier.entry_va(item), frontier.d_perms[table]);
-    const u64 space = u64{frontier.d_space_base[frontier.d_snapshot[table]]} + frontier.d_space[table];
-    return thrust::make_tuple(record, record_order<Format>::key(space, record.va));
+    return thrust::make_tuple(record, frontier.d_space_base[frontier.d_snapshot[table]] + frontier.d_space[table]);
   }
 };
 
@@ -189,6 +179,13 @@ struct owner_table_ref {
         return slot;
       }
     }
+  }
+  // The smallest rank inserted for `key`, once every insert is done; the
+  // key must have been inserted.
+  PTWALK_HD u64 rank_of(u64 key) const {
+    u64 slot = hash_u64(key) & mask;
+    while (d_keys[slot] != key) slot = (slot + 1) & mask;
+    return d_ranks[slot];
   }
 };
 
@@ -227,7 +224,7 @@ struct emit_owned_table {
   }
 };
 
-// Non-owner visit → (AnotherSpace record, sort key).
+// Non-owner visit → (AnotherSpace record, global space).
 template <class Format>
 struct emit_alias {
   const u64* d_owner_rank;
@@ -236,13 +233,12 @@ struct emit_alias {
   const u32* d_slot;
   const u32* d_space_base;
   unsigned depth;  // of the shared table
-  PTWALK_HD thrust::tuple<space_aware_mapping, u64> operator()(u64 visit) const {
+  PTWALK_HD thrust::tuple<space_aware_mapping, u32> operator()(u64 visit) const {
     using rank = visit_rank<Format>;
     const u64 ours = d_rank[visit], theirs = d_owner_rank[d_slot[visit]];
     const space_aware_mapping record =
         make_alias_record<Format>(depth, rank::space(theirs), rank::va(ours), rank::va(theirs));
-    const u64 space = u64{d_space_base[table_key_of::snapshot(d_key[visit])]} + rank::space(ours);
-    return thrust::make_tuple(record, record_order<Format>::key(space, record.va));
+    return thrust::make_tuple(record, d_space_base[table_key_of::snapshot(d_key[visit])] + rank::space(ours));
   }
 };
 

@@ -55,7 +55,7 @@ TEST(gpu_walk, streams_a_fleet_through_small_batches_and_chunks) {
   for (const auto& w : expected)
     for (const u64 t : w.stats.tables) tables += t;
   EXPECT_EQ(profile.tables, tables);
-  EXPECT_EQ(profile.bytes_uploaded, tables * 4096);
+  EXPECT_GE(profile.phase("upload").pcie_bytes, tables * 4096);
   EXPECT_EQ(profile.batches, 12u);  // over 25 spaces each: one snapshot per batch of at most 50
 }
 

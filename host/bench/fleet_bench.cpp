@@ -204,11 +204,12 @@ bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string
       walk_profile cold_profile, profile;
       cold.push_back(timed_walk(cold_profile));
       walk.push_back(timed_walk(profile));
-      upload.push_back(profile.upload_s);
-      download.push_back(profile.download_s);
-      gather.push_back(profile.gather_s);
-      kernel.push_back(profile.kernel_s);
+      upload.push_back(profile.seconds("upload"));
+      download.push_back(profile.seconds("download"));
+      gather.push_back(profile.seconds("gather"));
+      kernel.push_back(profile.seconds("kernel"));
       b.batches = profile.batches;
+      b.profile = std::move(profile);
     }
     b.after = probe.measure();
     b.cold_walk = phase_times::of(cold);
@@ -238,6 +239,28 @@ bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string
     report.job = measure_job_overlap(fleet, baseline, options);
   return report;
 }
+
+namespace {
+
+// Per backend and phase: seconds measured here and the bytes the walk
+// counted, with the time those bytes take on paper on an H200 (each kind
+// of traffic at its published bandwidth; host traffic at this machine's).
+std::string format_bytes_moved(const bench_report& report) {
+  std::string out;
+  for (const auto& b : report.backends) {
+    if (b.skipped || b.profile.phases.empty()) continue;
+    if (out.empty())
+      out = fmt::format("\n{:<11} {:<9} {:>9} {:>10} {:>10} {:>10} {:>14}\n", "bytes moved", "phase", "s here",
+                        "PCIe MB", "device MB", "host MB", "H200 PCIe/HBM s");
+    for (const walk_phase& p : b.profile.phases)
+      out += fmt::format("{:<11} {:<9} {:>9.4f} {:>10.2f} {:>10.2f} {:>10.2f} {:>14.6f}\n", b.name, p.name, p.seconds,
+                         p.pcie_bytes / 1e6, p.device_bytes / 1e6, p.host_bytes / 1e6,
+                         p.pcie_bytes / pcie5_pinned_bytes_per_s + p.device_bytes / h200_hbm_bytes_per_s);
+  }
+  return out.empty() ? out : out + "\n";
+}
+
+}  // namespace
 
 std::string format_report(const machine_info& machine, const bench_report& report) {
   const fleet_info& f = report.fleet;
@@ -282,6 +305,7 @@ std::string format_report(const machine_info& machine, const bench_report& repor
       out += fmt::format("{:<11} DRAM read {:.1f} -> {:.1f} GB/s, copy {:.1f} -> {:.1f} GB/s\n", b.name,
                          b.before.read_bytes_per_s / 1e9, b.after.read_bytes_per_s / 1e9,
                          b.before.copy_bytes_per_s / 1e9, b.after.copy_bytes_per_s / 1e9);
+  out += format_bytes_moved(report);
   if (report.compaction)
     out += fmt::format("{:<11} {:>9.4f} {:>21}   (relink + compact, CPU, after any backend)\n", "compaction",
                        report.compaction->median_s, span_text(*report.compaction));
@@ -343,6 +367,13 @@ nlohmann::json backend_json(const machine_info& machine, const bench_report& rep
       {"bandwidth", {{"before", bandwidth_json(b.before)}, {"after", bandwidth_json(b.after)}}},
       {"batches", b.batches},
   };
+  // The walk's own counters, per phase (README "Bytes moved").
+  nlohmann::json moved = nlohmann::json::object();
+  for (const walk_phase& p : b.profile.phases)
+    moved[p.name] = {{"seconds", p.seconds},     {"on_device", p.on_device},
+                     {"pcie_bytes", p.pcie_bytes}, {"device_bytes", p.device_bytes},
+                     {"host_bytes", p.host_bytes}};
+  j["bytes_moved"] = std::move(moved);
   if (b.name == "cuda" && machine.device_copy_bytes_per_s > 0) {
     j["device_copy_fraction"] = table_bytes_per_s / machine.device_copy_bytes_per_s;
     j["upload_fraction"] = table_bytes_per_s / machine.upload_bytes_per_s;

@@ -50,6 +50,7 @@ struct backend_bench {
   phase_times cold_walk;                               // caches evicted before each
   host_bandwidth before, after;                        // probed around this backend's walks
   u64 batches = 0;
+  walk_profile profile;  // the last run's phases and the bytes each moved
 };
 
 struct machine_info {
@@ -98,6 +99,11 @@ struct bench_report {
 [[nodiscard]] bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string source,
                                            double load_s, const bench_options& options,
                                            host_bandwidth_probe& probe);
+
+// Published bandwidths the byte counters are turned into times with
+// (README "Bytes moved"): H200 HBM3e and PCIe Gen5 x16 from pinned memory.
+inline constexpr double h200_hbm_bytes_per_s = 4.8e12;
+inline constexpr double pcie5_pinned_bytes_per_s = 50e9;
 
 // Stdout table for one fleet.
 [[nodiscard]] std::string format_report(const machine_info& machine, const bench_report& report);

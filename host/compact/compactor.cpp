@@ -463,7 +463,7 @@ bool write_all(int fd, const std::byte* bytes, u64 size, u64 offset) {
 std::vector<output_piece> all_pieces(const compacted_snapshot& s) {
   std::vector<output_piece> pieces = s.data;
   if (s.tables.table_count() > 0)
-    pieces.push_back({s.tables.base(), s.tables.table_count() * page_table_buffer::table_bytes,
+    pieces.push_back({s.tables.base(), s.tables.table_count() * s.tables.table_bytes(),
                       reinterpret_cast<const std::byte*>(s.tables.words().data())});
   std::sort(pieces.begin(), pieces.end(), [](const output_piece& a, const output_piece& b) { return a.gpa < b.gpa; });
   return pieces;
@@ -488,7 +488,7 @@ compacted_snapshot compact_snapshot(const loaded_snapshot& input, const snapshot
   compacted_snapshot out;
   frame_plan plan(input.image, walk, policy, out.stats);
   out.tables = page_table_buffer(plan.table_base());
-  std::vector<u64> new_roots = visit_format(input.format(), [&]<class Format>() {
+  std::vector<u64> new_roots = visit_x86_format(input.format(), [&]<class Format>() {
     return relinker<Format, page_table_buffer>(out.tables, input.image, plan, policy, out.stats).run(walk);
   });
   out.data = plan.take_pieces();

@@ -43,6 +43,7 @@ struct walk_options {
   int threads = 0;                  // cpu backends; 0 = all cores
   u64 max_batch_spaces = 0;         // level-synchronous: 0 = as device memory allows
   std::size_t chunk_tables = 0;     // level-synchronous: tables per upload, 0 = default
+  u64 device_memory_limit = 0;      // level-synchronous: device bytes to use, 0 = what is free
 };
 
 // Walks one snapshot with the reference walker.

@@ -1,9 +1,12 @@
 // host/cpu_walk.cpp — the `cpu` backend: flat owner tables, direct image reads, all cores.
 //
 // Three steps, each parallel:
-//   upper levels — per snapshot (snapshots in parallel), the reference's
-//     depth-first walk claims owners in its order and emits every record
-//     above the last level; an owned last-level table (a PT: leaves only,
+//   upper levels — owners of the whole batch first, level by level with an
+//     atomic-min owner table per depth (the GPU walk's method, tables of
+//     one level in parallel); then, slices of spaces in parallel (so one
+//     big snapshot uses every core), the reference's depth-first walk
+//     emits every record above the last level, each visit checked against
+//     its table's owner; an owned last-level table (a PT: leaves only,
 //     about 3/4 of the tables in Linux-like fleets) is not read but left as
 //     a task, with a placeholder where its leaves belong;
 //   leaf tables  — all tasks of all snapshots expand in parallel, each into
@@ -11,14 +14,18 @@
 //   splice       — placeholders are replaced by their leaves, in parallel.
 // Owners are packed (space, block VA) ranks as in the GPU walk
 // (kernels/walk_steps.hpp), so "is this visit the owner" is one compare, and
-// the output is the same at any thread count because ownership is decided
-// in one sequential pass per snapshot.
+// the output is the same at any thread count because the owner of a table
+// is the minimum over all its visits, whatever order they arrive in.
 #include "walk/cpu_walk.hpp"
 
 
 #include <algorithm>
+#include <bit>
+#include <chrono>
 #include <cstring>
 #include <memory>
+#include <numeric>
+#include <unordered_map>
 
 #include "kernels/walk_steps.hpp"
 #include "common/parallel_for.hpp"
@@ -26,47 +33,6 @@
 
 namespace ptwalk {
 namespace {
-
-// Table key (pa | depth, ptwalk/walk.hpp) → owner rank, for one snapshot's
-// walk; open addressing, kept at most half full.
-class flat_owner_map {
- public:
-  static constexpr u64 empty = ~u64{0};  // no pa | depth has every bit set
-
-  // The owner rank of `key`, claiming it for `rank` if it has none yet.
-  u64 claim(u64 key, u64 rank) {
-    if (2 * (count_ + 1) > slots_.size()) rehash(std::max<std::size_t>(1024, 2 * slots_.size()));
-    for (u64 i = kernels::hash_u64(key) & mask_;; i = (i + 1) & mask_) {
-      slot& s = slots_[i];
-      if (s.key == key) return s.rank;
-      if (s.key == empty) {
-        s = {key, rank};
-        ++count_;
-        return rank;
-      }
-    }
-  }
-
- private:
-  struct slot {
-    u64 key = empty;
-    u64 rank = 0;
-  };
-  void rehash(std::size_t capacity) {
-    std::vector<slot> old = std::exchange(slots_, std::vector<slot>(capacity));
-    mask_ = capacity - 1;
-    for (const slot& s : old)
-      for (u64 i = kernels::hash_u64(s.key) & mask_; s.key != empty; i = (i + 1) & mask_)
-        if (slots_[i].key == empty) {
-          slots_[i] = s;
-          break;
-        }
-  }
-
-  std::vector<slot> slots_;
-  u64 mask_ = 0;
-  std::size_t count_ = 0;
-};
 
 // An owned last-level table whose leaves the parallel step produces.
 struct leaf_table_task {
@@ -105,7 +71,7 @@ void read_entries(const memory_image& image, u64 pa, unsigned lo, unsigned hi, w
                   OnEntry&& on_entry) {
   if (lo > hi) return;
   stats.entries_read += hi - lo + 1;
-  if (const std::byte* whole = image.bytes_at(pa, Format::table_bytes)) {
+  if (const std::byte* whole = image.bytes_at(pa, Format::table_bytes(0))) {
     // Page tables are mostly empty: test eight present bits at once (one
     // 64-byte line) and visit only the set ones. Lines are prefetched a few
     // ahead, since a walk jumps between tables too often for the hardware
@@ -140,26 +106,129 @@ void read_entries(const memory_image& image, u64 pa, unsigned lo, unsigned hi, w
   }
 }
 
-// The reference's depth-first order over one snapshot, for every level but
-// the last.
+using snapshot_list = std::span<const loaded_snapshot* const>;
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Spaces per upper-level task: enough slices of a big snapshot to balance
+// the cores, few enough that joining them costs nothing.
+constexpr u32 slice_spaces = 16;
+
+// Owners of every table below the roots, for a whole batch at once, level
+// by level as in the GPU walk (kernels/walk_steps.hpp): the owned tables of
+// depth d are read in parallel, their child visits inserted into depth
+// d+1's owner table by atomic min of (space, VA) rank, and the visits that
+// hold the minimum are the owned tables of depth d+1. Last-level tables are
+// claimed but not read. The owners are exactly the reference's: a table's
+// first visit in depth-first order is its smallest (space, VA) visit.
+template <class Format>
+class batch_owners {
+  using rank = kernels::visit_rank<Format>;
+  using key_of = kernels::table_key_of;
+
+ public:
+  batch_owners(snapshot_list snapshots, linear_va_range<Format> range, unsigned threads)
+      : root_owner_(snapshots.size()) {
+    std::vector<owned_table> frontier;
+    for (u32 b = 0; b < snapshots.size(); ++b) {
+      std::unordered_map<u64, u32> first_space;
+      const auto& roots = snapshots[b]->roots();
+      for (u32 space = 0; space < roots.size(); ++space) {
+        const u64 root = root_table_address<Format>(roots[space]);
+        const auto [it, fresh] = first_space.try_emplace(root, space);
+        root_owner_[b].push_back(it->second);
+        if (fresh && !range.empty()) frontier.push_back({b, space, root, 0});
+      }
+    }
+    for (unsigned depth = 0; depth + 1 < Format::levels && !frontier.empty(); ++depth)
+      frontier = claim_children(snapshots, range, threads, depth, frontier);
+  }
+
+  // The space owning snapshot b's root of `space` (itself unless listed before).
+  [[nodiscard]] u32 root_owner(u32 b, u32 space) const { return root_owner_[b][space]; }
+  // The owner rank of the table at `pa`, depth >= 1, visited in snapshot b.
+  [[nodiscard]] u64 owner(u32 b, u64 pa, unsigned depth) const {
+    const owner_table& t = tables_[depth - 1];
+    return kernels::owner_table_ref{const_cast<u64*>(t.keys.data()), const_cast<u64*>(t.ranks.data()), t.mask}
+        .rank_of(key_of::pack(b, pa));
+  }
+
+ private:
+  struct owned_table {
+    u32 snapshot, space;
+    u64 pa, va;
+  };
+  struct visit {
+    u64 key, rank;
+  };
+  struct owner_table {
+    std::vector<u64> keys, ranks;
+    u64 mask = 0;
+  };
+
+  std::vector<owned_table> claim_children(snapshot_list snapshots, linear_va_range<Format> range, unsigned threads,
+                                          unsigned depth, const std::vector<owned_table>& frontier) {
+    std::vector<std::vector<visit>> visits(threads);
+    parallel_for_chunks(frontier.size(), 16, threads, [&](unsigned worker, std::size_t i) {
+      const owned_table& t = frontier[i];
+      const auto bounds = range.entries_in_range(t.va, depth);
+      walk_stats ignored;  // counted by the emitting pass
+      read_entries<Format>(snapshots[t.snapshot]->image, t.pa, bounds.lo, bounds.hi, ignored,
+                           [&](u64 value, unsigned index) {
+                             if (Format::classify(value, depth) != entry_kind::table) return;
+                             const u64 va = t.va + (u64{index} << Format::entry_shift(depth));
+                             visits[worker].push_back(
+                                 {key_of::pack(t.snapshot, Format::table_address(value)), rank::pack(t.space, va)});
+                           });
+    });
+    u64 count = 0;
+    for (const auto& v : visits) count += v.size();
+    owner_table& table = tables_.emplace_back();
+    const u64 capacity = std::bit_ceil(std::max<u64>(2 * count, 64));
+    table.keys.assign(capacity, key_of::empty);
+    table.ranks.assign(capacity, ~u64{0});
+    table.mask = capacity - 1;
+    const kernels::owner_table_ref ref{table.keys.data(), table.ranks.data(), table.mask};
+    parallel_for(threads, threads, [&](std::size_t w) {
+      for (const visit& v : visits[w]) (void)ref.insert_min(v.key, v.rank);
+    });
+    std::vector<owned_table> next;
+    if (Format::is_last_depth(depth + 1)) return next;  // leaf tables are expanded later
+    for (const auto& worker : visits)
+      for (const visit& v : worker)
+        if (ref.rank_of(v.key) == v.rank)
+          next.push_back({key_of::snapshot(v.key), rank::space(v.rank), key_of::table_pa(v.key), rank::va(v.rank)});
+    return next;
+  }
+
+  std::vector<std::vector<u32>> root_owner_;
+  std::vector<owner_table> tables_;  // depth 1 .. levels-1
+};
+
+// The reference's depth-first order over some spaces of one snapshot, for
+// every level but the last, with owners already known (batch_owners): each
+// visit is the owner's or an alias, and an owned leaf table becomes a task.
 template <class Format>
 class upper_walker {
   using rank = kernels::visit_rank<Format>;
 
  public:
-  upper_walker(const memory_image& image, linear_va_range<Format> range, upper_walk& out)
-      : image_(image), range_(range), out_(out) {}
+  upper_walker(const memory_image& image, u32 snapshot, const batch_owners<Format>& owners,
+               linear_va_range<Format> range, upper_walk& out)
+      : image_(image), snapshot_(snapshot), owners_(owners), range_(range), out_(out) {}
 
   void space(u32 space, u64 root) {
     out_.space_first.push_back(out_.items.size());
     if (range_.empty()) return;
-    const u64 owner = owners_.claim(table_key(root, 0), rank::pack(space, 0));
-    if (rank::space(owner) != space) {  // a root listed again: one depth-0 alias (SPEC §3)
-      out_.items.push_back(make_alias_record<Format>(0, rank::space(owner), range_.first, range_.first));
+    if (const u32 owner = owners_.root_owner(snapshot_, space); owner != space) {
+      // a root listed again: one depth-0 alias (SPEC §3)
+      out_.items.push_back(make_alias_record<Format>(0, owner, range_.first, range_.first));
       return;
     }
     ++out_.stats.tables[0];
-    table(space, root, 0, 0, perm_path_start);
+    table(space, root, 0, 0, Format::perm_path_start);
   }
 
  private:
@@ -176,7 +245,7 @@ class upper_walker {
 
   void child(u32 space, u64 pa, unsigned depth, u64 va, u8 perms) {
     const u64 visit = rank::pack(space, va);
-    const u64 owner = owners_.claim(table_key(pa, depth), visit);
+    const u64 owner = owners_.owner(snapshot_, pa, depth);
     if (owner != visit) {
       out_.items.push_back(make_alias_record<Format>(depth, rank::space(owner), va, rank::va(owner)));
       return;
@@ -188,12 +257,30 @@ class upper_walker {
   }
 
   const memory_image& image_;
+  u32 snapshot_;
+  const batch_owners<Format>& owners_;
   linear_va_range<Format> range_;
   upper_walk& out_;
-  flat_owner_map owners_;
 };
 
-using snapshot_list = std::span<const loaded_snapshot* const>;
+// Spaces of one snapshot whose upper levels one task emits.
+struct space_slice {
+  u32 snapshot, first, last;
+};
+
+// Appends `part` (the next spaces of the same snapshot) to `whole`: items,
+// space starts and tasks shift by what `whole` holds; placeholders name
+// their task by index, so they shift too.
+void append_slice(upper_walk& whole, upper_walk&& part) {
+  const u64 items = whole.items.size(), tasks = whole.tasks.size();
+  for (auto& item : part.items)
+    if (is_placeholder(item)) item.pa += tasks;
+  whole.items.insert(whole.items.end(), part.items.begin(), part.items.end());
+  for (const u64 first : part.space_first) whole.space_first.push_back(first + items);
+  whole.tasks.insert(whole.tasks.end(), part.tasks.begin(), part.tasks.end());
+  whole.stats += part.stats;
+}
+
 
 // One thread's leaves, in fixed blocks that never move (a growing vector
 // would copy every leaf again on each reallocation), on its own cache line
@@ -218,29 +305,54 @@ class alignas(64) leaf_buffer {
 };
 
 template <class Format>
-std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<Format> range, unsigned threads) {
+std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<Format> range, unsigned threads,
+                                       walk_profile* profile) {
   const std::size_t n = snapshots.size();
   for (const auto* s : snapshots)
     if (s->roots().size() >= kernels::visit_rank<Format>::max_spaces)
       throw input_error(s->id() + ": too many spaces for the cpu walk");
 
-  // Upper levels, one snapshot per thread at a time.
-  std::vector<upper_walk> upper(n);
+  // Upper levels: owners for the whole batch, level by level; then the
+  // records in the reference's order, slices of spaces in parallel (one
+  // big snapshot spreads over every core), joined per snapshot.
+  const auto upper_clock = std::chrono::steady_clock::now();
   std::vector<snapshot_walk> out(n);
-  parallel_for(n, threads, [&](std::size_t b) {
-    // Built in a local and moved out once: neighbouring snapshots' counters
+  std::vector<space_slice> slices;
+  for (u32 b = 0; b < n; ++b) {
+    const u32 spaces = static_cast<u32>(snapshots[b]->roots().size());
+    for (const u64 root : snapshots[b]->roots()) out[b].roots.push_back(root_table_address<Format>(root));
+    for (u32 first = 0; first < spaces; first += slice_spaces) slices.push_back({b, first, std::min(spaces, first + slice_spaces)});
+  }
+  const batch_owners<Format> owners(snapshots, range, threads);
+  std::vector<upper_walk> parts(slices.size());
+  parallel_for(slices.size(), threads, [&](std::size_t k) {
+    const space_slice& slice = slices[k];
+    // Built in a local and moved out once: neighbouring slices' counters
     // share cache lines with this one's.
     upper_walk local;
-    upper_walker<Format> walker(snapshots[b]->image, range, local);
-    for (u32 space = 0; space < snapshots[b]->roots().size(); ++space) {
-      out[b].roots.push_back(root_table_address<Format>(snapshots[b]->roots()[space]));
-      walker.space(space, out[b].roots.back());
-    }
+    upper_walker<Format> walker(snapshots[slice.snapshot]->image, slice.snapshot, owners, range, local);
+    for (u32 space = slice.first; space < slice.last; ++space) walker.space(space, out[slice.snapshot].roots[space]);
+    parts[k] = std::move(local);
+  });
+  std::vector<std::size_t> first_slice(n + 1, slices.size());
+  for (std::size_t k = slices.size(); k-- > 0;) first_slice[slices[k].snapshot] = k;
+  for (std::size_t b = n; b-- > 0;) first_slice[b] = std::min(first_slice[b], first_slice[b + 1]);
+  std::vector<upper_walk> upper(n);
+  parallel_for(n, threads, [&](std::size_t b) {
+    upper_walk local;
+    for (std::size_t k = first_slice[b]; k < first_slice[b + 1]; ++k) append_slice(local, std::move(parts[k]));
     local.space_first.push_back(local.items.size());
     upper[b] = std::move(local);
   });
+  if (profile != nullptr) {
+    walk_phase& phase = profile->phase("upper");
+    phase.seconds += seconds_since(upper_clock);
+    for (const auto& u : upper)  // the owner pass and the emitting pass each read the tables; records written
+      phase.host_bytes += 2 * 8 * u.stats.entries_read + sizeof(space_aware_mapping) * u.items.size();
+  }
 
   // Leaf tables of every snapshot, in parallel, into per-thread buffers.
+  const auto leaf_clock = std::chrono::steady_clock::now();
   std::vector<u64> task_base(n + 1, 0);
   for (std::size_t b = 0; b < n; ++b) task_base[b + 1] = task_base[b] + upper[b].tasks.size();
   std::vector<leaf_table_output> leaves(task_base[n]);
@@ -267,7 +379,14 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
     leaves[t] = {out, count, stats.entries_read, stats.dangling_reads};
   });
 
+  if (profile != nullptr) {
+    walk_phase& phase = profile->phase("leaves");
+    phase.seconds += seconds_since(leaf_clock);
+    for (const auto& l : leaves) phase.host_bytes += 8 * l.entries_read + sizeof(space_aware_mapping) * l.count;
+  }
+
   // Splice: each item's final position, then the copies, in parallel.
+  const auto splice_clock = std::chrono::steady_clock::now();
   parallel_for(n, threads, [&](std::size_t b) {
     const upper_walk& u = upper[b];
     snapshot_walk& walk = out[b];
@@ -298,6 +417,17 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
     }
     walk.stats = stats;
   });
+  if (profile != nullptr) {
+    walk_phase& phase = profile->phase("splice");
+    phase.seconds += seconds_since(splice_clock);
+    for (const auto& w : out) {
+      // items and leaves read, records written, records read again for the counts
+      phase.host_bytes += 3 * sizeof(space_aware_mapping) * w.records.size();
+      profile->tables += std::accumulate(std::begin(w.stats.tables), std::end(w.stats.tables), u64{0});
+      profile->records += w.records.size();
+    }
+    profile->batches += 1;
+  }
   return out;
 }
 
@@ -316,8 +446,8 @@ std::vector<snapshot_walk> cpu_walk(std::span<const loaded_snapshot> snapshots, 
         group.push_back(&snapshots[i]);
       }
     if (group.empty()) continue;
-    visit_format(format, [&]<class F>() {
-      auto walks = walk_format<F>(group, to_linear<F>(options.range), threads);
+    visit_x86_format(format, [&]<class F>() {
+      auto walks = walk_format<F>(group, to_linear<F>(options.range), threads, options.profile);
       for (std::size_t k = 0; k < indices.size(); ++k) out[indices[k]] = std::move(walks[k]);
     });
   }

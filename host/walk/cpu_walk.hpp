@@ -14,6 +14,7 @@
 #include <span>
 #include <vector>
 
+#include "kernels/level_walk.hpp"
 #include "ptwalk/mapping.hpp"
 #include "input/snapshot.hpp"
 
@@ -21,7 +22,8 @@ namespace ptwalk {
 
 struct cpu_walk_options {
   va_range range{};
-  int threads = 0;  // 0: OpenMP's default (all cores)
+  int threads = 0;                  // 0: OpenMP's default (all cores)
+  walk_profile* profile = nullptr;  // phases "upper", "leaves", "splice": host seconds and bytes
 };
 
 [[nodiscard]] std::vector<snapshot_walk> cpu_walk(std::span<const loaded_snapshot> snapshots,

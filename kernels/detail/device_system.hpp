@@ -4,20 +4,30 @@
 // (root_scan_impl.hpp) are each one source built for several Thrust device
 // systems: CUDA by nvcc (cuda/cuda_system.cuh) and OMP by g++
 // (omp_system.hpp). A `System` supplies what differs between them:
-//   template <class T> using vector;      // device vectors
-//   policy();                             // Thrust execution policy
-//   staging(which, words);                // host buffers a gather fills (pinned on CUDA)
-//   upload(h_src, d_dst, n);              // host→device, ordered before later policy() calls
+//   template <class T> using vector;      // device vectors, allocated from the system's one pool
+//   policy();                             // Thrust execution policy (temporaries from the same pool)
+//   staging(which, words);                // host buffer a gather fills (pinned on CUDA); waits
+//                                         // until the buffer's last upload_staging has finished
+//   upload_staging(which, d_dst, words);  // staging buffer → device, asynchronous
+//   upload(h_src, d_dst, n);              // host→device; h_src may be reused on return
 //   download(d_src, h_dst, n);            // device→host, blocking
-//   take_upload_seconds();                // device time spent uploading since the last call
+//   timed(phase, fn);                     // runs fn, timing the device work it enqueues
+//   take_seconds(phase);                  // device seconds of `phase` since the last take
+//   memory();                             // the pool's budget: limit, in use, peak
+//   release_cache();                      // drops cached device scratch memory
+//   out_of_memory(exception_ptr);         // whether a failure means "device memory ran out"
+//   size_step(items);                     // how many items the next steps touch
 //   name;                                 // for messages
-// and optionally size_step(items), told how many items the next steps touch,
-// and release_cache(), which drops cached device scratch memory.
 #pragma once
 
 #include <thrust/memory.h>
 
 #include <chrono>
+#include <exception>
+#include <new>
+#include <stdexcept>
+
+#include "ptwalk/config.hpp"
 
 namespace ptwalk::kernels::detail {
 
@@ -40,6 +50,38 @@ auto raw(V& v) {
 template <class System>
 void size_step(System& system, unsigned long long items) {
   if constexpr (requires { system.size_step(items); }) system.size_step(items);
+}
+
+enum class device_phase : unsigned { upload, kernel, download };
+inline constexpr unsigned device_phases = 3;
+
+// Bytes a system's pool may hand out (vectors and Thrust temporaries
+// together) and how many it has handed out; the batch driver sizes batches
+// from the peak of the last one. Exceeding the limit is std::bad_alloc.
+struct memory_budget {
+  u64 limit = ~u64{0};
+  u64 in_use = 0, peak = 0;
+
+  void take(u64 bytes) {
+    if (bytes > limit - in_use) throw std::bad_alloc();
+    in_use += bytes;
+    if (in_use > peak) peak = in_use;
+  }
+  void give(u64 bytes) { in_use -= bytes; }
+};
+
+// Failures every system counts as "out of device memory": an allocation
+// that failed, or a size no vector can hold.
+inline bool host_side_out_of_memory(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::bad_alloc&) {
+    return true;
+  } catch (const std::length_error&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
 }
 
 }  // namespace ptwalk::kernels::detail

@@ -8,9 +8,12 @@
 // while the next chunk is gathered; every in-range entry becomes a leaf
 // record, a child visit, or nothing; child keys get their owner by atomic
 // min of (space, VA) in an owner table; owners form the next frontier, other
-// visits become aliases. Records are radix-sorted once per batch by
-// (global space, VA). Batches are bounded so a fleet larger than the device
-// streams through, and a batch that runs out of device memory is split.
+// visits become aliases. Every frontier is sorted by (global space, VA), so
+// each level's leaves and aliases come out as sorted runs, merged once per
+// batch (no packed sort key: any number of spaces, any VA width); the
+// per-snapshot statistics are binary searches over the runs. Batches are
+// sized from the device's memory so a fleet larger than the device streams
+// through, and a batch that runs out of device memory is split.
 #pragma once
 
 #include <thrust/binary_search.h>
@@ -18,13 +21,11 @@
 #include <thrust/count.h>
 #include <thrust/fill.h>
 #include <thrust/for_each.h>
-#include <thrust/gather.h>
+#include <thrust/merge.h>
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/iterator/transform_iterator.h>
 #include <thrust/iterator/transform_output_iterator.h>
 #include <thrust/iterator/zip_iterator.h>
-#include <thrust/sequence.h>
-#include <thrust/sort.h>
 
 #include <algorithm>
 #include <bit>
@@ -50,7 +51,7 @@ void gather_tables(std::span<const walk_input> batch, const u32* snapshot, const
                    const u64* va, u64 first, u64 count, unsigned depth,
                    linear_va_range<Format> range, u64* staging, u32* entries_read,
                    u32* dangling) {
-  constexpr u64 bytes = Format::table_bytes;
+  constexpr u64 bytes = Format::table_bytes(0);
 #pragma omp parallel for schedule(static)
   for (u64 i = 0; i < count; ++i) {
     const u64 t = first + i;
@@ -78,11 +79,23 @@ void grow(V& v, u64 size) {
   if (v.size() < size) v.resize(std::max<u64>(size, v.size() + v.size() / 2));
 }
 
+// Entry counts of one (level, kind) run of records in the batch's record
+// buffer; runs are sorted by (global space, VA) and merged at the end.
+struct record_run {
+  u64 begin, end;
+  bool leaves;     // leaf records, else AnotherSpace records
+  unsigned depth;  // of the leaf entries, or of the shared tables
+};
+
 // One batch of snapshots of one format.
 template <class Format, class System>
 class batch_walk {
   template <class T>
   using vector = typename System::template vector<T>;
+  using record_and_space = thrust::tuple<space_aware_mapping, u32>;
+  static constexpr u64 record_bytes = sizeof(space_aware_mapping) + sizeof(u32);
+  static constexpr u64 visit_bytes = 2 * sizeof(u64) + sizeof(u8);
+  static constexpr u64 frontier_bytes = 2 * sizeof(u32) + 2 * sizeof(u64) + sizeof(u8);
 
  public:
   batch_walk(System& system, std::span<const walk_input> batch, const level_walk_options& options)
@@ -96,7 +109,9 @@ class batch_walk {
     seed_roots();
     for (unsigned depth = 0; depth < Format::levels && frontier_ != 0; ++depth) walk_level(depth);
     collect_records();
-    profile_.upload_s = sys_.take_upload_seconds();
+    for (const auto& [phase, name] : {std::pair{device_phase::upload, "upload"}, {device_phase::kernel, "kernel"},
+                                     {device_phase::download, "download"}})
+      profile_.phase(name, true).seconds += sys_.take_seconds(phase);
     profile_.records = record_count_;
     profile_.batches = 1;
     return std::move(out_);
@@ -104,12 +119,18 @@ class batch_walk {
   [[nodiscard]] const walk_profile& profile() const { return profile_; }
 
  private:
+  walk_phase& phase(const char* name) {
+    const bool on_device = std::string_view(name) != "gather" && std::string_view(name) != "host";
+    return profile_.phase(name, on_device);
+  }
+
   // Depth 0 on the host: roots are masked CR3 values; a root listed twice in
   // one snapshot is a depth-0 alias at the range start (SPEC §3).
   void seed_roots() {
+    const stopwatch clock;
     std::vector<u32> space_base{0};
     std::vector<space_aware_mapping> records;
-    std::vector<u64> keys;
+    std::vector<u32> spaces;
     for (u32 b = 0; b < batch_.size(); ++b) {
       auto& walk = out_[b];
       std::unordered_map<u64, u32> first_space;
@@ -125,21 +146,28 @@ class batch_walk {
           h_space_.push_back(space);
         } else {
           records.push_back(make_alias_record<Format>(0, it->second, range_.first, range_.first));
-          keys.push_back(record_order<Format>::key(space_base.back() + space, records.back().va));
+          spaces.push_back(space_base.back() + space);
         }
       }
       space_base.push_back(space_base.back() + static_cast<u32>(walk.roots.size()));
     }
     total_spaces_ = space_base.back();
     frontier_ = h_pa_.size();
-    to_device(d_space_base_, space_base);
-    to_device(d_snapshot_, h_snapshot_);
-    to_device(d_space_, h_space_);
-    to_device(d_va_, h_va_);
-    to_device(d_perms_, std::vector<u8>(frontier_, perm_path_start));
-    record_count_ = records.size();
-    to_device(d_records_, records);
-    to_device(d_record_keys_, keys);
+    phase("host").seconds += clock.seconds();
+    sys_.timed(device_phase::upload, [&] {
+      to_device(d_space_base_, space_base);
+      to_device(d_snapshot_, h_snapshot_);
+      to_device(d_space_, h_space_);
+      to_device(d_va_, h_va_);
+      to_device(d_perms_, std::vector<u8>(frontier_, Format::perm_path_start));
+      record_count_ = records.size();
+      to_device(d_records_, records);
+      to_device(d_record_space_, spaces);
+    });
+    runs_.push_back({0, record_count_, false, 0});
+    const u64 bytes = space_base.size() * 4 + frontier_ * frontier_bytes + record_count_ * record_bytes;
+    phase("upload").pcie_bytes += bytes;
+    phase("upload").device_bytes += bytes;
   }
 
   template <class T>
@@ -149,10 +177,11 @@ class batch_walk {
   }
   template <class T>
   void to_host(std::vector<T>& h, vector<T>& d, u64 count) {
-    const stopwatch clock;
     h.resize(count);
-    if (count != 0) sys_.download(raw(d), h.data(), count);
-    profile_.download_s += clock.seconds();
+    if (count != 0) sys_.timed(device_phase::download, [&] { sys_.download(raw(d), h.data(), count); });
+    phase("download").pcie_bytes += count * sizeof(T);
+    phase("download").device_bytes += count * sizeof(T);
+    phase("download").host_bytes += count * sizeof(T);
   }
 
   void walk_level(unsigned depth) {
@@ -161,45 +190,51 @@ class batch_walk {
     const u64 words = std::min<u64>(chunk_, frontier_) * Format::entries_per_table;
     grow(d_entries_, words);
     auto gather = [&](u64 first, unsigned buffer) {
+      u64* staging = sys_.staging(buffer, words);  // waits for its last upload
       const stopwatch clock;
       gather_tables<Format>(batch_, h_snapshot_.data(), h_pa_.data(), h_va_.data(), first,
-                            std::min<u64>(chunk_, frontier_ - first), depth, range_,
-                            sys_.staging(buffer, words), entries_read.data(), dangling.data());
+                            std::min<u64>(chunk_, frontier_ - first), depth, range_, staging,
+                            entries_read.data(), dangling.data());
       return clock.seconds();
     };
     // Gather chunk k+1 on a host thread while chunk k is uploaded and
-    // expanded. Reusing a staging buffer is safe: expansion synchronizes
-    // (its counts come back to the host) before the gather after next. A
-    // level of one chunk (most levels) has nothing to overlap with.
+    // expanded; staging() waits on the event of the buffer's last upload
+    // before handing it out again. A level of one chunk (most levels) has
+    // nothing to overlap with.
     visit_count_ = 0;
     std::future<double> pending;
-    profile_.gather_s += gather(0, 0);
+    phase("gather").seconds += gather(0, 0);
+    const u64 leaves_begin = record_count_;
     for (u64 first = 0, k = 0; first < frontier_; first += chunk_, ++k) {
       const u64 count = std::min<u64>(chunk_, frontier_ - first);
-      if (k != 0) profile_.gather_s += pending.get();
+      if (k != 0) phase("gather").seconds += pending.get();
+      sys_.timed(device_phase::upload, [&] {
+        sys_.upload_staging(unsigned(k % 2), raw(d_entries_), count * Format::entries_per_table);
+      });
       if (first + count < frontier_)
         pending = std::async(std::launch::async, gather, first + count, unsigned((k + 1) % 2));
-      sys_.upload(sys_.staging(unsigned(k % 2), words), raw(d_entries_),
-                  count * Format::entries_per_table);
-      const stopwatch clock;
-      expand_chunk(depth, first, count);
-      profile_.kernel_s += clock.seconds();
+      sys_.timed(device_phase::kernel, [&] { expand_chunk(depth, first, count); });
     }
+    runs_.push_back({leaves_begin, record_count_, true, depth});
+    const stopwatch clock;
     for (u64 t = 0; t < frontier_; ++t) {
       walk_stats& stats = out_[h_snapshot_[t]].stats;
       ++stats.tables[depth];
       stats.entries_read += entries_read[t];
       stats.dangling_reads += dangling[t];
     }
+    phase("host").seconds += clock.seconds();
+    phase("host").host_bytes += frontier_ * 12;
+    const u64 table_bytes = frontier_ * Format::table_bytes(depth);
     profile_.tables += frontier_;
-    profile_.bytes_uploaded += frontier_ * Format::table_bytes;
+    phase("gather").host_bytes += 2 * table_bytes + frontier_ * (4 + 8 + 8 + 8);  // image → staging, counts
+    phase("upload").pcie_bytes += table_bytes;
+    phase("upload").device_bytes += table_bytes;
     if (Format::is_last_depth(depth)) {
       frontier_ = 0;
       return;
     }
-    const stopwatch clock;
-    resolve_owners(depth + 1);
-    profile_.kernel_s += clock.seconds();
+    sys_.timed(device_phase::kernel, [&] { resolve_owners(depth + 1); });
     to_host(h_snapshot_, d_snapshot_, frontier_);
     to_host(h_pa_, d_pa_, frontier_);
     to_host(h_va_, d_va_, frontier_);
@@ -207,31 +242,44 @@ class batch_walk {
 
   void size_step(u64 items) { detail::size_step(sys_, items); }
 
+  // Every in-range entry of `count` frontier tables: leaves appended to the
+  // records, child visits to this level's visits.
   void expand_chunk(unsigned depth, u64 first, u64 count) {
-    size_step(count * Format::entries_per_table);
+    const u64 entries = count * Format::entries_per_table;
+    size_step(entries);
     const frontier_ref<Format> frontier{raw(d_entries_),     raw(d_snapshot_) + first,
                                         raw(d_space_) + first, raw(d_va_) + first,
                                         raw(d_perms_) + first, raw(d_space_base_),
                                         range_,                depth};
-    const thrust::counting_iterator<u64> items(0), items_end(count * Format::entries_per_table);
+    const thrust::counting_iterator<u64> items(0), items_end(entries);
     const entry_is<Format, entry_kind::leaf> is_leaf{frontier};
     const u64 leaves = thrust::count_if(sys_.policy(), items, items_end, is_leaf);
-    if (leaves != 0) append_records(leaves, items, items_end, emit_leaf<Format>{frontier}, is_leaf);
-    if (Format::is_last_depth(depth)) return;
-    const entry_is<Format, entry_kind::table> is_table{frontier};
-    const u64 visits = thrust::count_if(sys_.policy(), items, items_end, is_table);
-    if (visits == 0) return;
-    grow(d_visit_key_, visit_count_ + visits);
-    grow(d_visit_rank_, visit_count_ + visits);
-    grow(d_visit_perms_, visit_count_ + visits);
-    thrust::copy_if(sys_.policy(), items, items_end,
-                    thrust::make_transform_output_iterator(
-                        thrust::make_zip_iterator(d_visit_key_.begin() + visit_count_,
-                                                  d_visit_rank_.begin() + visit_count_,
-                                                  d_visit_perms_.begin() + visit_count_),
-                        emit_visit<Format>{frontier}),
-                    is_table);
-    visit_count_ += visits;
+    u64 passes = 1;  // over the chunk's entries
+    if (leaves != 0) {
+      append_records(leaves, items, items_end, emit_leaf<Format>{frontier}, is_leaf);
+      ++passes;
+    }
+    u64 visits = 0;
+    if (!Format::is_last_depth(depth)) {
+      const entry_is<Format, entry_kind::table> is_table{frontier};
+      visits = thrust::count_if(sys_.policy(), items, items_end, is_table);
+      ++passes;
+      if (visits != 0) {
+        grow(d_visit_key_, visit_count_ + visits);
+        grow(d_visit_rank_, visit_count_ + visits);
+        grow(d_visit_perms_, visit_count_ + visits);
+        thrust::copy_if(sys_.policy(), items, items_end,
+                        thrust::make_transform_output_iterator(
+                            thrust::make_zip_iterator(d_visit_key_.begin() + visit_count_,
+                                                      d_visit_rank_.begin() + visit_count_,
+                                                      d_visit_perms_.begin() + visit_count_),
+                            emit_visit<Format>{frontier}),
+                        is_table);
+        ++passes;
+        visit_count_ += visits;
+      }
+    }
+    phase("kernel").device_bytes += passes * (entries * 8 + count * frontier_bytes) + visits * visit_bytes;
   }
 
   // Owners of the depth-`depth` keys visited in this level step; they become
@@ -261,7 +309,7 @@ class batch_walk {
     grow(d_va_, owners);
     grow(d_perms_, owners);
     // Stable selection keeps the frontier in generation order, so every
-    // later step is deterministic too.
+    // later step is deterministic too, and sorted by (global space, VA).
     thrust::copy_if(sys_.policy(), first, last,
                     thrust::make_transform_output_iterator(
                         thrust::make_zip_iterator(d_snapshot_.begin(), d_pa_.begin(),
@@ -272,52 +320,113 @@ class batch_walk {
                     owns);
     frontier_ = owners;
     const u64 aliases = visits - owners;
-    if (aliases == 0) return;
-    append_records(aliases, first, last,
-                   emit_alias<Format>{raw(d_owner_ranks_), raw(d_visit_key_), raw(d_visit_rank_),
-                                      raw(d_visit_slot_), raw(d_space_base_), depth},
-                   visit_owns{raw(d_owner_ranks_), raw(d_visit_rank_), raw(d_visit_slot_), false});
+    // fill, insert (visit + its slot's key and rank), two selections (rank
+    // and owner rank each), the owners' frontier entries.
+    phase("kernel").device_bytes +=
+        capacity * 16 + visits * (visit_bytes + 4 + 16) + 2 * visits * 20 + owners * frontier_bytes;
+    const u64 aliases_begin = record_count_;
+    if (aliases != 0)
+      append_records(aliases, first, last,
+                     emit_alias<Format>{raw(d_owner_ranks_), raw(d_visit_key_), raw(d_visit_rank_),
+                                        raw(d_visit_slot_), raw(d_space_base_), depth},
+                     visit_owns{raw(d_owner_ranks_), raw(d_visit_rank_), raw(d_visit_slot_), false});
+    runs_.push_back({aliases_begin, record_count_, false, depth});
   }
 
   // Appends the records `emit` makes of the `count` items in [first, last)
-  // that `select` keeps, with their sort keys.
+  // that `select` keeps, with their global spaces.
   template <class Iterator, class Emit, class Select>
   void append_records(u64 count, Iterator first, Iterator last, Emit emit, Select select) {
     grow(d_records_, record_count_ + count);
-    grow(d_record_keys_, record_count_ + count);
+    grow(d_record_space_, record_count_ + count);
     thrust::copy_if(sys_.policy(), first, last,
                     thrust::make_transform_output_iterator(
                         thrust::make_zip_iterator(d_records_.begin() + record_count_,
-                                                  d_record_keys_.begin() + record_count_),
+                                                  d_record_space_.begin() + record_count_),
                         emit),
                     select);
     record_count_ += count;
+    phase("kernel").device_bytes += count * record_bytes;
   }
 
-  // One radix sort by (global space, VA), then each snapshot's records and
-  // per-space offsets come back in the order of SPEC §3.
+  // Per run, how many of its records each snapshot has: one binary search
+  // per snapshot boundary on the device, since runs are sorted by global
+  // space; the walk's leaf and alias counts follow without reading records.
+  void count_records_per_snapshot() {
+    const u64 n = batch_.size();
+    vector<u64> d_cuts(n + 1);
+    std::vector<u64> cuts;
+    for (const record_run& run : runs_) {
+      if (run.begin == run.end) continue;
+      sys_.timed(device_phase::kernel, [&] {
+        thrust::lower_bound(sys_.policy(), d_record_space_.begin() + run.begin,
+                            d_record_space_.begin() + run.end, d_space_base_.begin(),
+                            d_space_base_.begin() + n + 1, d_cuts.begin());
+      });
+      to_host(cuts, d_cuts, n + 1);
+      for (u64 b = 0; b < n; ++b) {
+        const u64 count = cuts[b + 1] - cuts[b];
+        walk_stats& stats = out_[b].stats;
+        if (!run.leaves) stats.aliases[run.depth] += count;
+        else if (u64* leaves = stats.leaves_of_size(Format::entry_shift(run.depth))) *leaves += count;
+      }
+    }
+  }
+
+  // Merges the sorted runs pairwise until one is left: the batch's records
+  // in (global space, VA) order, in d_records_ / d_record_space_.
+  void merge_runs() {
+    std::vector<record_run> runs;
+    for (const record_run& r : runs_)
+      if (r.begin != r.end) runs.push_back(r);
+    if (runs.size() <= 1) return;
+    vector<space_aware_mapping> d_records(record_count_);
+    vector<u32> d_space(record_count_);
+    auto zip = [](auto& records, auto& spaces, u64 at) {
+      return thrust::make_zip_iterator(records.begin() + at, spaces.begin() + at);
+    };
+    while (runs.size() > 1) {
+      std::vector<record_run> merged;
+      for (std::size_t i = 0; i < runs.size(); i += 2) {
+        const record_run& a = runs[i];
+        if (i + 1 == runs.size()) {
+          thrust::copy(sys_.policy(), zip(d_records_, d_record_space_, a.begin),
+                       zip(d_records_, d_record_space_, a.end), zip(d_records, d_space, a.begin));
+          merged.push_back(a);
+          continue;
+        }
+        const record_run& b = runs[i + 1];
+        thrust::merge(sys_.policy(), zip(d_records_, d_record_space_, a.begin),
+                      zip(d_records_, d_record_space_, a.end), zip(d_records_, d_record_space_, b.begin),
+                      zip(d_records_, d_record_space_, b.end), zip(d_records, d_space, a.begin),
+                      record_before<Format>{});
+        merged.push_back({a.begin, b.end, false, 0});
+      }
+      d_records_.swap(d_records);
+      d_record_space_.swap(d_space);
+      runs = std::move(merged);
+      phase("kernel").device_bytes += 2 * record_count_ * record_bytes;
+    }
+  }
+
+  // Statistics, the merge, every space's first record, then each snapshot's
+  // records come back in the order of SPEC §3.
   void collect_records() {
     const u64 n = record_count_;
     if (n > u64{0xffff'ffff})
       throw std::length_error(std::string(System::name) + ": too many records in one batch");
     std::vector<u64> bounds(total_spaces_ + 1, n);
-    vector<space_aware_mapping> d_sorted;
     if (n != 0) {
       size_step(n);
-      const stopwatch clock;
-      vector<u32> d_order(n);
-      thrust::sequence(sys_.policy(), d_order.begin(), d_order.end());
-      thrust::sort_by_key(sys_.policy(), d_record_keys_.begin(), d_record_keys_.begin() + n,
-                          d_order.begin());
-      d_sorted.resize(n);
-      thrust::gather(sys_.policy(), d_order.begin(), d_order.end(), d_records_.begin(),
-                     d_sorted.begin());
+      count_records_per_snapshot();
       vector<u64> d_bounds(total_spaces_);
-      const auto space_keys =
-          thrust::make_transform_iterator(thrust::counting_iterator<u64>(0), first_record_key<Format>{});
-      thrust::lower_bound(sys_.policy(), d_record_keys_.begin(), d_record_keys_.begin() + n,
-                          space_keys, space_keys + total_spaces_, d_bounds.begin());
-      profile_.kernel_s += clock.seconds();
+      sys_.timed(device_phase::kernel, [&] {
+        merge_runs();
+        thrust::lower_bound(sys_.policy(), d_record_space_.begin(), d_record_space_.begin() + n,
+                            thrust::counting_iterator<u32>(0), thrust::counting_iterator<u32>(total_spaces_),
+                            d_bounds.begin());
+      });
+      phase("kernel").device_bytes += total_spaces_ * 8;
       std::vector<u64> h_bounds;
       to_host(h_bounds, d_bounds, total_spaces_);
       std::copy(h_bounds.begin(), h_bounds.end(), bounds.begin());
@@ -330,14 +439,19 @@ class batch_walk {
       space += walk.roots.size();
       walk.offsets.push_back(bounds[space] - begin);
       walk.records.resize(bounds[space] - begin);
-      if (!walk.records.empty())
-        sys_.download(raw(d_sorted) + begin, walk.records.data(), walk.records.size());
-      for (const auto& r : walk.records) {
-        if (r.is_leaf()) walk.stats.count_leaf(r.size_log2);
-        else ++walk.stats.aliases[r.depth];
-      }
     }
-    profile_.download_s += clock.seconds();
+    phase("host").seconds += clock.seconds();
+    phase("host").host_bytes += n * sizeof(space_aware_mapping);  // resize zero-fills
+    u64 copied = 0;
+    for (auto& walk : out_) {
+      if (!walk.records.empty())
+        sys_.timed(device_phase::download,
+                   [&] { sys_.download(raw(d_records_) + copied, walk.records.data(), walk.records.size()); });
+      copied += walk.records.size();
+    }
+    phase("download").pcie_bytes += n * sizeof(space_aware_mapping);
+    phase("download").device_bytes += n * sizeof(space_aware_mapping);
+    phase("download").host_bytes += n * sizeof(space_aware_mapping);
   }
 
   System& sys_;
@@ -359,8 +473,9 @@ class batch_walk {
   vector<u64> d_entries_;
 
   u64 record_count_ = 0;
+  std::vector<record_run> runs_;
   vector<space_aware_mapping> d_records_;
-  vector<u64> d_record_keys_;
+  vector<u32> d_record_space_;
 
   u64 visit_count_ = 0;
   vector<u64> d_visit_key_, d_visit_rank_;
@@ -370,8 +485,9 @@ class batch_walk {
 };
 
 // Splits `indices` (snapshots of one format) into batches within the key
-// packing limits and `max_batch_spaces`, walks each, and halves a batch that
-// runs out of device memory.
+// packing limits, `max_batch_spaces` and the device's memory, walks each,
+// and halves a batch that runs out of device memory. Batches are sized from
+// the memory budget and the peak use per space of the batches before.
 template <class Format, class System>
 class batch_driver {
  public:
@@ -380,8 +496,6 @@ class batch_driver {
       : sys_(system), snapshots_(snapshots), options_(options), out_(out) {}
 
   void run(const std::vector<std::size_t>& indices) {
-    const u64 limit = std::min<u64>(options_.max_batch_spaces != 0 ? options_.max_batch_spaces : ~u64{0},
-                                    record_order<Format>::max_spaces - 1);
     std::vector<std::size_t> batch;
     u64 spaces = 0;
     for (const std::size_t i : indices) {
@@ -389,7 +503,7 @@ class batch_driver {
       if (n >= visit_rank<Format>::max_spaces)
         throw std::length_error(std::string(System::name) + ": snapshot " + std::to_string(i) +
                                 " has more spaces than the walk can index");
-      if (!batch.empty() && (spaces + n > limit || batch.size() == table_key_of::max_snapshots)) {
+      if (!batch.empty() && (spaces + n > space_limit() || batch.size() == table_key_of::max_snapshots)) {
         walk_splitting(batch);
         batch.clear();
         spaces = 0;
@@ -401,40 +515,88 @@ class batch_driver {
   }
 
  private:
-  void walk_splitting(std::span<const std::size_t> batch) {
+  // Spaces the next batch may hold: global space indices are u32, and the
+  // memory the last batches needed per space must fit the budget.
+  [[nodiscard]] u64 space_limit() const {
+    u64 limit = std::min<u64>(options_.max_batch_spaces != 0 ? options_.max_batch_spaces : ~u64{0},
+                              u64{0xffff'fffe});
+    if (bytes_per_space_ != 0) {
+      const memory_budget& memory = sys_.memory();
+      limit = std::min(limit, std::max<u64>(1, (memory.limit - std::min(memory.limit, memory.in_use)) /
+                                                   bytes_per_space_));
+    }
+    return limit;
+  }
+
+  void walk_splitting(std::span<const std::size_t> batch, bool retried = false) {
     try {
       walk(batch);
-    } catch (const std::bad_alloc&) {
-      if constexpr (requires { sys_.release_cache(); }) sys_.release_cache();
-      if (batch.size() == 1)
-        throw std::runtime_error(std::string(System::name) + ": snapshot " + std::to_string(batch[0]) +
-                                 " does not fit in device memory on its own");
-      walk_splitting(batch.first(batch.size() / 2));
-      walk_splitting(batch.subspan(batch.size() / 2));
+    } catch (...) {
+      const std::exception_ptr error = std::current_exception();
+      if (!sys_.out_of_memory(error)) throw;
+      sys_.release_cache();
+      if (batch.size() > 1) {
+        walk_splitting(batch.first(batch.size() / 2));
+        walk_splitting(batch.subspan(batch.size() / 2));
+      } else if (!retried) {
+        walk_splitting(batch, true);  // once more with the cache released
+      } else {
+        throw std::runtime_error(std::string(System::name) + ": snapshot " + std::to_string(batch[0]) + " (" +
+                                 std::to_string(snapshots_[batch[0]].roots.size()) +
+                                 " spaces) does not fit in device memory on its own (" + describe(error) +
+                                 "); walk it with --backend cpu");
+      }
+    }
+  }
+
+  static std::string describe(const std::exception_ptr& error) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      return e.what();
+    } catch (...) {
+      return "unknown error";
     }
   }
 
   void walk(std::span<const std::size_t> batch) {
     std::vector<walk_input> inputs;
-    for (const std::size_t i : batch) inputs.push_back(snapshots_[i]);
-    batch_walk<Format, System> walker(sys_, inputs, options_);
-    std::vector<snapshot_walk> walks;
-    try {
-      walks = walker.run();
-    } catch (const std::bad_alloc&) {
-      throw;
-    } catch (const std::exception& e) {
-      throw std::runtime_error(std::string(System::name) + ": batch of snapshots " + std::to_string(batch.front()) +
-                               ".." + std::to_string(batch.back()) + ": " + e.what());
+    u64 spaces = 0;
+    for (const std::size_t i : batch) {
+      inputs.push_back(snapshots_[i]);
+      spaces += snapshots_[i].roots.size();
     }
+    sys_.reset_peak();
+    const u64 before = sys_.memory().in_use;
+    std::vector<snapshot_walk> walks;
+    walk_profile profile;
+    {
+      batch_walk<Format, System> walker(sys_, inputs, options_);
+      try {
+        walks = walker.run();
+      } catch (...) {
+        if (sys_.out_of_memory(std::current_exception())) throw;
+        try {
+          throw;
+        } catch (const std::exception& e) {
+          throw std::runtime_error(std::string(System::name) + ": batch of snapshots " +
+                                   std::to_string(batch.front()) + ".." + std::to_string(batch.back()) + ": " +
+                                   e.what());
+        }
+      }
+      profile = walker.profile();
+    }
+    const u64 used = sys_.memory().peak - std::min(before, sys_.memory().peak);
+    bytes_per_space_ = std::max(bytes_per_space_, used / std::max<u64>(spaces, 1) + 1);
     for (std::size_t k = 0; k < batch.size(); ++k) out_[batch[k]] = std::move(walks[k]);
-    if (options_.profile != nullptr) *options_.profile += walker.profile();
+    if (options_.profile != nullptr) *options_.profile += profile;
   }
 
   System& sys_;
   std::span<const walk_input> snapshots_;
   const level_walk_options& options_;
   std::vector<snapshot_walk>& out_;
+  u64 bytes_per_space_ = 0;  // peak device memory per space of the batches so far
 };
 
 // Entry point for one device system: snapshots are grouped by format (the
@@ -448,7 +610,7 @@ std::vector<snapshot_walk> level_walk(System& system, std::span<const walk_input
     for (std::size_t i = 0; i < snapshots.size(); ++i)
       if (snapshots[i].format == format) indices.push_back(i);
     if (indices.empty()) continue;
-    visit_format(format, [&]<class F>() {
+    visit_x86_format(format, [&]<class F>() {
       batch_driver<F, System>(system, snapshots, options, out).run(indices);
     });
   }

@@ -107,27 +107,26 @@ class root_scan {
     if (chunks_.size() > 1) sys_.staging(1, words_);
     profile_.setup_s = setup.seconds();
 
-    // Gather chunk k+1 while chunk k is uploaded and tested. Reusing a
-    // staging buffer is safe: chunk k's select returns its count to the
-    // host, after its upload, before the gather of chunk k+2 starts.
+    // Gather chunk k+1 while chunk k is uploaded and tested; staging()
+    // waits for the buffer's last upload before it is refilled.
     std::vector<root_scan_hit> hits;
     std::future<double> pending;
-    double device_s = 0;
     if (!chunks_.empty()) profile_.gather_s += gather(0, 0);
     for (std::size_t k = 0; k < chunks_.size(); ++k) {
       if (k != 0) profile_.gather_s += pending.get();
       if (k + 1 < chunks_.size())
         pending = std::async(std::launch::async, [this, k] { return gather(k + 1, unsigned((k + 1) % 2)); });
       try {
-        device_s += test_chunk(chunks_[k], sys_.staging(unsigned(k % 2), words_), d_test, hits);
+        test_chunk(chunks_[k], unsigned(k % 2), d_test, hits);
       } catch (const std::exception& e) {
         throw std::runtime_error(std::string(System::name) + " root scan: chunk of " +
                                  std::to_string(chunks_[k].pages) + " pages at " + hex_pa(chunks_[k].pa) + ": " +
                                  e.what());
       }
     }
-    profile_.upload_s = sys_.take_upload_seconds();
-    profile_.kernel_s = std::max(0.0, device_s - profile_.upload_s);
+    profile_.upload_s = sys_.take_seconds(device_phase::upload);
+    profile_.kernel_s = sys_.take_seconds(device_phase::kernel);
+    profile_.download_s = sys_.take_seconds(device_phase::download);
     profile_.chunks = chunks_.size();
     profile_.hits = hits.size();
     return hits;
@@ -158,27 +157,25 @@ class root_scan {
     return clock.seconds();
   }
 
-  // Uploads one gathered chunk, tests every page, appends the hits; returns
-  // the wall time from the upload's start to the hits' count.
-  double test_chunk(const scan_chunk& chunk, const u64* staging, const page_test_ref& d_test,
-                    std::vector<root_scan_hit>& hits) {
-    const stopwatch clock;
+  // Uploads one gathered chunk from staging buffer `which`, tests every
+  // page, appends the hits; each phase timed on the device.
+  void test_chunk(const scan_chunk& chunk, unsigned which, const page_test_ref& d_test,
+                  std::vector<root_scan_hit>& hits) {
     const u64 words = chunk.pages * Format::entries_per_table;
     size_step(sys_, words);  // the test may read every word
-    sys_.upload(staging, raw(d_pages_), words);
+    sys_.timed(device_phase::upload, [&] { sys_.upload_staging(which, raw(d_pages_), words); });
     const auto verdicts = thrust::make_transform_iterator(thrust::counting_iterator<u64>(0),
                                                           test_chunk_page<Format>{raw(d_pages_), chunk.pa, d_test});
-    const auto end = thrust::copy_if(sys_.policy(), verdicts, verdicts + chunk.pages, d_hits_.begin(), is_hit{});
-    const auto found = static_cast<std::size_t>(end - d_hits_.begin());
-    const double device_s = clock.seconds();
-    const stopwatch download;
+    const auto found = sys_.timed(device_phase::kernel, [&] {
+      const auto end = thrust::copy_if(sys_.policy(), verdicts, verdicts + chunk.pages, d_hits_.begin(), is_hit{});
+      return static_cast<std::size_t>(end - d_hits_.begin());
+    });
     const std::size_t before = hits.size();
     hits.resize(before + found);
-    if (found != 0) sys_.download(raw(d_hits_), hits.data() + before, found);
-    profile_.download_s += download.seconds();
+    if (found != 0)
+      sys_.timed(device_phase::download, [&] { sys_.download(raw(d_hits_), hits.data() + before, found); });
     profile_.pages += chunk.pages;
-    profile_.bytes_uploaded += chunk.pages * Format::table_bytes;
-    return device_s;
+    profile_.bytes_uploaded += chunk.pages * Format::table_bytes(0);
   }
 
   System& sys_;
@@ -195,7 +192,7 @@ class root_scan {
 // Entry point for one device system.
 template <class System>
 std::vector<root_scan_hit> scan_pages(System& system, const root_scan_input& input, const root_scan_options& options) {
-  return visit_format(input.format, [&]<class F>() {
+  return visit_x86_format(input.format, [&]<class F>() {
     root_scan<F, System> scan(system, input, options);
     auto hits = scan.run();
     if (options.profile != nullptr) *options.profile += scan.profile();
