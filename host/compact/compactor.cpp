@@ -475,7 +475,10 @@ bool all_zero(const std::byte* bytes, u64 size) {
 bool write_all(int fd, const std::byte* bytes, u64 size, u64 offset) {
   while (size > 0) {
     const ssize_t n = ::pwrite(fd, bytes, std::min<u64>(size, u64{1} << 30), static_cast<off_t>(offset));
-    if (n <= 0) return false;
+    if (n <= 0) {
+      if (n == 0) errno = ENOSPC;  // no progress without an error: the device is full
+      return false;
+    }
     bytes += n;
     size -= static_cast<u64>(n);
     offset += static_cast<u64>(n);
@@ -555,9 +558,11 @@ memory_image materialize(const compacted_snapshot& snapshot) {
   return image;
 }
 
-memory_source write_compacted_image(const compacted_snapshot& snapshot, const std::filesystem::path& file) {
+memory_source write_compacted_image(const compacted_snapshot& snapshot, const std::filesystem::path& file,
+                                    std::string_view shown_as) {
+  const std::string shown = shown_as.empty() ? file.string() : std::string(shown_as);
   const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw input_error(fmt::format("{}: cannot create: {}", file.string(), std::strerror(errno)));
+  if (fd < 0) throw input_error(fmt::format("{}: cannot create: {}", shown, std::strerror(errno)));
   bool ok = true;
   u64 offset = 0;  // in the file
   for (const output_piece& p : all_pieces(snapshot)) {
@@ -577,9 +582,12 @@ memory_source write_compacted_image(const compacted_snapshot& snapshot, const st
     offset += p.size;
   }
   ok = ok && ::ftruncate(fd, static_cast<off_t>(offset)) == 0;
-  const int error = errno;
-  ok = ::close(fd) == 0 && ok;
-  if (!ok) throw input_error(fmt::format("{}: write failed: {}", file.string(), std::strerror(error)));
+  int error = errno;
+  if (::close(fd) != 0 && ok) {
+    ok = false;
+    error = errno;
+  }
+  if (!ok) throw input_error(fmt::format("{}: write failed: {}", shown, std::strerror(error)));
 
   const std::string name = file.filename().string();
   const std::vector<output_run> runs = snapshot.runs();
