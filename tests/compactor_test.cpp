@@ -304,6 +304,40 @@ TEST(compactor_placement, a_backed_1gib_frame_keeps_size_and_alignment) {
   EXPECT_EQ(c.runs().size(), 1u);
 }
 
+// Issue 9, case 6: an unbacked 1 GiB leaf at 0xfffffc0000000, kept in place
+// by --keep-pa, ends at 2^52; the tables used to go above it, where no entry
+// can point. They go into a free gap now (here above the image's region,
+// below the kept frame), and the result verifies.
+TEST(compactor_placement, keep_pa_tables_go_into_a_gap_when_nothing_fits_above) {
+  using F = x86_64_4level;
+  constexpr u64 top_frame = 0xf'ffff'c000'0000;  // its last byte is 2^52 - 1
+  page_table_buffer tables(0x10'0000);
+  const u64 root = tables.alloc_table();
+  tables.update_root(root);
+  ASSERT_EQ(map<F>(tables, {0x4000'0000, top_frame, 30, 0x3, {}}), map_status::ok);
+  for (u64 i = 0; i < 4; ++i)
+    ASSERT_EQ(map<F>(tables, {0x1000 * (i + 1), 0x1000 * (i + 1), 12, 0x3, {}}), map_status::ok);
+  loaded_snapshot input;
+  input.spec.id = "top";
+  input.spec.roots = {root};
+  std::vector<std::byte> data(0x10'0000);
+  for (std::size_t i = 0; i < data.size(); i += 4096) data[i + 1] = static_cast<std::byte>(0x40 + (i >> 12));
+  input.image.add_owned_region(0, std::move(data));
+  std::vector<std::byte> table_bytes(tables.words().size() * 8);
+  std::memcpy(table_bytes.data(), tables.words().data(), table_bytes.size());
+  input.image.add_owned_region(tables.base(), std::move(table_bytes));
+
+  compaction_policy policy;
+  policy.keep_pa = true;
+  const compacted_snapshot c = compact_snapshot(input, reference_walk(input), policy);
+  const u64 image_end = input.image.regions().back().end();
+  EXPECT_EQ(c.tables.base(), image_end);  // the lowest gap no region or kept frame covers
+  EXPECT_LE(c.tables.base() + c.tables.table_count() * kib4, top_frame);
+  const loaded_snapshot out = load_written(c, write_to_memory(c));
+  const verification v = verify_snapshot(input, out);
+  EXPECT_TRUE(v.ok()) << format_verification(v);
+}
+
 // The compaction stage alone on generated fleets (in memory): every
 // snapshot verifies, and 1 or 4 threads give the same bytes.
 TEST(compact_all, generated_fleets_verify_and_any_thread_count_gives_the_same_bytes) {

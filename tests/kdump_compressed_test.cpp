@@ -427,6 +427,54 @@ TEST_F(KdumpErrors, BrokenFlattenedStreams) {
                         (std::int64_t{0x7f} << 56) + 3000, bytes.size()));
 }
 
+// A flattened stream with one more record of `bytes` at logical `offset`.
+std::vector<std::byte> with_record(std::vector<std::byte> flat, u64 offset, std::span<const std::byte> bytes) {
+  std::vector<std::byte> end(flat.end() - 16, flat.end());  // the (-1, -1) end record
+  flat.resize(flat.size() - 16);
+  for (const u64 v : {offset, u64{bytes.size()}}) {
+    const u64 big_endian = __builtin_bswap64(v);
+    const auto* p = reinterpret_cast<const std::byte*>(&big_endian);
+    flat.insert(flat.end(), p, p + 8);
+  }
+  flat.insert(flat.end(), bytes.begin(), bytes.end());
+  flat.insert(flat.end(), end.begin(), end.end());
+  return flat;
+}
+
+// Issue 9, case 5: 12 KiB whose headers claim 2^43-byte bitmaps, in a
+// stream whose last record lies far out, took over an hour (every hole
+// zero-filled and scanned); only what the file stores is read now.
+TEST_F(KdumpErrors, FlattenedBitmapsClaimedInAHoleCostNothing) {
+  kdump_builder::layout l;
+  auto plain = small_dump().build(&l);
+  store<u32>(plain, 436, 0xffffffff);             // bitmap blocks: 2^44 bytes, 2^43 for each bitmap
+  const u64 max_mapnr = (u64{1} << 46) - (u64{1} << 15);  // as many frames as that covers
+  store<u64>(plain, l.sub_header + 96, max_mapnr);
+  const std::byte one{1};
+  const auto flat = with_record(kdump_builder::flatten(plain, 4096), u64{1} << 45, std::span(&one, 1));
+  ASSERT_LT(flat.size(), 40u << 10);
+  const auto path = dir_.write("hole.kdump", flat);
+  const kdump_file dump(path);
+  EXPECT_EQ(dump.header().max_mapnr, max_mapnr);
+  EXPECT_EQ(dump.dumped_pages(), 0u);  // the 2nd bitmap lies wholly in the hole
+}
+
+TEST_F(KdumpErrors, MoreDumpedPagesThanStoredDescriptors) {
+  // A stored 2nd bitmap of 128 KiB of ones: a million dumped pages, in a file
+  // with room for a few thousand descriptors.
+  kdump_builder b;
+  b.max_mapnr = u64{1} << 20;
+  b.add_page(0, pattern(4096, 1), kdump_zlib);
+  kdump_builder::layout l;
+  const auto plain = b.build(&l);
+  const std::vector<std::byte> ones(l.bitmap_bytes, std::byte{0xff});
+  const auto flat = with_record(kdump_builder::flatten(plain, 4096), l.bitmaps + l.bitmap_bytes, ones);
+  const std::string message = error(flat);
+  EXPECT_TRUE(message.starts_with("the 2nd bitmap marks more dumped pages than the dump, 0x") &&
+              message.ends_with(" bytes, has page descriptors for"))
+      << message;
+}
+
 TEST(KdumpManifest, KdumpIsAMemorySourceAndElfNamingOneSaysSo) {
   const testing::temp_dir dir;
   kdump_builder b;

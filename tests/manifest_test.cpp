@@ -2,8 +2,11 @@
 // roots files, and loading (relative paths, regions, roots inside the image).
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <cstring>
 
+#include "input/json_path.hpp"
 #include "input/manifest.hpp"
 #include "support/error_of.hpp"
 #include "support/temp_dir.hpp"
@@ -283,6 +286,36 @@ TEST(manifest_load, region_past_the_end_of_its_file_is_an_error) {
   EXPECT_EQ(error_of([&] { (void)load_manifest(manifest); }),
             (dir / "f.bin").string() +
                 ": region at offset 0x0 size 0x2000 runs past the end of the file (0x1000 bytes)");
+}
+
+// Issue 9's reproducers: deep nesting crashed info, compact and walk; an
+// overflowing number escaped as an exception without file or line; a FIFO hung.
+const std::string line_head = R"({"id":"a","format":"x86_64","memory":{"raw":"r"},"roots":["0x1000"],"meta":{"x":)";
+
+std::string nested_meta(std::size_t arrays) { return line_head + std::string(arrays, '[') + std::string(arrays, ']') + "}}"; }
+
+TEST(manifest_parse, nesting_is_bounded_with_a_one_line_error) {
+  // The line's object and "meta" are two levels; the arrays make the rest.
+  EXPECT_EQ(parse(nested_meta(max_json_depth - 2)).meta["x"].size(), 1u);
+  EXPECT_EQ(parse_error(nested_meta(max_json_depth - 1)),
+            R"(fleet.jsonl:7: JSON nested deeper than 100 levels at "meta.x[0][0][0][0][0][0]…")");
+  // A million levels (no closing brackets: the parser never gets that far).
+  EXPECT_EQ(parse_error(line_head + std::string(1'000'000, '[')),
+            R"(fleet.jsonl:7: JSON nested deeper than 100 levels at "meta.x[0][0][0][0][0][0]…")");
+}
+
+TEST(manifest_parse, a_number_overflowing_a_double_names_its_key) {
+  EXPECT_EQ(parse_error(line_head + R"([1,{"b":1e400}]}})"),
+            R"(fleet.jsonl:7: "meta.x[1].b": number overflow parsing '1e400')");
+  EXPECT_EQ(parse_error(R"({"id":"a","format":"x86_64","memory":{"raw":"r"},"roots":["0x1000",-1e999]})"),
+            R"(fleet.jsonl:7: "roots[1]": number overflow parsing '-1e999')");
+}
+
+TEST(manifest_read, a_fifo_is_refused_without_waiting_for_a_writer) {
+  testing::temp_dir dir;
+  const auto fifo = dir / "fleet.jsonl";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(error_of([&] { (void)read_manifest(fifo); }), fifo.string() + ": is a FIFO, not a regular file");
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include "walk/batch_walk.hpp"
 #include "command.hpp"
+#include "common/signal_cleanup.hpp"
 #include "input/memory_image.hpp"
 
 namespace ptwalk::cli {
@@ -29,6 +30,8 @@ std::string version_text() {
 }  // namespace ptwalk::cli
 
 int main(int argc, char** argv) {
+  // Temporary outputs go, and a truncated input gets its message, however the run ends.
+  ptwalk::install_signal_cleanup();
   CLI::App app{"ptwalk: walk the page tables of many address spaces in guest memory images,\n"
                "find the tables they share, and rebuild compact snapshots that keep the sharing."};
   app.name("ptwalk");

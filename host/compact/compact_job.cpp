@@ -5,7 +5,9 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <memory>
@@ -68,7 +70,7 @@ struct snapshot_result {
 class compact_pipeline {
  public:
   compact_pipeline(const std::filesystem::path& manifest, std::vector<snapshot_spec> specs,
-                   std::vector<std::string> names, const std::filesystem::path& staging, const compact_options& options,
+                   std::vector<std::string> names, const atomic_output_dir& staging, const compact_options& options,
                    std::size_t batch_size, const progress_callback& progress)
       : manifest_(manifest),
         specs_(std::move(specs)),
@@ -160,8 +162,8 @@ class compact_pipeline {
     seconds.relink += seconds_since(mark);
 
     mark = steady::now();
-    const std::filesystem::path image = staging_ / names_[i];
-    compacted.spec.memory = write_compacted_image(compacted, image);
+    const std::filesystem::path image = staging_.path() / names_[i];
+    compacted.spec.memory = write_compacted_image(compacted, image, staging_.final_path(image).string());
     result.manifest_line = format_manifest_line(compacted.spec);
     seconds.write += seconds_since(mark);
 
@@ -169,7 +171,7 @@ class compact_pipeline {
       mark = steady::now();
       // The file just written, loaded as a reader of the output would load it.
       const loaded_snapshot written =
-          load_snapshot(compacted.spec, staging_, (staging_ / "manifest.jsonl").string());
+          load_snapshot(compacted.spec, staging_.path(), (staging_.path() / "manifest.jsonl").string());
       result.verify = verify_snapshot(input, written);
       seconds.verify += seconds_since(mark);
     }
@@ -225,7 +227,7 @@ class compact_pipeline {
   const std::filesystem::path manifest_;
   const std::vector<snapshot_spec> specs_;
   const std::vector<std::string> names_;
-  const std::filesystem::path staging_;
+  const atomic_output_dir& staging_;
   const compact_options& options_;
   const std::size_t batch_size_;
   const progress_callback& progress_;
@@ -247,11 +249,12 @@ class compact_pipeline {
 
 std::size_t default_batch_size(unsigned jobs) { return std::clamp<std::size_t>(2 * std::size_t{jobs}, 4, 256); }
 
-void write_manifest(const std::filesystem::path& path, const std::vector<snapshot_result>& results) {
+void write_manifest(const atomic_output_dir& staging, const std::vector<snapshot_result>& results) {
+  const std::filesystem::path path = staging.path() / "manifest.jsonl";
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   for (const auto& r : results) out << r.manifest_line << '\n';
   out.close();
-  if (!out) throw input_error(fmt::format("{}: write failed", path.string()));
+  if (!out) throw input_error(fmt::format("{}: write failed: {}", staging.final_path(path).string(), std::strerror(errno)));
 }
 
 }  // namespace
@@ -282,7 +285,7 @@ compact_report run_compact_job(const std::filesystem::path& manifest, const std:
     for (auto& file : memory_files(spec.memory, manifest.parent_path())) input_files.push_back(std::move(file));
   report.disk_in = disk_usage_of(input_files);
 
-  compact_pipeline pipeline(manifest, std::move(specs), std::move(names), staging.path(), options, report.batch_size, progress);
+  compact_pipeline pipeline(manifest, std::move(specs), std::move(names), staging, options, report.batch_size, progress);
   pipeline.run();
   report.seconds = pipeline.seconds();
   for (const snapshot_result& r : pipeline.results()) {
@@ -301,7 +304,7 @@ compact_report run_compact_job(const std::filesystem::path& manifest, const std:
   }
   report.disk_out = disk_usage_of_dir(staging.path());  // only the images so far
   const auto commit_start = steady::now();
-  write_manifest(staging.path() / "manifest.jsonl", pipeline.results());
+  write_manifest(staging, pipeline.results());
   report.committed = true;
   if (options.before_commit) {
     report.seconds.total = seconds_since(start);

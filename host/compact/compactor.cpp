@@ -82,6 +82,39 @@ std::vector<interval> merged(std::vector<interval> intervals) {
   return out;
 }
 
+// The first 4 KiB-aligned address at or above `from` where `size` bytes
+// meet none of the `reserved` ranges (sorted, disjoint); all ones when no
+// such address is left below 2^64.
+u64 first_free_gap(std::span<const interval> reserved, u64 from, u64 size) {
+  constexpr u64 none = ~u64{0};
+  from = align_up(from, page_4k);
+  for (const interval& r : reserved) {
+    if (from > none - size || r.end > none - page_4k) return none;
+    if (r.end <= from) continue;
+    if (r.first >= from + size) break;
+    from = align_up(r.end, page_4k);
+  }
+  return from > none - size ? none : from;
+}
+
+// Where --keep-pa puts the rebuilt tables: above every region and kept
+// frame (memory the guest may think its own stays free) when that fits
+// below `limit`, the format's physical address limit; else in the lowest
+// gap no region or kept frame covers; else in the lowest gap without kept
+// frames (the output holds nothing else). `limit` when nothing fits.
+u64 keep_pa_table_base(const memory_image& image, const std::vector<interval>& in_place, u64 size, u64 limit) {
+  const auto fits = [&](u64 base) { return base <= limit && size <= limit - base; };
+  u64 top = in_place.empty() ? 0 : in_place.back().end;
+  if (!image.regions().empty()) top = std::max(top, image.regions().back().end());
+  if (top <= limit && fits(align_up(top, page_4k))) return align_up(top, page_4k);
+  std::vector<interval> with_regions = in_place;
+  for (const image_region& r : image.regions()) with_regions.push_back({r.gpa, r.end()});
+  const std::vector<interval> occupied = merged(std::move(with_regions));
+  for (const std::vector<interval>* reserved : {&occupied, &in_place})
+    if (const u64 base = first_free_gap(*reserved, 0, size); fits(base)) return base;
+  return limit;
+}
+
 // Places power-of-two blocks, each aligned to its size, upwards from 0
 // around reserved ranges (frames that stay at their own address). Space
 // skipped for alignment becomes a hole that later, smaller blocks fill
@@ -107,17 +140,7 @@ class dense_allocator {
     }
   }
 
-  // The first 4 KiB-aligned address at or above `from` where `size` bytes
-  // meet no reserved range.
-  [[nodiscard]] u64 first_free(u64 from, u64 size) const {
-    from = align_up(from, page_4k);
-    for (const interval& r : reserved_) {
-      if (r.end <= from) continue;
-      if (r.first >= from + size) break;
-      from = align_up(r.end, page_4k);
-    }
-    return from;
-  }
+  [[nodiscard]] u64 first_free(u64 from, u64 size) const { return first_free_gap(reserved_, from, size); }
 
   [[nodiscard]] u64 end() const { return cursor_; }
   [[nodiscard]] const std::vector<interval>& holes() const { return holes_; }
@@ -165,23 +188,21 @@ struct frame {
 // the page tables start at.
 class frame_plan {
  public:
+  // `address_limit`: the format's physical address limit (2^52 on x86-64).
   frame_plan(const memory_image& image, const snapshot_walk& walk, const compaction_policy& policy,
-             compaction_stats& stats)
+             u64 address_limit, compaction_stats& stats)
       : image_(image) {
     collect(walk);
     classify(policy);
     nest_small_in_large();
     const std::vector<interval> in_place = in_place_ranges();
-    u64 max_tables = 0;
-    for (u64 count : walk.stats.tables) max_tables += count;
+    for (u64 count : walk.stats.tables) table_bytes_ += count * page_4k;
     if (policy.keep_pa) {
-      u64 top = in_place.empty() ? 0 : in_place.back().end;
-      if (!image.regions().empty()) top = std::max(top, image.regions().back().end());
-      table_base_ = align_up(top, page_4k);
+      table_base_ = keep_pa_table_base(image, in_place, table_bytes_, address_limit);
     } else {
       dense_allocator allocator(in_place);
       place_copies(allocator);
-      table_base_ = allocator.first_free(allocator.end(), max_tables * page_4k);
+      table_base_ = allocator.first_free(allocator.end(), table_bytes_);
       for (const interval& hole : allocator.holes()) {
         pieces_.push_back({hole.first, hole.end - hole.first, nullptr});
         stats.padding_bytes += hole.end - hole.first;
@@ -203,6 +224,8 @@ class frame_plan {
     return *f;
   }
   [[nodiscard]] u64 table_base() const { return table_base_; }
+  // The most bytes the rebuilt tables take (one per table the walk found).
+  [[nodiscard]] u64 table_bytes() const { return table_bytes_; }
   [[nodiscard]] std::vector<output_piece> take_pieces() { return std::move(pieces_); }
 
  private:
@@ -293,6 +316,7 @@ class frame_plan {
   std::vector<frame> frames_;  // by (pa, size)
   std::vector<output_piece> pieces_;
   u64 table_base_ = 0;
+  u64 table_bytes_ = 0;
 };
 
 // Rebuilds every space's tables through the table-write interface, in
@@ -451,7 +475,10 @@ bool all_zero(const std::byte* bytes, u64 size) {
 bool write_all(int fd, const std::byte* bytes, u64 size, u64 offset) {
   while (size > 0) {
     const ssize_t n = ::pwrite(fd, bytes, std::min<u64>(size, u64{1} << 30), static_cast<off_t>(offset));
-    if (n <= 0) return false;
+    if (n <= 0) {
+      if (n == 0) errno = ENOSPC;  // no progress without an error: the device is full
+      return false;
+    }
     bytes += n;
     size -= static_cast<u64>(n);
     offset += static_cast<u64>(n);
@@ -467,6 +494,14 @@ std::vector<output_piece> all_pieces(const compacted_snapshot& s) {
                       reinterpret_cast<const std::byte*>(s.tables.words().data())});
   std::sort(pieces.begin(), pieces.end(), [](const output_piece& a, const output_piece& b) { return a.gpa < b.gpa; });
   return pieces;
+}
+
+// Tables no entry can address would be a broken image: say so instead.
+void check_tables_fit(const loaded_snapshot& input, const frame_plan& plan, u64 address_limit) {
+  if (plan.table_base() <= address_limit && plan.table_bytes() <= address_limit - plan.table_base()) return;
+  throw input_error(fmt::format("snapshot {}: no room for its {:#x} bytes of rebuilt page tables below the physical "
+                                "address limit {:#x} (frames kept in place fill every gap large enough)",
+                                input.id(), plan.table_bytes(), address_limit));
 }
 
 }  // namespace
@@ -486,7 +521,9 @@ compacted_snapshot compact_snapshot(const loaded_snapshot& input, const snapshot
     throw walk_mismatch(fmt::format("{}: walk has {} spaces, snapshot has {} roots", input.id(),
                                     walk.roots.size(), input.roots().size()));
   compacted_snapshot out;
-  frame_plan plan(input.image, walk, policy, out.stats);
+  const u64 address_limit = visit_format(input.format(), []<class F>() { return F::address_mask + page_4k; });
+  frame_plan plan(input.image, walk, policy, address_limit, out.stats);
+  check_tables_fit(input, plan, address_limit);
   out.tables = page_table_buffer(plan.table_base());
   std::vector<u64> new_roots = visit_x86_format(input.format(), [&]<class Format>() {
     return relinker<Format, page_table_buffer>(out.tables, input.image, plan, policy, out.stats).run(walk);
@@ -521,9 +558,11 @@ memory_image materialize(const compacted_snapshot& snapshot) {
   return image;
 }
 
-memory_source write_compacted_image(const compacted_snapshot& snapshot, const std::filesystem::path& file) {
+memory_source write_compacted_image(const compacted_snapshot& snapshot, const std::filesystem::path& file,
+                                    std::string_view shown_as) {
+  const std::string shown = shown_as.empty() ? file.string() : std::string(shown_as);
   const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw input_error(fmt::format("{}: cannot create: {}", file.string(), std::strerror(errno)));
+  if (fd < 0) throw input_error(fmt::format("{}: cannot create: {}", shown, std::strerror(errno)));
   bool ok = true;
   u64 offset = 0;  // in the file
   for (const output_piece& p : all_pieces(snapshot)) {
@@ -543,9 +582,12 @@ memory_source write_compacted_image(const compacted_snapshot& snapshot, const st
     offset += p.size;
   }
   ok = ok && ::ftruncate(fd, static_cast<off_t>(offset)) == 0;
-  const int error = errno;
-  ok = ::close(fd) == 0 && ok;
-  if (!ok) throw input_error(fmt::format("{}: write failed: {}", file.string(), std::strerror(error)));
+  int error = errno;
+  if (::close(fd) != 0 && ok) {
+    ok = false;
+    error = errno;
+  }
+  if (!ok) throw input_error(fmt::format("{}: write failed: {}", shown, std::strerror(error)));
 
   const std::string name = file.filename().string();
   const std::vector<output_run> runs = snapshot.runs();

@@ -102,8 +102,10 @@ struct compacted_snapshot {
 // source that describes them, naming the file by its file name (the
 // manifest lives beside it). One run is a raw file at its base; several are
 // regions of it. All-zero 4 KiB blocks are left as holes, so a sparse input
-// gives a sparse output.
+// gives a sparse output. Errors name `shown_as` when given (where a staged
+// file will be once committed), else `file`.
 [[nodiscard]] memory_source write_compacted_image(const compacted_snapshot& snapshot,
-                                                  const std::filesystem::path& file);
+                                                  const std::filesystem::path& file,
+                                                  std::string_view shown_as = {});
 
 }  // namespace ptwalk

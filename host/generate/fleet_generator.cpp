@@ -533,9 +533,10 @@ generated_fleet generate_fleet(const fleet_shape& shape) {
 namespace {
 
 // Writes the non-zero extents of an image and sizes the file; the gaps stay holes.
-void write_image(const std::filesystem::path& path, const built_snapshot& built) {
+// Errors name `shown`, where the file will be once the fleet is committed.
+void write_image(const std::filesystem::path& path, const std::filesystem::path& shown, const built_snapshot& built) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) throw input_error(fmt::format("{}: cannot create: {}", path.string(), std::strerror(errno)));
+  if (fd < 0) throw input_error(fmt::format("{}: cannot create: {}", shown.string(), std::strerror(errno)));
   const std::byte* base = built.snapshot.image.regions().front().data;
   bool ok = true;
   for (const auto& [begin, end] : built.extents) {
@@ -543,13 +544,17 @@ void write_image(const std::filesystem::path& path, const built_snapshot& built)
       const ssize_t n =
           ::pwrite(fd, base + at, std::min<u64>(end - at, u64{1} << 30), static_cast<off_t>(at));
       ok = n > 0;
+      if (n == 0) errno = ENOSPC;  // no progress without an error: the device is full
       at += ok ? static_cast<u64>(n) : 0;
     }
   }
   ok = ok && ::ftruncate(fd, static_cast<off_t>(built.expected.image_bytes)) == 0;
-  const int error = errno;
-  ok = ::close(fd) == 0 && ok;
-  if (!ok) throw input_error(fmt::format("{}: write failed: {}", path.string(), std::strerror(error)));
+  int error = errno;
+  if (::close(fd) != 0 && ok) {
+    ok = false;
+    error = errno;
+  }
+  if (!ok) throw input_error(fmt::format("{}: write failed: {}", shown.string(), std::strerror(error)));
 }
 
 // Throws unless `target` may become the fleet: absent, empty, or `replace`d.
@@ -576,7 +581,8 @@ fleet_summary write_fleet(const fleet_shape& shape, const std::filesystem::path&
   std::vector<std::string> lines(shape.snapshots);
   std::vector<fleet_summary> parts(shape.snapshots);
   build_all(shape, [&](u32 i, built_snapshot built) {
-    write_image(staging.path() / std::get<raw_source>(built.snapshot.spec.memory).path, built);
+    const auto image = staging.path() / std::get<raw_source>(built.snapshot.spec.memory).path;
+    write_image(image, staging.final_path(image), built);
     lines[i] = format_manifest_line(built.snapshot.spec);
     parts[i] = {1, built.snapshot.format() == paging_format::x86_64_la57 ? 1u : 0u,
                 built.snapshot.roots().size(), built.expected.image_bytes, built.expected.table_pages};
@@ -586,7 +592,8 @@ fleet_summary write_fleet(const fleet_shape& shape, const std::filesystem::path&
     for (const auto& line : lines) manifest << line << '\n';
     manifest.flush();
     if (!manifest)
-      throw input_error(fmt::format("{}: write failed", (staging.path() / "manifest.jsonl").string()));
+      throw input_error(fmt::format("{}: write failed: {}", staging.final_path(staging.path() / "manifest.jsonl").string(),
+                                    std::strerror(errno)));
   }
   (void)check_target(target, replace);  // the target may have changed while we built
   staging.commit();

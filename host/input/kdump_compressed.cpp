@@ -65,9 +65,6 @@ constexpr std::int64_t end_flag = -1;
 
 constexpr u32 compression_flags = kdump_zlib | kdump_lzo | kdump_snappy | kdump_zstd;
 
-// Bitmaps are scanned this many bytes at a time.
-constexpr std::size_t bitmap_chunk = std::size_t{1} << 20;
-
 // utsname.machine of the 64-bit kernels whose dumps have the layout above.
 struct machine_name {
   std::string_view uname;
@@ -239,26 +236,52 @@ class kdump_file::stream {
       const piece& p = *std::prev(it);
       return file_.bytes().subspan(p.file_pos + (offset - p.offset), size);
     }
-    // Only a flattened stream gets here. Bitmaps are read a chunk at a time,
-    // so beyond a chunk no read needs more than the stream holds.
-    if (size > std::max(file_.bytes().size(), bitmap_chunk)) return std::nullopt;
+    // Only a flattened stream gets here. No read needs more than the stream
+    // holds (the bitmaps, which may lie in holes, are scanned piece by piece).
+    if (size > file_.bytes().size()) return std::nullopt;
     scratch.assign(size, std::byte{0});
+    for_each_stored(offset, size, [&](u64 at, std::span<const std::byte> bytes) {
+      std::memcpy(scratch.data() + (at - offset), bytes.data(), bytes.size());
+    });
+    return std::span<const std::byte>(scratch);
+  }
+
+  // Calls fn(offset, bytes) for each stored part of [offset, offset + size)
+  // in order, skipping the holes (which read as zero): work in proportion to
+  // the file, however large a range its headers claim.
+  template <class Fn>
+  void for_each_stored(u64 offset, u64 size, Fn&& fn) const {
+    auto it = std::upper_bound(pieces_.begin(), pieces_.end(), offset,
+                               [](u64 at, const piece& p) { return at < p.offset; });
     if (it != pieces_.begin()) --it;
     for (; it != pieces_.end() && it->offset < offset + size; ++it) {
       const u64 lo = std::max(offset, it->offset), hi = std::min(offset + size, it->end());
-      if (lo < hi) std::memcpy(scratch.data() + (lo - offset), file_.bytes().data() + it->file_pos + (lo - it->offset),
-                               hi - lo);
+      if (lo < hi) fn(lo, file_.bytes().subspan(it->file_pos + (lo - it->offset), hi - lo));
     }
-    return std::span<const std::byte>(scratch);
+  }
+
+  // Bytes the file stores (a flattened stream's logical size may be far larger).
+  [[nodiscard]] u64 stored_bytes() const {
+    u64 total = 0;
+    for (const piece& p : pieces_) total += p.size;
+    return total;
+  }
+
+  // Throws an input_error naming `what` when [offset, offset + size) runs past the end.
+  void check_inside(u64 offset, u64 size, std::string_view what) const {
+    if (offset <= size_ && size <= size_ - offset) return;
+    throw error_in(file_.path(), fmt::format("{} at offset {:#x} ({} bytes) runs past the end of the dump "
+                                             "({:#x} bytes)",
+                                             what, offset, size, size_));
   }
 
   // The same, throwing an input_error that names `what` past the end.
   [[nodiscard]] std::span<const std::byte> read(u64 offset, u64 size, std::string_view what,
                                                 std::vector<std::byte>& scratch) const {
+    check_inside(offset, size, what);
     if (const auto bytes = view(offset, size, scratch)) return *bytes;
-    throw error_in(file_.path(), fmt::format("{} at offset {:#x} ({} bytes) runs past the end of the dump "
-                                             "({:#x} bytes)",
-                                             what, offset, size, size_));
+    throw error_in(file_.path(), fmt::format("{} at offset {:#x} ({} bytes) is larger than the whole file", what,
+                                             offset, size));
   }
 
  private:
@@ -399,10 +422,11 @@ void kdump_file::parse() {
   }
 }
 
-// Runs of set bits in the 2nd bitmap (bit i of byte b is frame 8b+i), read
-// a chunk at a time. Descriptors follow the set bits in order; in an
-// incomplete dump a page whose descriptor was never written (zero size, or
-// past the end of the file) was lost and ends its run.
+// Runs of set bits in the 2nd bitmap, read in place from the parts of it
+// the file stores (a flattened stream leaves zero blocks out). Descriptors
+// follow the set bits in order; in an incomplete dump a page whose
+// descriptor was never written (zero size, or past the end of the file) was
+// lost and ends its run.
 void kdump_file::find_runs(u64 bitmap_at, u64 bitmap_size) {
   const stream& s = *stream_;
   const bool incomplete = (header_.status & kdump_incomplete) != 0;
@@ -414,7 +438,14 @@ void kdump_file::find_runs(u64 bitmap_at, u64 bitmap_size) {
     return !bytes || load<u32>(bytes->data() + 8) == 0;
   };
   // Appends `pages` frames from `pfn` whose descriptors start at next_descriptor.
+  // Every page kept needs a stored descriptor: a bitmap claiming more is
+  // refused before its runs are allocated or decompressed.
+  const u64 descriptors_stored = s.stored_bytes() / layout::descriptor_size;
   const auto extend = [&](u64 pfn, u64 pages) {
+    if (pages > descriptors_stored - std::min(descriptors_stored, next_descriptor))
+      throw error_in(path(), fmt::format("the 2nd bitmap marks more dumped pages than the dump, {:#x} bytes, has "
+                                         "page descriptors for",
+                                         s.stored_bytes()));
     kdump_run* last = runs_.empty() ? nullptr : &runs_.back();
     if (last != nullptr && last->first_pfn + last->pages == pfn &&
         last->first_descriptor + last->pages == next_descriptor)
@@ -432,12 +463,13 @@ void kdump_file::find_runs(u64 bitmap_at, u64 bitmap_size) {
         extend(pfn + i, 1);
     }
   };
-  for (u64 done = 0; done < bitmap_size; done += bitmap_chunk) {
-    const auto bytes = s.read(bitmap_at + done, std::min<u64>(bitmap_chunk, bitmap_size - done), "2nd bitmap", scratch);
-    for (u64 at = 0; at < bytes.size(); at += 8) {
+  s.check_inside(bitmap_at, bitmap_size, "2nd bitmap");
+  s.for_each_stored(bitmap_at, bitmap_size, [&](u64 at, std::span<const std::byte> bytes) {
+    // Up to 8 bytes at a time; bit i of byte b of the bitmap is frame 8b+i.
+    for (u64 i = 0; i < bytes.size(); i += 8) {
       u64 word = 0;
-      std::memcpy(&word, bytes.data() + at, std::min<u64>(8, bytes.size() - at));
-      const u64 first_pfn = (done + at) * 8;
+      std::memcpy(&word, bytes.data() + i, std::min<u64>(8, bytes.size() - i));
+      const u64 first_pfn = (at - bitmap_at + i) * 8;
       if (header_.max_mapnr - first_pfn < 64) word &= (u64{1} << (header_.max_mapnr - first_pfn)) - 1;
       for (unsigned bit = 0; word != 0;) {
         const unsigned zeros = std::countr_zero(word);
@@ -449,7 +481,7 @@ void kdump_file::find_runs(u64 bitmap_at, u64 bitmap_size) {
         bit += ones;
       }
     }
-  }
+  });
   if (!incomplete && (next_descriptor > (s.size() - std::min(s.size(), descriptors_at_)) / layout::descriptor_size))
     throw error_in(path(), fmt::format("{} page descriptors at offset {:#x} run past the end of the dump ({:#x} bytes)",
                                        next_descriptor, descriptors_at_, s.size()));

@@ -10,6 +10,7 @@
 
 #include "archive/archive_read.hpp"
 #include "input/elf_core.hpp"
+#include "input/json_path.hpp"
 #include "input/kdump_compressed.hpp"
 #include "ptwalk/walk.hpp"
 
@@ -41,27 +42,33 @@ class line_reader {
   }
 
   // Parses the line as one JSON object, rejecting a key that appears twice
-  // in one object (nlohmann would silently keep the last).
+  // in one object (nlohmann would silently keep the last), nesting deeper
+  // than max_json_depth (printing and copying a value recurse), and naming
+  // the key path of any other JSON error (a number that overflows a double).
   json parse_object(std::string_view text) const {
-    std::vector<std::set<std::string>> open_objects;
+    json_path_tracker path;
     std::string duplicate;
-    const json::parser_callback_t track_keys = [&](int, json::parse_event_t event, json& parsed) {
-      if (event == json::parse_event_t::object_start) open_objects.emplace_back();
-      if (event == json::parse_event_t::object_end) open_objects.pop_back();
-      if (event == json::parse_event_t::key && duplicate.empty() &&
-          !open_objects.back().insert(parsed.get<std::string>()).second)
+    const json::parser_callback_t track = [&](int, json::parse_event_t event, json& parsed) {
+      if (!path.on_event(event, parsed))
+        fail(fmt::format("JSON nested deeper than {} levels at \"{}\"", max_json_depth, path.text(8)));
+      if (event == json::parse_event_t::key && duplicate.empty() && !path.first_time(parsed.get<std::string>()))
         duplicate = parsed.get<std::string>();
       return true;
     };
     json value;
     try {
-      value = json::parse(text, track_keys);
+      value = json::parse(text, track);
     } catch (const json::parse_error& e) {
       // what() is "[json.exception.parse_error.N] parse error at …: reason"; keep the reason.
       const std::string_view what = e.what();
       const auto reason = what.find(": ");
       fail(fmt::format("malformed JSON at column {}: {}", e.byte,
                        reason == std::string_view::npos ? what : what.substr(reason + 2)));
+    } catch (const json::exception& e) {
+      // what() is "[json.exception.out_of_range.406] number overflow …"; keep the reason.
+      const std::string_view what = e.what();
+      const auto reason = what.find("] ");
+      fail(fmt::format("\"{}\": {}", path.text(), reason == std::string_view::npos ? what : what.substr(reason + 2)));
     }
     if (!duplicate.empty()) fail(fmt::format("duplicate key \"{}\"", duplicate));
     if (!value.is_object()) fail("expected a JSON object");

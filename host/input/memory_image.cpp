@@ -15,13 +15,28 @@
 
 namespace ptwalk {
 
+namespace {
+
+std::string_view file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "something else";
+}
+
+}  // namespace
+
 mapped_file::mapped_file(const std::filesystem::path& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer before fstat refuses it.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) throw input_error(fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno)));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    const std::string_view kind = file_kind(st.st_mode);
     ::close(fd);
-    throw input_error(fmt::format("{}: not a regular file", path.string()));
+    throw input_error(fmt::format("{}: is {}, not a regular file", path.string(), kind));
   }
   size_ = static_cast<std::size_t>(st.st_size);
   if (size_ > 0) {
@@ -32,6 +47,7 @@ mapped_file::mapped_file(const std::filesystem::path& path) : path_(path) {
       throw input_error(fmt::format("{}: cannot map: {}", path.string(), std::strerror(err)));
     }
     data_ = static_cast<const std::byte*>(p);
+    registration_.emplace(path, data_, size_);
   }
   ::close(fd);
 }

@@ -10,11 +10,13 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "common/signal_cleanup.hpp"
 #include "ptwalk/config.hpp"
 
 namespace ptwalk {
@@ -25,7 +27,10 @@ class input_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// A read-only memory mapping of a whole file.
+// A read-only memory mapping of a whole regular file. Anything else (a
+// FIFO, a device) is refused before a read could block on it; a file that
+// shrinks while mapped ends the process with a message naming it (SIGBUS,
+// see signal_cleanup).
 class mapped_file {
  public:
   explicit mapped_file(const std::filesystem::path& path);
@@ -45,6 +50,7 @@ class mapped_file {
   std::filesystem::path path_;
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;
+  std::optional<registered_mapping> registration_;
 };
 
 struct image_region {
