@@ -34,7 +34,7 @@ enum class entry_kind : u8 { not_present, leaf, table };
 //   entries(depth), table_bytes(depth), entry_shift(depth), entry_span(depth),
 //   table_index(linear_va, depth), can_be_large_leaf, is_last_depth, present,
 //   classify, table_address, leaf_address, leaf_flags, leaf_address_mask,
-//   is_cow, accumulate_perms, leaf_perms, make_table_entry, make_leaf_entry,
+//   is_cow, writable_by_own_bits, as_cow_leaf, accumulate_perms, leaf_perms, make_table_entry, make_leaf_entry,
 //   leaf_depth_for_shift, canonical, linear, is_canonical,
 //   root_table_address(cr3 or ttbr).
 // A space's VAs are one linear range [0, 2^linear_bits): the lower half,
@@ -110,6 +110,11 @@ struct x86_64_paging {
   PTWALK_HD static constexpr u64 root_table_address(u64 cr3) { return table_address(cr3); }
   PTWALK_HD static constexpr bool is_cow(u64 leaf_entry) {
     return (leaf_entry & cow_field_mask) == cow_field_value;
+  }
+  // --cow-writable: a leaf writable by its own bits becomes read-only CoW (Hyperlight).
+  PTWALK_HD static constexpr bool writable_by_own_bits(u64 leaf_entry) { return (leaf_entry & bit_writable) != 0; }
+  PTWALK_HD static constexpr u64 as_cow_leaf(u64 leaf_entry) {
+    return (leaf_entry & ~(bit_writable | cow_field_mask)) | cow_field_value;
   }
   // One step of the effective-permission accumulation along a path.
   PTWALK_HD static constexpr u8 accumulate_perms(u8 path, u64 entry) {
@@ -262,6 +267,12 @@ struct aarch64_paging {
   PTWALK_HD static constexpr bool is_cow(u64 leaf_entry) {
     return (leaf_entry & software_field_mask) == cow_software_value && leaf_read_only(leaf_entry) &&
            (leaf_entry & bit_not_global) != 0;
+  }
+  // --cow-writable: AP[2] set, DBM clear, software value 0b0001 and nG, as Hyperlight does.
+  PTWALK_HD static constexpr bool writable_by_own_bits(u64 leaf_entry) { return !leaf_read_only(leaf_entry); }
+  PTWALK_HD static constexpr u64 as_cow_leaf(u64 leaf_entry) {
+    return (leaf_entry & ~(bit_dirty_modifier | software_field_mask)) | bit_ap_read_only | bit_not_global |
+           cow_software_value;
   }
   // A table descriptor clears what its APTable/UXNTable/PXNTable bits forbid below it.
   PTWALK_HD static constexpr u8 accumulate_perms(u8 path, u64 table_entry) {
