@@ -72,7 +72,7 @@ void validate_shape(const fleet_shape& shape);
 [[nodiscard]] paging_format snapshot_format(const fleet_shape& shape, u32 index);
 
 // Parses "PRESET,key=value,flag,...": an optional preset first (small, linux,
-// nanvix, hyperlight, recursive, everything, bench), then overrides. Keys:
+// nanvix, hyperlight, recursive, everything, bench, bench-arm, bench-arm64k), then overrides. Keys:
 // snapshots, spaces, pages, kernel, share_kernel, nanvix, large, cow,
 // self_ref, dups, la57 (off|some|all; bare: all), arm (off|4k-48|4k-39|
 // 16k-47|16k-48|64k-42|64k-48|mixed; bare: 4k-48), hostile, frames, seed. A bare

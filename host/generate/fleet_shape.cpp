@@ -88,8 +88,8 @@ fleet_shape make_shape(u32 snapshots, u32 spaces, u32 pages, u32 kernel, auto&& 
   tweak(s);
   return s;
 }
-const std::array<preset, 7>& presets() {
-  static const std::array<preset, 7> all{
+const std::array<preset, 9>& presets() {
+  static const std::array<preset, 9> all{
       preset{"small", fleet_shape{}},
       preset{"linux", make_shape(4, 128, 256, 1024,
                                  [](fleet_shape& s) {
@@ -110,6 +110,9 @@ const std::array<preset, 7>& presets() {
                                         s.la57 = la57_mode::some;
                                       })},
       preset{"bench", make_shape(1, 10'000, 64, 512, [](fleet_shape&) {})},
+      // The bench fleet on AArch64: 4 KiB and 64 KiB granules (16x larger tables).
+      preset{"bench-arm", make_shape(1, 10'000, 64, 512, [](fleet_shape& s) { s.arm = arm_mode::k4_48; })},
+      preset{"bench-arm64k", make_shape(1, 10'000, 64, 512, [](fleet_shape& s) { s.arm = arm_mode::k64_48; })},
   };
   return all;
 }

@@ -45,6 +45,10 @@ struct walk_options {
   std::size_t chunk_tables = 0;     // level-synchronous: tables per upload, 0 = default
 };
 
+// Why `backend` cannot walk these snapshots (AArch64 on the level-synchronous
+// backends, until issue 10), or empty when it can.
+[[nodiscard]] std::string backend_refusal(std::span<const loaded_snapshot> snapshots, walk_backend backend);
+
 // Walks one snapshot with the reference walker.
 [[nodiscard]] snapshot_walk reference_walk(const loaded_snapshot& snapshot, va_range range = {});
 
