@@ -223,6 +223,12 @@ bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string
     b.gather = phase_times::of(gather);
     b.kernel = phase_times::of(kernel);
   }
+  for (std::size_t i = 0; i < baseline.size(); ++i)
+    report.fleet.bytes_of_tables += visit_format(fleet[i].format(), [&]<class F>() {
+      u64 bytes = 0;
+      for (unsigned d = 0; d < F::levels; ++d) bytes += baseline[i].stats.tables[d] * F::table_bytes(d);
+      return bytes;
+    });
   for (const auto& w : baseline) {
     report.fleet.tables += total_tables(w.stats);
     report.fleet.leaves += w.stats.leaves();
