@@ -69,7 +69,8 @@ struct fleet_info {
   std::string source;  // manifest path or "gen:SHAPE"
   u64 snapshots = 0, spaces = 0, tables = 0, leaves = 0, aliases = 0;
   u64 image_bytes = 0;
-  [[nodiscard]] u64 table_bytes() const { return tables * 4096; }
+  u64 bytes_of_tables = 0;  // per format and depth (AArch64: 16/64 KiB tables, small top tables)
+  [[nodiscard]] u64 table_bytes() const { return bytes_of_tables; }
 };
 
 // The fleet job (load, walk, compact, write; the walk of batch k+1 hidden
