@@ -21,10 +21,10 @@ void bm_decode_table(benchmark::State& state) {
       const u64 e = table[i];
       switch (F::classify(e, depth)) {
         case entry_kind::leaf:
-          sum += make_leaf_record<F>(e, depth, u64{i} << F::entry_shift(depth), perm_path_start).pa;
+          sum += make_leaf_record<F>(e, depth, u64{i} << F::entry_shift(depth), F::perm_path_start).pa;
           break;
         case entry_kind::table:
-          sum += F::table_address(e) ^ F::accumulate_perms(perm_path_start, e);
+          sum += F::table_address(e) ^ F::accumulate_perms(F::perm_path_start, e);
           break;
         case entry_kind::not_present:
           break;

@@ -29,7 +29,7 @@ void bm_expand_table_functors(benchmark::State& state) {
   const auto table = sparse_table(static_cast<unsigned>(state.range(0)), 1);
   const u32 snapshot = 0, space = 0, space_base = 0;
   const u64 va = 0;
-  const u8 perms = perm_path_start;
+  const u8 perms = F::perm_path_start;
   const kernels::frontier_ref<F> frontier{table.data(), &snapshot, &space, &va, &perms, &space_base,
                                           linear_va_range<F>{}, F::levels - 1};
   const kernels::entry_is<F, entry_kind::leaf> is_leaf{frontier};

@@ -64,7 +64,7 @@ struct test_chunk_page {
   page_test_ref test;  // device pointers
 
   PTWALK_HD root_scan_hit operator()(u64 item) const {
-    return test_page<Format>(test, first_pa + item * Format::table_bytes,
+    return test_page<Format>(test, first_pa + item * Format::table_bytes(0),
                              reinterpret_cast<const std::byte*>(d_pages + item * Format::entries_per_table));
   }
 };

@@ -58,7 +58,7 @@ TYPED_TEST(format_test, leaf_address_and_flags_by_size) {
 TYPED_TEST(format_test, effective_permissions_along_a_path) {
   using F = TypeParam;
   const u64 rw_user = 0x7, ro_user = 0x5, rw_kernel = 0x3, nx = u64{1} << 63;
-  u8 path = perm_path_start;
+  u8 path = F::perm_path_start;
   path = F::accumulate_perms(path, rw_user);
   EXPECT_EQ(path, perm_writable | perm_user | perm_executable);
   EXPECT_EQ(F::accumulate_perms(path, ro_user), perm_user | perm_executable);

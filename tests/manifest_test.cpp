@@ -46,6 +46,25 @@ TEST(manifest_parse, optional_keys_default) {
   EXPECT_TRUE(spec.meta.is_null());
 }
 
+TEST(manifest_parse, aarch64_ttbr1_one_value_or_one_per_root) {
+  const auto shared = parse(R"({"id":"a","format":"aarch64-4k-48","memory":{"raw":"r"},)"
+                            R"("roots":["0x1000","0x2000"],"ttbr1":"0x00ff000000003001"})");
+  EXPECT_EQ(shared.format, paging_format::aarch64_4k_48);
+  EXPECT_EQ(shared.upper_roots, (std::vector<u64>{0x00ff'0000'0000'3001, 0x00ff'0000'0000'3001}));
+  // Written back as one value, and read back the same.
+  EXPECT_NE(format_manifest_line(shared).find(R"("ttbr1":"0xff000000003001")"), std::string::npos);
+  EXPECT_EQ(parse(format_manifest_line(shared)).upper_roots, shared.upper_roots);
+
+  const auto per_root = parse(R"({"id":"b","format":"aarch64-64k-42","memory":{"raw":"r"},)"
+                              R"("roots":["0x1000","0x2000"],"ttbr1":["0x5000","0x6000"]})");
+  EXPECT_EQ(per_root.upper_roots, (std::vector<u64>{0x5000, 0x6000}));
+  EXPECT_EQ(parse(format_manifest_line(per_root)).upper_roots, per_root.upper_roots);
+
+  const auto lower_only = parse(R"({"id":"c","format":"aarch64-16k-48","memory":{"raw":"r"},"roots":["0x1000"]})");
+  EXPECT_TRUE(lower_only.upper_roots.empty());
+  EXPECT_EQ(format_manifest_line(lower_only).find("ttbr1"), std::string::npos);
+}
+
 TEST(manifest_parse, elf_and_region_sources) {
   const auto elf = parse(R"({"id":"e","format":"x86_64","memory":{"elf":"/d/vm.elf"},"roots":["0x1000"]})");
   EXPECT_EQ(std::get<elf_source>(elf.memory).path, "/d/vm.elf");
@@ -97,7 +116,18 @@ TEST(manifest_parse, every_error_names_file_line_and_problem) {
        R"(duplicate key "id")"},
       {R"({"id":"a","memory":{"raw":"r"},"roots":["0x1000"]})", R"(missing key "format")"},
       {R"({"id":"a","format":"aarch64","memory":{"raw":"r"},"roots":["0x1000"]})",
-       R"(unknown format "aarch64" (expected "x86_64" or "x86_64-la57"))"},
+       R"(unknown format "aarch64" (expected one of "x86_64", "x86_64-la57", "aarch64-4k-48", "aarch64-4k-39", )"
+       R"("aarch64-16k-47", "aarch64-16k-48", "aarch64-64k-42", "aarch64-64k-48"))"},
+      {R"({"id":"a","format":"x86_64","memory":{"raw":"r"},"roots":["0x1000"],"ttbr1":"0x2000"})",
+       R"("ttbr1" is for aarch64 formats, not "x86_64")"},
+      {R"({"id":"a","format":"aarch64-4k-48","memory":{"raw":"r"},"roots":["0x1000"],"ttbr1":["0x2000","0x3000"]})",
+       R"("ttbr1" has 2 entries for 1 roots)"},
+      {R"({"id":"a","format":"aarch64-4k-48","memory":{"raw":"r"},"roots":["0x1000"],"ttbr1":"0xg"})",
+       R"("ttbr1": bad hex "0xg")"},
+      {R"({"id":"a","format":"aarch64-4k-48","memory":{"raw":"r"},"roots":["0x1000"],"ttbr1":["zz"]})",
+       R"("ttbr1[0]": bad hex "zz")"},
+      {R"({"id":"a","format":"aarch64-4k-48","memory":{"raw":"r"},"roots":["0x1000"],"ttbr1":7})",
+       R"("ttbr1" must be a hex string such as "0x1000")"},
       {R"({"id":"a","format":4,"memory":{"raw":"r"},"roots":["0x1000"]})", R"("format" must be a string)"},
       {R"({"id":"a","format":"x86_64","roots":["0x1000"]})", R"(missing key "memory")"},
       {R"({"id":"a","format":"x86_64","memory":"r.raw","roots":["0x1000"]})",

@@ -25,10 +25,10 @@ snapshot_walk two_space_walk() {
   snapshot_walk w;
   w.roots = {0x1000, 0x7fe000};
   w.records = {
-      make_leaf_record<F>(0x5000 | (u64{1} << 9) | 0x1 | (u64{1} << 63), 3, 0x401000, perm_path_start),
-      make_leaf_record<F>(0x4000'0000 | 0x183, 1, 0xffff'ff80'4000'0000, perm_path_start),
+      make_leaf_record<F>(0x5000 | (u64{1} << 9) | 0x1 | (u64{1} << 63), 3, 0x401000, F::perm_path_start),
+      make_leaf_record<F>(0x4000'0000 | 0x183, 1, 0xffff'ff80'4000'0000, F::perm_path_start),
       make_alias_record<F>(1, 0, 0xffff'ff80'0000'0000, 0xffff'ff80'0000'0000),
-      make_leaf_record<F>(0x20'0000 | 0x87, 2, 0x7f00'0020'0000, perm_path_start),
+      make_leaf_record<F>(0x20'0000 | 0x87, 2, 0x7f00'0020'0000, F::perm_path_start),
   };
   w.offsets = {0, 2, 4};
   return w;
@@ -67,7 +67,7 @@ TEST(walk_output, large_walks_are_written_whole) {
   w.roots = {0x1000};
   constexpr u64 count = 40'000;
   for (u64 i = 0; i < count; ++i)
-    w.records.push_back(make_leaf_record<F>(0x10'0000 + i * 0x1000 + 0x3, 3, i * 0x1000, perm_path_start));
+    w.records.push_back(make_leaf_record<F>(0x10'0000 + i * 0x1000 + 0x3, 3, i * 0x1000, F::perm_path_start));
   w.offsets = {0, count};
   const std::vector<snapshot_walk> walks{w};
   const std::string out = jsonl(walks);

@@ -488,7 +488,7 @@ compacted_snapshot compact_snapshot(const loaded_snapshot& input, const snapshot
   compacted_snapshot out;
   frame_plan plan(input.image, walk, policy, out.stats);
   out.tables = page_table_buffer(plan.table_base());
-  std::vector<u64> new_roots = visit_format(input.format(), [&]<class Format>() {
+  std::vector<u64> new_roots = visit_x86_format(input.format(), [&]<class Format>() {
     return relinker<Format, page_table_buffer>(out.tables, input.image, plan, policy, out.stats).run(walk);
   });
   out.data = plan.take_pieces();

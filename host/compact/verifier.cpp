@@ -279,7 +279,7 @@ verification verify_snapshot(const loaded_snapshot& original, const loaded_snaps
     return out;
   }
   try {
-    visit_format(original.format(), [&]<class Format>() {
+    visit_x86_format(original.format(), [&]<class Format>() {
       snapshot_verifier<Format>(original, compacted, out, max_differences).run();
     });
   } catch (const input_error& e) {

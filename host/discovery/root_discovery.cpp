@@ -383,7 +383,7 @@ scan_backend resolve_scan_backend(scan_backend backend) {
 
 root_discovery_result discover_roots(const memory_image& image, const root_discovery_options& options,
                                      std::string_view origin) {
-  return visit_format(options.format,
+  return visit_x86_format(options.format,
                       [&]<class F>() { return discover<F>(image, options, origin); });
 }
 

@@ -493,7 +493,7 @@ bool uses_la57(const fleet_shape& shape, u32 index) {
 
 built_snapshot build_snapshot(const fleet_shape& shape, u32 index) {
   const paging_format format = uses_la57(shape, index) ? paging_format::x86_64_la57 : paging_format::x86_64;
-  return visit_format(format, [&]<class F>() { return snapshot_builder<F>(shape, index).build(); });
+  return visit_x86_format(format, [&]<class F>() { return snapshot_builder<F>(shape, index).build(); });
 }
 
 // Builds every snapshot, in parallel; `consume(index, built)` runs on the

@@ -144,20 +144,32 @@ memory_source parse_memory(const line_reader& in, const json& memory) {
   return out;
 }
 
+// "ttbr1": one TTBR1 value for every root, or a list with one per root.
+std::vector<u64> parse_ttbr1(const line_reader& in, const json& ttbr1, paging_format format, std::size_t roots) {
+  if (!is_aarch64(format))
+    in.fail(fmt::format("\"ttbr1\" is for aarch64 formats, not \"{}\"", format_name(format)));
+  if (!ttbr1.is_array()) return std::vector<u64>(roots, in.hex_value(ttbr1, "ttbr1"));
+  if (ttbr1.size() != roots)
+    in.fail(fmt::format("\"ttbr1\" has {} entries for {} roots", ttbr1.size(), roots));
+  std::vector<u64> out;
+  for (std::size_t i = 0; i < ttbr1.size(); ++i) out.push_back(in.hex_value(ttbr1[i], fmt::format("ttbr1[{}]", i)));
+  return out;
+}
+
 }  // namespace
 
 snapshot_spec parse_manifest_line(std::string_view line, const std::filesystem::path& manifest,
                                   std::size_t line_number) {
   const line_reader in(manifest, line_number);
   const json object = in.parse_object(line);
-  in.only_keys(object, "", {"id", "format", "memory", "roots", "labels", "meta"});
+  in.only_keys(object, "", {"id", "format", "memory", "roots", "ttbr1", "labels", "meta"});
 
   snapshot_spec spec;
   spec.id = in.nonempty_string(in.require(object, "", "id"), "id");
   const std::string format = in.string(in.require(object, "", "format"), "format");
   const auto parsed_format = parse_format(format);
   if (!parsed_format)
-    in.fail(fmt::format("unknown format \"{}\" (expected \"x86_64\" or \"x86_64-la57\")", format));
+    in.fail(fmt::format("unknown format \"{}\" (expected one of {})", format, format_names()));
   spec.format = *parsed_format;
   spec.memory = parse_memory(in, in.require(object, "", "memory"));
 
@@ -165,6 +177,8 @@ snapshot_spec parse_manifest_line(std::string_view line, const std::filesystem::
   if (!roots.is_array() || roots.empty()) in.fail("\"roots\" must be a non-empty array of hex strings");
   for (std::size_t i = 0; i < roots.size(); ++i)
     spec.roots.push_back(in.hex_value(roots[i], fmt::format("roots[{}]", i)));
+  if (const auto ttbr1 = object.find("ttbr1"); ttbr1 != object.end())
+    spec.upper_roots = parse_ttbr1(in, *ttbr1, spec.format, roots.size());
 
   if (const auto labels = object.find("labels"); labels != object.end()) {
     if (!labels->is_array()) in.fail("\"labels\" must be an array of strings");
@@ -279,14 +293,16 @@ loaded_snapshot load_snapshot(snapshot_spec spec, const std::filesystem::path& b
                               std::string_view origin) {
   loaded_snapshot out{std::move(spec), {}};
   map_memory(out.image, out.spec.memory, base_dir);
-  for (const u64 root : out.spec.roots) {
+  // A cut-off root keeps its whole entries (SPEC §1); one must at least start in a region.
+  const auto check_in_image = [&](u64 root, std::string_view what) {
     const u64 table = visit_format(out.spec.format, [&]<class F>() { return root_table_address<F>(root); });
-    // A cut-off root keeps its whole entries (SPEC §1); one must at least start in a region.
     if (out.image.find(table, 8) == nullptr)
-      throw input_error(fmt::format("{}: snapshot {}: root {} is outside every region",
+      throw input_error(fmt::format("{}: snapshot {}: {} {} is outside every region",
                                     origin.empty() ? memory_file(out.spec.memory, base_dir) : origin,
-                                    out.spec.id, hex(root)));
-  }
+                                    out.spec.id, what, hex(root)));
+  };
+  for (const u64 root : out.spec.roots) check_in_image(root, "root");
+  for (const u64 ttbr1 : out.spec.upper_roots) check_in_image(ttbr1, "ttbr1");
   return out;
 }
 
@@ -317,6 +333,15 @@ nlohmann::ordered_json memory_json(const memory_source& memory) {
   return std::visit(to_json{}, memory);
 }
 
+// One value when every root shares it (Linux's swapper_pg_dir), else the list.
+nlohmann::ordered_json ttbr1_json(const std::vector<u64>& upper_roots) {
+  if (std::all_of(upper_roots.begin(), upper_roots.end(), [&](u64 v) { return v == upper_roots.front(); }))
+    return hex(upper_roots.front());
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  for (u64 v : upper_roots) list.push_back(hex(v));
+  return list;
+}
+
 }  // namespace
 
 std::string format_manifest_line(const snapshot_spec& spec) {
@@ -327,6 +352,7 @@ std::string format_manifest_line(const snapshot_spec& spec) {
   line["memory"] = memory_json(spec.memory);
   auto& roots = line["roots"] = nlohmann::ordered_json::array();
   for (u64 root : spec.roots) roots.push_back(hex(root));
+  if (!spec.upper_roots.empty()) line["ttbr1"] = ttbr1_json(spec.upper_roots);
   if (!spec.labels.empty()) line["labels"] = spec.labels;
   if (!spec.meta.is_null()) line["meta"] = spec.meta;
   return line.dump();

@@ -48,6 +48,9 @@ struct snapshot_spec {
   std::vector<u64> roots;           // primacy order, as given (may carry CR3 flag bits)
   std::vector<std::string> labels;  // empty, or one per root
   nlohmann::json meta;              // free-form; null when absent
+  // AArch64: the TTBR1 value of each root (the manifest's single "ttbr1" is
+  // replicated); empty when only lower halves are walked, and always for x86.
+  std::vector<u64> upper_roots;
 };
 
 struct loaded_snapshot {
@@ -57,6 +60,7 @@ struct loaded_snapshot {
   [[nodiscard]] const std::string& id() const { return spec.id; }
   [[nodiscard]] paging_format format() const { return spec.format; }
   [[nodiscard]] const std::vector<u64>& roots() const { return spec.roots; }
+  [[nodiscard]] const std::vector<u64>& upper_roots() const { return spec.upper_roots; }
 };
 
 }  // namespace ptwalk

@@ -105,7 +105,7 @@ void read_entries(const memory_image& image, u64 pa, unsigned lo, unsigned hi, w
                   OnEntry&& on_entry) {
   if (lo > hi) return;
   stats.entries_read += hi - lo + 1;
-  if (const std::byte* whole = image.bytes_at(pa, Format::table_bytes)) {
+  if (const std::byte* whole = image.bytes_at(pa, Format::table_bytes(0))) {
     // Page tables are mostly empty: test eight present bits at once (one
     // 64-byte line) and visit only the set ones. Lines are prefetched a few
     // ahead, since a walk jumps between tables too often for the hardware
@@ -159,7 +159,7 @@ class upper_walker {
       return;
     }
     ++out_.stats.tables[0];
-    table(space, root, 0, 0, perm_path_start);
+    table(space, root, 0, 0, Format::perm_path_start);
   }
 
  private:
@@ -316,7 +316,7 @@ std::vector<snapshot_walk> cpu_walk(std::span<const loaded_snapshot> snapshots, 
         group.push_back(&snapshots[i]);
       }
     if (group.empty()) continue;
-    visit_format(format, [&]<class F>() {
+    visit_x86_format(format, [&]<class F>() {
       auto walks = walk_format<F>(group, to_linear<F>(options.range), threads);
       for (std::size_t k = 0; k < indices.size(); ++k) out[indices[k]] = std::move(walks[k]);
     });

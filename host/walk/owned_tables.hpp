@@ -97,8 +97,8 @@ class owned_entry_walker {
   // ones read as 0, as in the walk) when it is cut off.
   std::array<u64, Format::entries_per_table> read_table(u64 table_pa) const {
     std::array<u64, Format::entries_per_table> entries{};
-    if (const std::byte* bytes = image_.bytes_at(table_pa, Format::table_bytes)) {
-      std::memcpy(entries.data(), bytes, Format::table_bytes);
+    if (const std::byte* bytes = image_.bytes_at(table_pa, Format::table_bytes(0))) {
+      std::memcpy(entries.data(), bytes, Format::table_bytes(0));
       return entries;
     }
     for (unsigned i = 0; i < Format::entries_per_table; ++i) {

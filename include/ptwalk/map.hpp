@@ -108,7 +108,7 @@ map_status space_aware_map(Ops& ops, unsigned shared_depth, u64 our_va,
                            typename Ops::table_addr shared_table, u64 link_flags,
                            const intermediate_flags& tables = {}) {
   if (shared_depth == 0 || shared_depth >= Format::levels) return map_status::bad_page_size;
-  const u64 span_mask = (u64{Format::entries_per_table} << Format::entry_shift(shared_depth)) - 1;
+  const u64 span_mask = (u64{Format::entries(shared_depth)} << Format::entry_shift(shared_depth)) - 1;
   if ((Format::linear(our_va) & span_mask) != 0) return map_status::misaligned;
   const u64 link = Format::make_table_entry(ops.to_phys(shared_table), link_flags);
   return detail::write_at_depth<Format, 0>(ops, detail::root_update_parent<Ops>{},
@@ -135,7 +135,7 @@ template <class Format, table_read_ops Ops>
 [[nodiscard]] std::optional<mapping> virt_to_phys(const Ops& ops, u64 va) {
   const u64 linear = Format::linear(va);
   auto table = ops.root_table();
-  u8 path = perm_path_start;
+  u8 path = Format::perm_path_start;
   for (unsigned depth = 0; depth < Format::levels; ++depth) {
     const unsigned index = Format::table_index(linear, depth);
     const u64 entry = ops.read_entry(ops.entry_addr(table, index));

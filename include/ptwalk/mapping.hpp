@@ -18,7 +18,7 @@ namespace ptwalk {
 struct mapping {
   u64 va = 0;     // canonical start
   u64 pa = 0;
-  u64 size = 0;   // 4 KiB, 2 MiB or 1 GiB
+  u64 size = 0;   // x86: 4 KiB, 2 MiB or 1 GiB; AArch64 also 16/64 KiB, 32/512 MiB
   bool writable = false;
   bool user = false;
   bool executable = false;
@@ -43,7 +43,7 @@ struct space_aware_mapping {
   record_kind kind = record_kind::this_space;
   u8 depth = 0;      // leaf: depth of the leaf entry; alias: depth of the shared table
   u8 perms = 0;      // leaf: perm_bits
-  u8 size_log2 = 0;  // leaf: 12, 21 or 30
+  u8 size_log2 = 0;  // leaf: 12, 21, 30 (x86); 12..30 (AArch64 pages and blocks)
   u32 owner = 0;     // alias: primacy index of the owner space within its snapshot
   u64 va = 0;        // canonical: leaf va or our_va
   u64 pa = 0;        // leaf: physical address; alias: their_va (canonical)
@@ -95,6 +95,7 @@ struct walk_stats {
   u64 tables[max_levels] = {};   // distinct (pa, depth) keys owned, per depth
   u64 aliases[max_levels] = {};  // AnotherSpace records, per depth
   u64 leaves_4k = 0, leaves_2m = 0, leaves_1g = 0;
+  u64 leaves_16k = 0, leaves_64k = 0, leaves_32m = 0, leaves_512m = 0;  // AArch64 granules and blocks
   u64 dangling_reads = 0;        // entries read that no single region backs
   u64 entries_read = 0;
 
@@ -106,14 +107,32 @@ struct walk_stats {
     leaves_4k += o.leaves_4k;
     leaves_2m += o.leaves_2m;
     leaves_1g += o.leaves_1g;
+    leaves_16k += o.leaves_16k;
+    leaves_64k += o.leaves_64k;
+    leaves_32m += o.leaves_32m;
+    leaves_512m += o.leaves_512m;
     dangling_reads += o.dangling_reads;
     entries_read += o.entries_read;
     return *this;
   }
+  // The counter of a leaf size; a size no format has (never produced) is null.
+  u64* leaves_of_size(unsigned size_log2) {
+    switch (size_log2) {
+      case 12: return &leaves_4k;
+      case 14: return &leaves_16k;
+      case 16: return &leaves_64k;
+      case 21: return &leaves_2m;
+      case 25: return &leaves_32m;
+      case 29: return &leaves_512m;
+      case 30: return &leaves_1g;
+      default: return nullptr;
+    }
+  }
   void count_leaf(unsigned size_log2) {
-    if (size_log2 == 12) ++leaves_4k;
-    else if (size_log2 == 21) ++leaves_2m;
-    else ++leaves_1g;
+    if (u64* counter = leaves_of_size(size_log2)) ++*counter;
+  }
+  [[nodiscard]] u64 leaves() const {
+    return leaves_4k + leaves_16k + leaves_64k + leaves_2m + leaves_32m + leaves_512m + leaves_1g;
   }
   friend bool operator==(const walk_stats&, const walk_stats&) = default;
 };
@@ -139,8 +158,9 @@ struct va_range {
   u64 last = ~u64{0};
 };
 
-// The range in linear (non-sign-extended) VAs for a format; a bound inside
-// the non-canonical hole is clamped to the nearest canonical VA in range.
+// The range in linear VAs for a format (format.hpp: lower half, then the
+// upper half); a bound inside the non-canonical hole is clamped to the
+// nearest canonical VA in range.
 template <class Format>
 struct linear_va_range {
   u64 first = 0;
@@ -157,18 +177,19 @@ struct linear_va_range {
   };
   PTWALK_HD constexpr index_bounds entries_in_range(u64 block_va, unsigned depth) const {
     const unsigned shift = Format::entry_shift(depth);
-    const u64 block_last = block_va + ((u64{Format::entries_per_table} << shift) - 1);
+    const u64 block_last = block_va + ((u64{Format::entries(depth)} << shift) - 1);
     if (empty() || block_va > last || block_last < first) return {1, 0};
     const unsigned lo = first > block_va ? static_cast<unsigned>((first - block_va) >> shift) : 0;
     const unsigned hi = last < block_last ? static_cast<unsigned>((last - block_va) >> shift)
-                                          : Format::entries_per_table - 1;
+                                          : Format::entries(depth) - 1;
     return {lo, hi};
   }
 };
 
 template <class Format>
 constexpr linear_va_range<Format> to_linear(va_range r) {
-  constexpr u64 half = u64{1} << (Format::va_bits - 1);
+  // The upper half starts at linear 2^(linear_bits-1) in both families.
+  constexpr u64 half = u64{1} << (Format::linear_bits - 1);
   // A bound in the non-canonical hole moves to the upper half's start (first)
   // or the lower half's end (last).
   linear_va_range<Format> out;

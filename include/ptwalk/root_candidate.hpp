@@ -85,7 +85,7 @@ PTWALK_HD root_candidate test_root_candidate(const std::byte* page, kernel_halve
     const u64 entry = load_entry(page, i);
     if (!Format::present(entry)) continue;
     if ((entry & Format::bit_page_size) != 0 ||
-        !backed.contains(Format::table_address(entry), Format::table_bytes))
+        !backed.contains(Format::table_address(entry), Format::table_bytes(0)))
       return {};
     out.user_half_empty = false;
   }
@@ -106,7 +106,7 @@ PTWALK_HD bool looks_like_top_table(const std::byte* page, backed_ranges_ref bac
       continue;
     }
     if ((entry & Format::bit_page_size) != 0 ||
-        !backed.contains(Format::table_address(entry), Format::table_bytes))
+        !backed.contains(Format::table_address(entry), Format::table_bytes(0)))
       return false;
     if (i >= half_entries) ++kernel_present;
   }

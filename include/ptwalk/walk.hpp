@@ -4,10 +4,14 @@
 // written to mirror the specification, not for speed: roots in primacy order,
 // each in ascending VA order; every table reached at depth d is keyed by
 // (physical address, d); the first visit owns the key and is descended, every
-// later visit becomes an AnotherSpace record naming the owner.
+// later visit becomes an AnotherSpace record naming the owner. A space has
+// one root per half (format.hpp): the lower-half root, then (AArch64, when
+// given) the TTBR1 root for the upper half.
 #pragma once
 
+#include <algorithm>
 #include <span>
+#include <stdexcept>
 #include <unordered_map>
 #include <vector>
 
@@ -17,14 +21,24 @@
 
 namespace ptwalk {
 
-// A root given as a CR3 value loses its low 12 bits (PCID or PWT/PCD) and
-// anything above the physical address field.
+// The table a root value names: a CR3 loses PCID/PWT/PCD, a TTBR its ASID and CnP.
 template <class Format>
-PTWALK_HD constexpr u64 root_table_address(u64 cr3) {
-  return Format::table_address(cr3);
+PTWALK_HD constexpr u64 root_table_address(u64 cr3_or_ttbr) {
+  return Format::root_table_address(cr3_or_ttbr);
 }
 
-// Key of a table visit: tables are 4 KiB aligned, so the depth fits below the address.
+// Linear VA where half `half`'s root starts, and what one root spans.
+template <class Format>
+PTWALK_HD constexpr u64 half_start(unsigned half) {
+  return u64{half} << Format::va_bits;
+}
+template <class Format>
+PTWALK_HD constexpr u64 root_span() {
+  return u64{Format::entries(0)} << Format::entry_shift(0);
+}
+
+// Key of a table visit: tables are at least 64-byte aligned (a small AArch64
+// top table) and depth < 8, so the depth fits below the address.
 PTWALK_HD constexpr u64 table_key(u64 table_pa, unsigned depth) { return table_pa | depth; }
 
 namespace detail {
@@ -34,14 +48,17 @@ class reference_walker {
  public:
   reference_walker(const Ops& ops, va_range range) : ops_(ops), range_(to_linear<Format>(range)) {}
 
-  snapshot_walk run(std::span<const u64> roots) {
+  snapshot_walk run(std::span<const u64> roots, std::span<const u64> upper_roots) {
+    if (!upper_roots.empty() && (Format::halves == 1 || upper_roots.size() != roots.size()))
+      throw std::invalid_argument("walk_va_spaces: upper roots need a two-half format and one per root");
     snapshot_walk out;
     out.roots.reserve(roots.size());
     out.offsets.push_back(0);
     for (u32 space = 0; space < roots.size(); ++space) {
       const u64 root = root_table_address<Format>(roots[space]);
       out.roots.push_back(root);
-      if (!range_.empty()) visit_root(out, space, root);
+      visit_root(out, space, root, 0);
+      if (!upper_roots.empty()) visit_root(out, space, root_table_address<Format>(upper_roots[space]), 1);
       out.offsets.push_back(out.records.size());
     }
     if constexpr (requires { ops_.dangling_reads(); }) out.stats.dangling_reads = ops_.dangling_reads();
@@ -54,16 +71,20 @@ class reference_walker {
     u64 va;  // linear
   };
 
-  void visit_root(snapshot_walk& out, u32 space, u64 root) {
-    auto [it, first_visit] = owners_.try_emplace(table_key(root, 0), owner_visit{space, range_.first});
+  // A half the range misses is not visited; a root seen before is one
+  // depth-0 alias at the first VA of the range in this half.
+  void visit_root(snapshot_walk& out, u32 space, u64 root, unsigned half) {
+    const u64 start = half_start<Format>(half);
+    if (range_.empty() || !range_.overlaps(start, root_span<Format>())) return;
+    const u64 va = std::max(range_.first, start);
+    auto [it, first_visit] = owners_.try_emplace(table_key(root, 0), owner_visit{space, va});
     if (!first_visit) {
-      out.records.push_back(
-          make_alias_record<Format>(0, it->second.space, range_.first, it->second.va));
+      out.records.push_back(make_alias_record<Format>(0, it->second.space, va, it->second.va));
       ++out.stats.aliases[0];
       return;
     }
     ++out.stats.tables[0];
-    walk_table(out, space, ops_.from_phys(root), 0, 0, perm_path_start);
+    walk_table(out, space, ops_.from_phys(root), 0, start, Format::perm_path_start);
   }
 
   void walk_table(snapshot_walk& out, u32 space, typename Ops::table_addr table, unsigned depth,
@@ -108,12 +129,18 @@ class reference_walker {
 }  // namespace detail
 
 // Walks every root of one snapshot (SPEC §3). `roots` are in primacy order
-// and may be CR3 values. Reads go through `ops`; if it counts dangling reads
-// (`ops.dangling_reads()`), the count is reported in the stats.
+// and may be CR3 or TTBR0 values; `upper_roots` is empty or holds one TTBR1
+// value per root (two-half formats only). Reads go through `ops`; if it
+// counts dangling reads (`ops.dangling_reads()`), the count is reported.
+template <class Format, table_read_ops Ops>
+[[nodiscard]] snapshot_walk walk_va_spaces(const Ops& ops, std::span<const u64> roots,
+                                           std::span<const u64> upper_roots, va_range range = {}) {
+  return detail::reference_walker<Format, Ops>(ops, range).run(roots, upper_roots);
+}
 template <class Format, table_read_ops Ops>
 [[nodiscard]] snapshot_walk walk_va_spaces(const Ops& ops, std::span<const u64> roots,
                                            va_range range = {}) {
-  return detail::reference_walker<Format, Ops>(ops, range).run(roots);
+  return walk_va_spaces<Format>(ops, roots, std::span<const u64>{}, range);
 }
 
 }  // namespace ptwalk

@@ -50,7 +50,7 @@ void gather_tables(std::span<const walk_input> batch, const u32* snapshot, const
                    const u64* va, u64 first, u64 count, unsigned depth,
                    linear_va_range<Format> range, u64* staging, u32* entries_read,
                    u32* dangling) {
-  constexpr u64 bytes = Format::table_bytes;
+  constexpr u64 bytes = Format::table_bytes(0);
 #pragma omp parallel for schedule(static)
   for (u64 i = 0; i < count; ++i) {
     const u64 t = first + i;
@@ -136,7 +136,7 @@ class batch_walk {
     to_device(d_snapshot_, h_snapshot_);
     to_device(d_space_, h_space_);
     to_device(d_va_, h_va_);
-    to_device(d_perms_, std::vector<u8>(frontier_, perm_path_start));
+    to_device(d_perms_, std::vector<u8>(frontier_, Format::perm_path_start));
     record_count_ = records.size();
     to_device(d_records_, records);
     to_device(d_record_keys_, keys);
@@ -192,7 +192,7 @@ class batch_walk {
       stats.dangling_reads += dangling[t];
     }
     profile_.tables += frontier_;
-    profile_.bytes_uploaded += frontier_ * Format::table_bytes;
+    profile_.bytes_uploaded += frontier_ * Format::table_bytes(0);
     if (Format::is_last_depth(depth)) {
       frontier_ = 0;
       return;
@@ -448,7 +448,7 @@ std::vector<snapshot_walk> level_walk(System& system, std::span<const walk_input
     for (std::size_t i = 0; i < snapshots.size(); ++i)
       if (snapshots[i].format == format) indices.push_back(i);
     if (indices.empty()) continue;
-    visit_format(format, [&]<class F>() {
+    visit_x86_format(format, [&]<class F>() {
       batch_driver<F, System>(system, snapshots, options, out).run(indices);
     });
   }

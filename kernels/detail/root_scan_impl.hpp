@@ -177,7 +177,7 @@ class root_scan {
     if (found != 0) sys_.download(raw(d_hits_), hits.data() + before, found);
     profile_.download_s += download.seconds();
     profile_.pages += chunk.pages;
-    profile_.bytes_uploaded += chunk.pages * Format::table_bytes;
+    profile_.bytes_uploaded += chunk.pages * Format::table_bytes(0);
     return device_s;
   }
 
@@ -195,7 +195,7 @@ class root_scan {
 // Entry point for one device system.
 template <class System>
 std::vector<root_scan_hit> scan_pages(System& system, const root_scan_input& input, const root_scan_options& options) {
-  return visit_format(input.format, [&]<class F>() {
+  return visit_x86_format(input.format, [&]<class F>() {
     root_scan<F, System> scan(system, input, options);
     auto hits = scan.run();
     if (options.profile != nullptr) *options.profile += scan.profile();
