@@ -188,17 +188,17 @@ def wait_ready(qemu, out, timeout_s, silence_s=None):
             return time.monotonic() - started
         waited = time.monotonic() - started
         failure = next((l for l in text.decode(errors="replace").splitlines() if "PTWALK-FAIL" in l), None)
+        tail = " | ".join(text.decode(errors="replace").strip().splitlines()[-3:])
         if qemu.poll() is not None:
-            raise RuntimeError(f"qemu exited: {qemu.stderr.read().decode().strip()}")
+            raise RuntimeError(f"qemu exited ({qemu.returncode}): {qemu.stderr.read().decode().strip()}; "
+                               f"the console's last lines: {tail}")
         if failure or waited > timeout_s or (silence_s is not None and not text and waited > silence_s):
             qemu.kill()
             qemu.wait()
             if failure:
                 raise RuntimeError(f"guest failed: {failure.strip()}; see {console}")
             if waited > timeout_s:
-                tail = text.decode(errors="replace").strip().splitlines()[-3:]
-                raise RuntimeError(f"guest not ready after {timeout_s} s; see {console}; last lines: "
-                                   + " | ".join(tail))
+                raise RuntimeError(f"guest not ready after {timeout_s} s; the console's last lines: {tail}")
             return None
         time.sleep(0.5)
 
