@@ -29,24 +29,20 @@ constexpr std::size_t cr = 8 + 18 * 8 + 10 * 24;
 constexpr std::size_t min_size = cr + 5 * 8;
 }  // namespace qemu_note
 
-// x86-64 struct elf_prstatus: pr_pid at 32, pr_reg (user_regs_struct, 27
-// registers in ptrace order) at 112, 336 bytes in all.
-namespace prstatus {
-constexpr std::size_t pid = 32;
-constexpr std::size_t regs = 112;
-constexpr std::size_t rip = regs + 16 * 8;
-constexpr std::size_t rsp = regs + 19 * 8;
-constexpr std::size_t size = 336;
-}  // namespace prstatus
-
-// AArch64 struct elf_prstatus: the same header, pr_reg = x0…x30, sp, pc,
-// pstate at 112, 392 bytes in all. No system registers: TTBRs come from
-// VMCOREINFO or the user.
-namespace prstatus_aarch64 {
-constexpr std::size_t sp = prstatus::regs + 31 * 8;
-constexpr std::size_t pc = prstatus::regs + 32 * 8;
-constexpr std::size_t size = 392;
-}  // namespace prstatus_aarch64
+// struct elf_prstatus: pr_pid at 32 and pr_reg at 112 on both; x86-64's
+// pr_reg is user_regs_struct (27 registers in ptrace order, 336 bytes in
+// all), aarch64's x0…x30, sp, pc, pstate (392 bytes; no system registers:
+// TTBRs come from VMCOREINFO or the user).
+struct prstatus_layout {
+  u32 machine;
+  std::string_view name;
+  std::size_t size, pc, sp;
+};
+constexpr std::size_t prstatus_pid = 32, prstatus_regs = 112;
+constexpr prstatus_layout prstatus_layouts[] = {
+    {EM_X86_64, "x86-64", 336, prstatus_regs + 16 * 8, prstatus_regs + 19 * 8},
+    {EM_AARCH64, "aarch64", 392, prstatus_regs + 32 * 8, prstatus_regs + 31 * 8},
+};
 
 // x86-64 __START_KERNEL_map: where the kernel image is mapped, whatever its
 // physical load address (phys_base) is.
@@ -172,23 +168,17 @@ machine_state read_machine_state(std::span<const elf_note> notes, u32 machine, s
     return out.vcpus[index];
   };
   for (const auto& note : notes) {
-    if (note.name == "CORE" && note.type == NT_PRSTATUS && machine == EM_AARCH64) {
-      if (note.desc.size() != prstatus_aarch64::size)
-        throw input_error(fmt::format("{}: NT_PRSTATUS note of {} bytes (aarch64 expects {})", origin,
-                                      note.desc.size(), prstatus_aarch64::size));
+    if (note.name == "CORE" && note.type == NT_PRSTATUS) {
+      const auto* layout = std::find_if(std::begin(prstatus_layouts), std::end(prstatus_layouts),
+                                        [&](const prstatus_layout& l) { return l.machine == machine; });
+      if (layout == std::end(prstatus_layouts)) continue;
+      if (note.desc.size() != layout->size)
+        throw input_error(fmt::format("{}: NT_PRSTATUS note of {} bytes ({} expects {})", origin,
+                                      note.desc.size(), layout->name, layout->size));
       auto& state = cpu(prstatus_seen++);
-      state.pid = load<u32>(note.desc, prstatus::pid);
-      state.rip = load<u64>(note.desc, prstatus_aarch64::pc);
-      state.rsp = load<u64>(note.desc, prstatus_aarch64::sp);
-    } else if (note.name == "CORE" && note.type == NT_PRSTATUS) {
-      if (machine != EM_X86_64) continue;
-      if (note.desc.size() != prstatus::size)
-        throw input_error(fmt::format("{}: NT_PRSTATUS note of {} bytes (x86-64 expects {})", origin,
-                                      note.desc.size(), prstatus::size));
-      auto& state = cpu(prstatus_seen++);
-      state.pid = load<u32>(note.desc, prstatus::pid);
-      state.rip = load<u64>(note.desc, prstatus::rip);
-      state.rsp = load<u64>(note.desc, prstatus::rsp);
+      state.pid = load<u32>(note.desc, prstatus_pid);
+      state.rip = load<u64>(note.desc, layout->pc);
+      state.rsp = load<u64>(note.desc, layout->sp);
     } else if (note.name == "QEMU") {
       if (note.desc.size() < 8)
         throw input_error(fmt::format("{}: QEMU CPU-state note of {} bytes", origin, note.desc.size()));

@@ -33,7 +33,7 @@ struct vcpu_state {
   unsigned index = 0;
   bool has_control_registers = false;  // a QEMU note gave CR0/CR3/CR4
   u64 cr0 = 0, cr3 = 0, cr4 = 0;
-  u64 rip = 0, rsp = 0;
+  u64 rip = 0, rsp = 0;  // aarch64: pc and sp
   std::optional<u32> pid;  // NT_PRSTATUS pr_pid (QEMU: vCPU index + 1; kdump: the task's pid)
 
   static constexpr u64 cr0_paging = u64{1} << 31;
