@@ -161,6 +161,31 @@ TEST(Aarch64RootDiscovery, EveryScanBackendFindsTheSameRoots) {
   }
 }
 
+// Every page a table whose 512 entries all point at the next page: every
+// page is a hit and every path is long, yet each table is checked once
+// (the work is bounded by the tables, not the paths). Only the first page,
+// which no other points at, can be a root; and it is a valid tree by the
+// architecture's rules: its level-3 "tables" are EL0-executable pages.
+TEST(Aarch64RootDiscovery, HostileChainOfTablesIsBoundedAndYieldsNothing) {
+  arm64_image b(2048);
+  u64 previous = b.claim();
+  for (int i = 1; i < 2048; ++i) {
+    const u64 next = b.claim();
+    for (unsigned e = 0; e < 512; ++e) b.set(previous, e, arm64_image::table(next, true));
+    previous = next;
+  }
+  root_discovery_options options;
+  options.format = paging_format::aarch64_4k_48;
+  options.backend = scan_backend::cpu;
+  options.keep_kernel_only = true;
+  const auto found = discover_roots(b.image(), options, "chain");
+  ASSERT_EQ(found.roots.size(), 1u);
+  EXPECT_EQ(found.roots[0].root, ram);
+  EXPECT_EQ(found.references.back(),
+            "2047 pages shaped like upper-level tables: 2046 pointed at by another, 0 implausible below, 1 TTBR0 "
+            "tables (0 reach no user leaf)");
+}
+
 TEST(Aarch64RootDiscovery, BadInputsAreOneLineErrors) {
   const built b = linux_like();
   auto options = options_for(b, scan_backend::cpu);

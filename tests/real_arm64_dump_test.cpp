@@ -255,6 +255,18 @@ TEST_F(RealArm64Dump, DiscoveryFindsEveryProcessAndItsWalkEqualsItsPagemap) {
   RecordProperty("roots", static_cast<int>(found.roots.size()));
 }
 
+// As for a raw dump (no VMCOREINFO, so no TTBR1; only the format given):
+// the kernel's table is then one more hit, kernel-only, and skipped.
+TEST_F(RealArm64Dump, DiscoveryWithoutVmcoreinfoFindsTheSameRoots) {
+  const auto [dump, found] = discovered();
+  root_discovery_options blind;
+  blind.format = paging_format::aarch64_4k_48;
+  blind.backend = scan_backend::cpu;
+  const auto without = discover_roots(dump.snapshot.image, blind, "raw");
+  EXPECT_EQ(without.roots, found.roots);
+  EXPECT_EQ(without.kernel_only_skipped, found.kernel_only_skipped + 1) << "swapper_pg_dir";
+}
+
 // After fork, Linux write-protects private writable pages in both processes
 // and marks the dirty ones with PTE_DIRTY (software bit 55), nG set: the
 // SPEC's CoW marker. The pagemap tells which frames several processes map.

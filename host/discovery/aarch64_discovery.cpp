@@ -35,25 +35,43 @@ int check_table(const memory_image& image, const std::byte* table, unsigned dept
   return first;
 }
 
-// Follows the first present entry from the depth-0 entry `top_entry` down.
+// Where the first present entry leads from a table at `depth` reached with
+// `path` permissions. Memoized per (table, depth, path): a hostile image
+// whose every page points at the same tables costs one check per table,
+// not one per path through it.
 template <class Format>
-path_end first_path(const memory_image& image, u64 top_entry) {
-  u8 path = Format::accumulate_perms(Format::perm_path_start, top_entry);
-  u64 table_pa = Format::table_address(top_entry);
-  for (unsigned depth = 1; depth < Format::levels; ++depth) {
-    const std::byte* table = image.bytes_at(table_pa, Format::table_bytes(depth));
+class first_paths {
+ public:
+  explicit first_paths(const memory_image& image) : image_(image) {}
+
+  path_end from_top_entry(u64 entry) {
+    return from(Format::table_address(entry), 1, Format::accumulate_perms(Format::perm_path_start, entry));
+  }
+
+ private:
+  path_end from(u64 table_pa, unsigned depth, u8 path) {
+    static_assert(Format::perm_path_start < 32 && Format::levels <= 4);
+    const u64 key = table_pa | (u64{depth} << 5) | path;  // tables below the top are 4 KiB-aligned
+    if (const auto it = memo_.find(key); it != memo_.end()) return it->second;
+    return memo_[key] = follow(table_pa, depth, path);
+  }
+
+  path_end follow(u64 table_pa, unsigned depth, u8 path) {
+    if (depth == Format::levels) return path_end::implausible;  // a table descriptor at the last level
+    const std::byte* table = image_.bytes_at(table_pa, Format::table_bytes(depth));
     if (table == nullptr) return path_end::implausible;
-    const int first = check_table<Format>(image, table, depth);
+    const int first = check_table<Format>(image_, table, depth);
     if (first == -2) return path_end::implausible;
     if (first == -1) return path_end::empty;  // emptied by munmap, not yet freed
     const u64 entry = load_entry(table, static_cast<unsigned>(first));
     if (Format::classify(entry, depth) == entry_kind::leaf)
       return (Format::leaf_perms(path, entry) & perm_user) != 0 ? path_end::user_leaf : path_end::leaf;
-    path = Format::accumulate_perms(path, entry);
-    table_pa = Format::table_address(entry);
+    return from(Format::table_address(entry), depth + 1, Format::accumulate_perms(path, entry));
   }
-  return path_end::implausible;  // a table descriptor at the last depth is not a table
-}
+
+  const memory_image& image_;
+  std::unordered_map<u64, path_end> memo_;
+};
 
 }  // namespace
 
@@ -71,6 +89,7 @@ aarch64_root_selection select_aarch64_roots(const memory_image& image, std::span
     if (const std::byte* kernel = image.bytes_at(*ttbr1_table, Format::table_bytes(0))) add_references(kernel);
 
   aarch64_root_selection out;
+  first_paths<Format> paths(image);
   for (const auto& hit : hits) {
     if (hit.pa == ttbr1_table) continue;
     if (referenced.count(hit.pa) != 0) {
@@ -84,7 +103,7 @@ aarch64_root_selection select_aarch64_roots(const memory_image& image, std::span
       const u64 entry = load_entry(table, i);
       if (entry == 0) continue;
       ++entries;
-      switch (first_path<Format>(image, entry)) {
+      switch (paths.from_top_entry(entry)) {
         case path_end::user_leaf: ++user_leaves; [[fallthrough]];
         case path_end::leaf: ++leaves; break;
         case path_end::empty: break;
