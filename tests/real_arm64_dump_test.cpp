@@ -178,6 +178,7 @@ TEST_F(RealArm64Dump, VmcoreinfoGivesTheFormatAndTheTtbr1TheVcpusHold) {
 // the same two tables, VA by VA, mapped and unmapped.
 TEST_F(RealArm64Dump, EveryVcpuWalkEqualsQemuGva2gpa) {
   auto dump = open_dump(v_.elf(), 0, std::nullopt);
+  std::size_t user_mapped_on_any = 0;
   for (unsigned cpu = 0; cpu < dump.machine.vcpus.size(); ++cpu) {
     SCOPED_TRACE(fmt::format("vCPU {}", cpu));
     dump.snapshot.spec.roots = {sysreg(v_, cpu, "TTBR0_EL1")};
@@ -189,20 +190,22 @@ TEST_F(RealArm64Dump, EveryVcpuWalkEqualsQemuGva2gpa) {
     std::size_t user_mapped = 0, kernel_mapped = 0, unmapped = 0, differences = 0;
     for (std::string va_text, pa_text; in >> va_text >> pa_text;) {
       const u64 va = std::stoull(va_text, nullptr, 16);
-      const std::optional<u64> qemu =
-          pa_text == "-" ? std::nullopt : std::optional<u64>(std::stoull(pa_text, nullptr, 16));
+      std::optional<u64> qemu;
+      if (pa_text != "-") qemu = std::stoull(pa_text, nullptr, 16);
       const auto ptwalk = ours.translate(va);
       if (ptwalk != qemu && ++differences <= 10)
         ADD_FAILURE() << hex(va) << ": ptwalk " << (ptwalk ? hex(*ptwalk) : "unmapped") << ", gva2gpa " << pa_text;
       (qemu ? (va >= upper_half_start ? kernel_mapped : user_mapped) : unmapped) += 1;
     }
     EXPECT_EQ(differences, 0u);
-    // The sample reaches both halves of the paused vCPU's spaces, and misses too.
-    EXPECT_GE(user_mapped, 20u);
+    // The sample reaches the kernel half of every vCPU, and misses too.
     EXPECT_GE(kernel_mapped, 100u);
     EXPECT_GE(unmapped, 100u);
+    user_mapped_on_any += user_mapped;
     RecordProperty(fmt::format("cpu{}_sampled", cpu), static_cast<int>(user_mapped + kernel_mapped + unmapped));
   }
+  // And the user half of the processes the vCPUs hold (spinners, as a rule).
+  EXPECT_GE(user_mapped_on_any, 20u);
 }
 
 // Every process the guest listed is exactly one discovered root, whose walk

@@ -270,16 +270,31 @@ std::string_view role_suffix(pti_role role) {
   return "";
 }
 
+// A result with where the scan runs, before anything is scanned.
+root_discovery_result result_for(const root_discovery_options& options) {
+  root_discovery_result result;
+  result.threads = resolve_jobs(options.threads);
+  result.backend = resolve_scan_backend(options.backend);
+  result.device =
+      result.backend == scan_backend::cuda ? gpu_description() : fmt::format("{} threads", result.threads);
+  return result;
+}
+
+// What the scans cost, once they are done.
+void record_scans(root_discovery_result& result, const scanner& scan) {
+  result.pages_scanned = scan.pages_scanned();
+  result.bytes_scanned = result.pages_scanned * page_bytes;
+  result.scan_seconds = scan.scan_seconds();
+  result.census_seconds = scan.census_seconds();
+  result.profile = scan.profile();
+}
+
 template <class Format>
 root_discovery_result discover(const memory_image& image, const root_discovery_options& options,
                                std::string_view origin) {
   const auto started = seconds_clock::now();
-  const unsigned threads = resolve_jobs(options.threads);
-  root_discovery_result result;
-  result.threads = threads;
-  result.backend = resolve_scan_backend(options.backend);
-  result.device = result.backend == scan_backend::cuda ? gpu_description() : fmt::format("{} threads", threads);
-  scanner scan(image, options.format, result.backend, threads, options.chunk_pages);
+  root_discovery_result result = result_for(options);
+  scanner scan(image, options.format, result.backend, result.threads, options.chunk_pages);
 
   std::vector<u64> known_roots;
   for (const auto& hint : options.known) {
@@ -310,11 +325,7 @@ root_discovery_result discover(const memory_image& image, const root_discovery_o
   for (const auto& r : scan.references()) result.references.push_back(r.description);
 
   const auto candidates = scan.template scan<Format>();
-  result.pages_scanned = scan.pages_scanned();
-  result.bytes_scanned = result.pages_scanned * page_bytes;
-  result.scan_seconds = scan.scan_seconds();
-  result.census_seconds = scan.census_seconds();
-  result.profile = scan.profile();
+  record_scans(result, scan);
 
   const auto& refs = scan.references();
   const auto find_candidate = [&](u64 pa) -> const root_scan_hit* {
@@ -374,11 +385,7 @@ template <class Format>
 root_discovery_result discover_aarch64(const memory_image& image, const root_discovery_options& options,
                                        std::string_view origin) {
   const auto started = seconds_clock::now();
-  root_discovery_result result;
-  result.threads = resolve_jobs(options.threads);
-  result.backend = resolve_scan_backend(options.backend);
-  result.device =
-      result.backend == scan_backend::cuda ? gpu_description() : fmt::format("{} threads", result.threads);
+  root_discovery_result result = result_for(options);
   scanner scan(image, options.format, result.backend, result.threads, options.chunk_pages);
   std::optional<u64> ttbr1_table;
   if (options.ttbr1) {
@@ -411,10 +418,7 @@ root_discovery_result discover_aarch64(const memory_image& image, const root_dis
     }
     result.roots.push_back({c.root, c.kernel_only ? "kernel-only" : "process", c.evidence, c.kernel_only});
   }
-  result.pages_scanned = scan.pages_scanned();
-  result.bytes_scanned = result.pages_scanned * page_bytes;
-  result.scan_seconds = scan.scan_seconds();
-  result.profile = scan.profile();
+  record_scans(result, scan);
   result.seconds = seconds_since(started);
   return result;
 }

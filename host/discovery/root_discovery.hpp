@@ -1,7 +1,7 @@
 // host/root_discovery.hpp — find every address space's top-level table in an image, without symbols.
 //
-// x86-64 (AArch64: aarch64_discovery.hpp). Like the DTB scans of memory-forensics tools: an OS copies the kernel half
-// of its own top-level table into every process's (Linux: pgd_alloc clones
+// x86-64, like the DTB scans of memory-forensics tools: an OS copies the
+// kernel half of its own top-level table into every process's (Linux: pgd_alloc clones
 // entries 256..511 of init_top_pgt), so a page whose upper 256 entries equal
 // those of a known root is another root. Known roots come from the dump's
 // CPU state (vCPU CR3s, VMCOREINFO's kernel root) or from --hint; without
@@ -12,7 +12,9 @@
 // bytes, on a backend: all cores (`cpu`), or the GPU
 // (`cuda`, kernels/root_scan.hpp), which streams the image through in chunks
 // and copies back only the hits. Everything after the scan (PTI pairing,
-// labels, evidence) is this file's, whichever backend scanned.
+// labels, evidence) is this file's, whichever backend scanned. AArch64
+// TTBR0 tables hold no kernel half: they are found by shape
+// (aarch64_discovery.hpp), with the same scan on the same backends.
 //
 // Decisions (docs: README "Real dumps"):
 // - Entries are compared with the Accessed bit ignored: the CPU sets it in
