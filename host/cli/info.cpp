@@ -106,8 +106,9 @@ void print_manifest(const std::filesystem::path& path) {
     for (const auto& r : s.image.regions())
       fmt::print("  region {:#x}..{:#x} ({}) from {}\n", r.gpa, r.end(), human_size(r.size), r.source);
     for (std::size_t i = 0; i < s.roots().size(); ++i)
-      fmt::print("  root {}{}{}\n", hex(s.roots()[i]), s.spec.labels.empty() ? "" : "  ",
-                 s.spec.labels.empty() ? "" : s.spec.labels[i]);
+      fmt::print("  root {}{}{}{}\n", hex(s.roots()[i]),
+                 s.upper_roots().empty() ? "" : "  ttbr1 " + hex(s.upper_roots()[i]),
+                 s.spec.labels.empty() ? "" : "  ", s.spec.labels.empty() ? "" : s.spec.labels[i]);
     if (!s.spec.meta.is_null()) fmt::print("  meta {}\n", s.spec.meta.dump());
   }
 }

@@ -19,7 +19,7 @@ namespace {
 struct walk_options {
   std::string manifest;
   std::string snapshot;
-  std::string elf, kdump, raw, base, roots;
+  std::string elf, kdump, raw, base, roots, ttbr1;
   std::string format = "x86_64";
   std::string va_range_text;
   std::string out;
@@ -42,22 +42,40 @@ va_range parse_va_range(std::string_view text) {
   return {*lo, *hi - 1};
 }
 
+// HEX,HEX,...; nothing when any item is not hex.
+std::optional<std::vector<u64>> parse_hex_list(std::string_view text) {
+  std::vector<u64> values;
+  for (std::string_view rest = text; !rest.empty();) {
+    const auto comma = rest.find(',');
+    const auto value = parse_hex(rest.substr(0, comma));
+    if (!value) return std::nullopt;
+    values.push_back(*value);
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+  }
+  return values;
+}
+
 // --roots is a file when one exists by that name, else a comma-separated hex list.
 std::vector<u64> parse_roots_argument(const std::string& text) {
   // The error_code form: a long list is no valid file name, and that is no error.
   std::error_code not_a_file;
   if (std::filesystem::exists(text, not_a_file)) return read_roots_file(text);
-  std::vector<u64> roots;
-  for (std::string_view rest = text; !rest.empty();) {
-    const auto comma = rest.find(',');
-    const auto root = parse_hex(rest.substr(0, comma));
-    if (!root)
-      throw input_error(fmt::format("--roots: \"{}\" is neither a file nor a comma-separated list of hex roots",
-                                    text));
-    roots.push_back(*root);
-    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-  }
-  return roots;
+  auto roots = parse_hex_list(text);
+  if (!roots)
+    throw input_error(fmt::format("--roots: \"{}\" is neither a file nor a comma-separated list of hex roots", text));
+  return *roots;
+}
+
+// --ttbr1: one TTBR1 value for every root, or HEX,HEX,... with one per root.
+std::vector<u64> parse_ttbr1_argument(const std::string& text, paging_format format, std::size_t roots) {
+  if (!is_aarch64(format))
+    throw input_error(fmt::format("--ttbr1 is for aarch64 formats, not {}", format_name(format)));
+  const auto values = parse_hex_list(text);
+  if (!values) throw input_error(fmt::format("--ttbr1: bad hex in \"{}\"", text));
+  if (values->size() == 1) return std::vector<u64>(roots, values->front());
+  if (values->size() != roots)
+    throw input_error(fmt::format("--ttbr1: {} values for {} roots", values->size(), roots));
+  return *values;
 }
 
 std::vector<loaded_snapshot> load_fleet(const walk_options& o) {
@@ -76,6 +94,7 @@ std::vector<loaded_snapshot> load_fleet(const walk_options& o) {
     }
     spec.id = std::filesystem::path(o.elf + o.kdump + o.raw).filename().string();
     spec.roots = parse_roots_argument(o.roots);
+    if (!o.ttbr1.empty()) spec.upper_roots = parse_ttbr1_argument(o.ttbr1, spec.format, spec.roots.size());
     std::vector<loaded_snapshot> fleet;
     fleet.push_back(load_snapshot(std::move(spec), {}));
     return fleet;
@@ -138,10 +157,16 @@ void setup_walk(CLI::App& app) {
       ->needs(raw);
   cmd->add_option("--roots", o->roots, "single image: a roots file (one hex root per line) or HEX,HEX,...")
       ->excludes(manifest);
+  std::vector<std::string> formats;
+  for (const paging_format f : all_formats) formats.emplace_back(format_name(f));
   cmd->add_option("--format", o->format, "single image: paging format")
-      ->check(CLI::IsMember({"x86_64", "x86_64-la57"}))
+      ->check(CLI::IsMember(formats))
       ->excludes(manifest)
       ->capture_default_str();
+  cmd->add_option("--ttbr1", o->ttbr1,
+                  "single image, aarch64: TTBR1 for every root (HEX) or one per root (HEX,HEX,...); "
+                  "without it only the lower half is walked")
+      ->excludes(manifest);
   cmd->add_option("--va-range", o->va_range_text, "walk only LO:HI (half-open, hex; HI may be omitted)");
   cmd->add_option("--out", o->out, "output file (default: stdout)");
   cmd->add_option("--backend", o->backend, "walker")

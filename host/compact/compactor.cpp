@@ -463,7 +463,7 @@ bool write_all(int fd, const std::byte* bytes, u64 size, u64 offset) {
 std::vector<output_piece> all_pieces(const compacted_snapshot& s) {
   std::vector<output_piece> pieces = s.data;
   if (s.tables.table_count() > 0)
-    pieces.push_back({s.tables.base(), s.tables.table_count() * page_table_buffer::table_bytes,
+    pieces.push_back({s.tables.base(), s.tables.table_count() * s.tables.table_bytes(),
                       reinterpret_cast<const std::byte*>(s.tables.words().data())});
   std::sort(pieces.begin(), pieces.end(), [](const output_piece& a, const output_piece& b) { return a.gpa < b.gpa; });
   return pieces;

@@ -4,6 +4,8 @@
 //   reads return 0 and are counted as dangling.
 // - page_table_buffer: a growable buffer of fresh tables at a chosen
 //   physical base (compaction builds its tables here); tables never move.
+//   Every table is one granule (Format::table_bytes of a full table: 4, 16
+//   or 64 KiB), a smaller AArch64 top table included, so all stay aligned.
 // - cow_table_view: a read-only image with a scratch buffer on top; the first
 //   write to a table that lives in the image copies it to scratch, so the
 //   table moves and its parents are relinked up to a new root.
@@ -47,11 +49,10 @@ class page_table_buffer {
  public:
   using table_addr = u64;
   using movability = may_not_move_table;
-  static constexpr u64 table_bytes = 4096;
 
-  // Tables are allocated at base, base + 4 KiB, …; the first one is the root
-  // unless update_root says otherwise.
-  explicit page_table_buffer(u64 base) : base_(base) {}
+  // Tables are allocated at base, base + table_bytes, …; the first one is the
+  // root unless update_root says otherwise. `base` is table_bytes-aligned.
+  explicit page_table_buffer(u64 base, u64 table_bytes = 4096) : base_(base), table_bytes_(table_bytes) {}
 
   [[nodiscard]] u64 entry_addr(u64 table, u64 index) const { return table + 8 * index; }
   [[nodiscard]] u64 read_entry(u64 addr) const {
@@ -63,7 +64,7 @@ class page_table_buffer {
 
   u64 alloc_table() {
     const u64 table = base_ + words_.size() * 8;
-    words_.resize(words_.size() + table_bytes / 8, 0);
+    words_.resize(words_.size() + table_bytes_ / 8, 0);
     return table;
   }
   void write_entry(u64 addr, u64 entry) {
@@ -76,11 +77,13 @@ class page_table_buffer {
     return addr >= base_ && addr - base_ < words_.size() * 8;
   }
   [[nodiscard]] u64 base() const { return base_; }
-  [[nodiscard]] u64 table_count() const { return words_.size() * 8 / table_bytes; }
+  [[nodiscard]] u64 table_bytes() const { return table_bytes_; }
+  [[nodiscard]] u64 table_count() const { return words_.size() * 8 / table_bytes_; }
   [[nodiscard]] std::span<const u64> words() const { return words_; }
 
  private:
   u64 base_;
+  u64 table_bytes_;
   u64 root_ = 0;
   std::vector<u64> words_;
 };
@@ -90,9 +93,10 @@ class cow_table_view {
   using table_addr = u64;
   using movability = may_move_table;
 
-  // `scratch_base` must lie above every region of `base`.
-  cow_table_view(const memory_image& base, u64 root, u64 scratch_base)
-      : base_(base, root), scratch_(scratch_base), root_(root) {}
+  // `scratch_base` must lie above every region of `base`; tables are
+  // `table_bytes` (one granule) each, except a smaller root table.
+  cow_table_view(const memory_image& base, u64 root, u64 scratch_base, u64 table_bytes = 4096)
+      : base_(base, root), scratch_(scratch_base, table_bytes), root_(root) {}
 
   [[nodiscard]] u64 entry_addr(u64 table, u64 index) const { return table + 8 * index; }
   [[nodiscard]] u64 read_entry(u64 addr) const {
@@ -110,12 +114,16 @@ class cow_table_view {
       scratch_.write_entry(addr, entry);
       return std::nullopt;
     }
-    const u64 old_table = addr & ~u64{page_table_buffer::table_bytes - 1};
-    const u64 new_table = scratch_.alloc_table();
-    for (u64 i = 0; i < 512; ++i)
-      scratch_.write_entry(new_table + 8 * i, base_.read_entry(old_table + 8 * i));
-    scratch_.write_entry(new_table + (addr - old_table), entry);
-    return new_table;
+    // The granule holding the table is copied whole; a root table smaller
+    // than a granule keeps its offset inside it.
+    const u64 granule = scratch_.table_bytes();
+    const u64 old_granule = addr & ~(granule - 1);
+    const u64 new_granule = scratch_.alloc_table();
+    for (u64 i = 0; i < granule / 8; ++i)
+      scratch_.write_entry(new_granule + 8 * i, base_.read_entry(old_granule + 8 * i));
+    scratch_.write_entry(new_granule + (addr - old_granule), entry);
+    const bool root_granule = (root_ & ~(granule - 1)) == old_granule;
+    return new_granule + (root_granule ? root_ - old_granule : 0);
   }
   void update_root(u64 table) { root_ = table; }
 

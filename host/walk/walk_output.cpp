@@ -58,14 +58,19 @@ std::string format_walk_summary(std::span<const snapshot_walk> walks, unsigned l
     records += walk.records.size();
   }
   const std::span<const u64> tables(total.tables, levels), aliases(total.aliases, levels);
+  // AArch64 granules and blocks are listed only when there are any.
+  std::string other_sizes;
+  for (const auto& [count, name] : {std::pair{total.leaves_16k, "16 KiB"}, {total.leaves_64k, "64 KiB"},
+                                    {total.leaves_32m, "32 MiB"}, {total.leaves_512m, "512 MiB"}})
+    if (count != 0) other_sizes += fmt::format(", {} x {}", count, name);
   return fmt::format(
       "walked {} snapshots, {} spaces: {} records in {:.3f} s ({:.2f} M records/s, backend {})\n"
-      "  leaves: {} x 4 KiB, {} x 2 MiB, {} x 1 GiB\n"
+      "  leaves: {} x 4 KiB, {} x 2 MiB, {} x 1 GiB{}\n"
       "  distinct tables per depth 0..{}: {}\n"
       "  aliases per depth 0..{}: {}\n"
       "  dangling reads: {} of {} entries read\n",
       walks.size(), spaces, records, seconds, seconds > 0 ? records / seconds / 1e6 : 0.0, backend,
-      total.leaves_4k, total.leaves_2m, total.leaves_1g, levels - 1, fmt::join(tables, " "),
+      total.leaves_4k, total.leaves_2m, total.leaves_1g, other_sizes, levels - 1, fmt::join(tables, " "),
       levels - 1, fmt::join(aliases, " "), total.dangling_reads, total.entries_read);
 }
 

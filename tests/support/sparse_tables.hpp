@@ -15,8 +15,12 @@ namespace ptwalk::testing {
 
 class sparse_tables {
  public:
-  // Entry `index` of the table at `table_pa` (which becomes backed memory).
-  void set(u64 table_pa, unsigned index, u64 entry) { page(table_pa)[index] = entry; }
+  // Entry `index` of the table at `table_pa` (which becomes backed memory);
+  // a table may be of any size and sit at any 8-byte-aligned address.
+  void set(u64 table_pa, unsigned index, u64 entry) {
+    const u64 pa = table_pa + 8 * u64{index};
+    page(pa)[(pa & 0xfff) / 8] = entry;
+  }
   // Marks a page as backed (zero-filled) without setting entries.
   void back(u64 pa) { (void)page(pa); }
 
