@@ -289,6 +289,16 @@ void record_scans(root_discovery_result& result, const scanner& scan) {
   result.profile = scan.profile();
 }
 
+// The table a known root names; an input error when the image lacks it.
+template <class Format>
+u64 known_root_table(const scanner& scan, const root_hint& hint, std::string_view origin) {
+  const u64 root = root_table_address<Format>(hint.root);
+  if (scan.page(root) == nullptr)
+    throw input_error(fmt::format("{}: {} root {} ({}) is outside the image", origin, hint.label, hex(root),
+                                  hint.evidence));
+  return root;
+}
+
 template <class Format>
 root_discovery_result discover(const memory_image& image, const root_discovery_options& options,
                                std::string_view origin) {
@@ -298,10 +308,7 @@ root_discovery_result discover(const memory_image& image, const root_discovery_o
 
   std::vector<u64> known_roots;
   for (const auto& hint : options.known) {
-    const u64 root = root_table_address<Format>(hint.root);
-    if (scan.page(root) == nullptr)
-      throw input_error(fmt::format("{}: {} root {} ({}) is outside the image", origin, hint.label,
-                                    hex(root), hint.evidence));
+    const u64 root = known_root_table<Format>(scan, hint, origin);
     known_roots.push_back(root);
     if (!scan.template add_reference<Format>(root, hint.label, fmt::format("{}'s kernel half", hint.label)))
       result.references.push_back(fmt::format("{} {}: kernel half empty, not a reference", hint.label, hex(root)));
@@ -396,10 +403,7 @@ root_discovery_result discover_aarch64(const memory_image& image, const root_dis
   }
   std::vector<u64> known;
   for (const auto& hint : options.known) {
-    const u64 root = root_table_address<Format>(hint.root);
-    if (scan.page(root) == nullptr)
-      throw input_error(fmt::format("{}: {} root {} ({}) is outside the image", origin, hint.label, hex(root),
-                                    hint.evidence));
+    const u64 root = known_root_table<Format>(scan, hint, origin);
     if (std::find(known.begin(), known.end(), root) != known.end()) continue;
     known.push_back(root);
     result.roots.push_back({root, hint.label, hint.evidence, false});
