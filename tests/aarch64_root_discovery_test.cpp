@@ -11,7 +11,9 @@
 
 #include "discovery/root_discovery.hpp"
 #include "walk/batch_walk.hpp"
+#include "support/elf_builder.hpp"
 #include "support/error_of.hpp"
+#include "support/temp_dir.hpp"
 #include "support/scan_image.hpp"
 
 namespace ptwalk {
@@ -197,6 +199,18 @@ TEST(Aarch64RootDiscovery, BadInputsAreOneLineErrors) {
   EXPECT_EQ(testing::error_of([&] { (void)discover_roots(b.image.image(), options, "arm64"); }),
             "arm64: root discovery scans 4 KiB top tables; aarch64-16k-47 is not supported (give the roots in a "
             "manifest)");
+}
+
+// open_dump: a raw arm64 dump needs --format; --ttbr1 then names the
+// kernel's table; on an x86 format --ttbr1 is an error naming the file.
+TEST(Aarch64RootDiscovery, OpenDumpTakesTtbr1OnlyForAarch64) {
+  const testing::temp_dir dir;
+  const auto raw = dir.write("arm64.raw", std::vector<std::byte>(4 * page));
+  const auto dump = open_dump(raw, ram, paging_format::aarch64_4k_48, 0x5000'4000'1000'0001ull);
+  EXPECT_EQ(dump.ttbr1, 0x5000'4000'1000'0001ull);
+  EXPECT_EQ(dump.ttbr1_origin, "--ttbr1");
+  EXPECT_EQ(testing::error_of([&] { (void)open_dump(raw, 0, paging_format::x86_64, 0x1000); }),
+            raw.string() + ": --ttbr1 is for aarch64 formats, not x86_64");
 }
 
 }  // namespace
