@@ -10,6 +10,10 @@
 
 #include <cstddef>
 
+#include <stdexcept>
+#include <string>
+
+#include "ptwalk/aarch64_root_candidate.hpp"
 #include "ptwalk/format.hpp"
 #include "ptwalk/root_candidate.hpp"
 
@@ -19,7 +23,29 @@ namespace ptwalk {
 enum class page_test : u8 {
   root_candidate,  // test_root_candidate: shares a reference kernel half
   top_table,       // looks_like_top_table: the census, when no root is known
+  aarch64_upper_level_table,  // looks_like_aarch64_upper_level_table: TTBR0 candidates
 };
+
+// Scans step over 4 KiB pages of 512 entries.
+inline constexpr unsigned scan_page_entries = 512;
+
+// Calls fn.template operator()<Format>() for a format root discovery scans:
+// x86-64, and AArch64 with a 4 KiB granule, whose top table is one page.
+[[nodiscard]] constexpr bool is_scanned_format(paging_format f) {
+  return !is_aarch64(f) || f == paging_format::aarch64_4k_48 || f == paging_format::aarch64_4k_39;
+}
+
+template <class Fn>
+decltype(auto) visit_scan_format(paging_format f, Fn&& fn) {
+  switch (f) {
+    case paging_format::aarch64_4k_48: return fn.template operator()<aarch64_4k_48>();
+    case paging_format::aarch64_4k_39: return fn.template operator()<aarch64_4k_39>();
+    case paging_format::x86_64: return fn.template operator()<x86_64_4level>();
+    case paging_format::x86_64_la57: return fn.template operator()<x86_64_5level>();
+    default:
+      throw std::invalid_argument("root scan: no scan for " + std::string(format_name(f)));
+  }
+}
 
 // Everything a page test reads besides the page.
 struct page_test_ref {
@@ -29,7 +55,7 @@ struct page_test_ref {
   unsigned min_kernel_entries = 0;  // top_table
 };
 
-// A page that passed, and the verdict.
+// A page that passed, and the verdict (AArch64: reference 0 for a hit).
 struct root_scan_hit {
   u64 pa = 0;
   int reference = -1;  // root_candidate: the matching kernel half; top_table: 0; -1: no hit
@@ -41,11 +67,20 @@ struct root_scan_hit {
 namespace ptwalk::kernels {
 
 template <class Format>
-PTWALK_HD root_scan_hit test_page(const page_test_ref& t, u64 pa, const std::byte* page) {
+PTWALK_HD root_scan_hit test_x86_page(const page_test_ref& t, u64 pa, const std::byte* page) {
   if (t.test == page_test::top_table)
     return {pa, looks_like_top_table<Format>(page, t.backed, t.min_kernel_entries) ? 0 : -1, false};
   const root_candidate verdict = test_root_candidate<Format>(page, t.halves, t.backed);
   return {pa, verdict.reference, verdict.user_half_empty};
+}
+
+template <class Format>
+PTWALK_HD root_scan_hit test_page(const page_test_ref& t, u64 pa, const std::byte* page) {
+  if constexpr (Format::halves == 2) {
+    return {pa, looks_like_aarch64_upper_level_table<Format>(page, t.backed) ? 0 : -1, false};
+  } else {
+    return test_x86_page<Format>(t, pa, page);
+  }
 }
 
 // Chunk item (page index) → verdict. A chunk's pages are consecutive both
@@ -64,8 +99,8 @@ struct test_chunk_page {
   page_test_ref test;  // device pointers
 
   PTWALK_HD root_scan_hit operator()(u64 item) const {
-    return test_page<Format>(test, first_pa + item * Format::table_bytes(0),
-                             reinterpret_cast<const std::byte*>(d_pages + item * Format::entries_per_table));
+    return test_page<Format>(test, first_pa + item * 8 * scan_page_entries,
+                             reinterpret_cast<const std::byte*>(d_pages + item * scan_page_entries));
   }
 };
 

@@ -163,3 +163,74 @@ TEST(CpuState, MalformedNotesAreInputErrorsNamingTheFile) {
 
 }  // namespace
 }  // namespace ptwalk
+
+namespace ptwalk {
+namespace {
+
+// VMCOREINFO as Debian's arm64 6.1 kernel writes it (values from the real
+// fixture): hex NUMBERs, the kernel image VA of swapper_pg_dir.
+constexpr std::string_view arm64_vmcoreinfo_text =
+    "OSRELEASE=6.1.0-57-arm64\n"
+    "PAGESIZE=4096\n"
+    "SYMBOL(swapper_pg_dir)=ffffb415a5258000\n"
+    "NUMBER(VA_BITS)=48\n"
+    "NUMBER(kimage_voffset)=0xffffb41563a00000\n"
+    "NUMBER(PHYS_OFFSET)=0x40000000\n"
+    "KERNELOFFSET=3415a3c00000\n"
+    "NUMBER(TCR_EL1_T1SZ)=0x10\n";
+
+// aarch64 struct elf_prstatus: pr_pid at 32, x0..x30, sp, pc, pstate from 112; 392 bytes.
+std::vector<std::byte> aarch64_prstatus_note(u32 pid, u64 pc, u64 sp) {
+  std::vector<std::byte> desc(392);
+  testing::store<u32>(desc, 32, pid);
+  testing::store<u64>(desc, 112 + 31 * 8, sp);
+  testing::store<u64>(desc, 112 + 32 * 8, pc);
+  return desc;
+}
+
+machine_state read_aarch64_notes(const std::vector<std::pair<std::string_view, std::vector<std::byte>>>& notes) {
+  std::vector<elf_note> out;
+  for (const auto& [name, desc] : notes) out.push_back({name, name == "CORE" ? u32{NT_PRSTATUS} : 0u, desc});
+  return read_machine_state(out, EM_AARCH64, "arm64.elf");
+}
+
+TEST(CpuStateArm64, VmcoreinfoGivesTheFormatAndSwapperPgDirAsTtbr1) {
+  const vmcoreinfo info(arm64_vmcoreinfo_text);
+  EXPECT_TRUE(info.is_arm64());
+  EXPECT_EQ(info.format(), paging_format::aarch64_4k_48);
+  EXPECT_EQ(info.kernel_ttbr1(), 0x41858000u);
+  EXPECT_EQ(info.number("PHYS_OFFSET"), 0x40000000);
+  EXPECT_FALSE(info.kernel_root().has_value()) << "no x86 kernel root on arm64";
+  // 64 - T1SZ wins over VA_BITS; the granule comes from PAGESIZE.
+  EXPECT_EQ(vmcoreinfo("PAGESIZE=4096\nNUMBER(VA_BITS)=48\nNUMBER(kimage_voffset)=0x1\nNUMBER(TCR_EL1_T1SZ)=0x19\n")
+                .format(),
+            paging_format::aarch64_4k_39);
+  EXPECT_EQ(vmcoreinfo("PAGESIZE=65536\nNUMBER(VA_BITS)=42\nNUMBER(kimage_voffset)=0x1\n").format(),
+            paging_format::aarch64_64k_42);
+  // A size no SPEC format has, or a missing PAGESIZE, implies nothing.
+  EXPECT_FALSE(vmcoreinfo("PAGESIZE=4096\nNUMBER(VA_BITS)=52\nNUMBER(kimage_voffset)=0x1\n").format());
+  EXPECT_FALSE(vmcoreinfo("NUMBER(VA_BITS)=48\nNUMBER(kimage_voffset)=0x1\n").format());
+  EXPECT_FALSE(vmcoreinfo(vmcoreinfo_text).is_arm64());
+  EXPECT_FALSE(vmcoreinfo(vmcoreinfo_text).kernel_ttbr1().has_value());
+}
+
+TEST(CpuStateArm64, PrstatusGivesPidPcAndSpAndTheFormatComesFromVmcoreinfo) {
+  const auto state = read_aarch64_notes({{"CORE", aarch64_prstatus_note(7, 0x4011d8, 0xffffd6b75e10)},
+                                         {"VMCOREINFO", testing::text(arm64_vmcoreinfo_text)}});
+  ASSERT_EQ(state.vcpus.size(), 1u);
+  EXPECT_EQ(state.vcpus[0].pid, 7u);
+  EXPECT_EQ(state.vcpus[0].rip, 0x4011d8u);
+  EXPECT_EQ(state.vcpus[0].rsp, 0xffffd6b75e10u);
+  EXPECT_FALSE(state.vcpus[0].has_control_registers);
+  EXPECT_TRUE(state.known_roots().empty()) << "no TTBR0 in the notes";
+  EXPECT_EQ(state.implied_format("arm64.elf"), paging_format::aarch64_4k_48);
+  EXPECT_NE(describe_machine_state(state).find("ttbr1 0x41858000"), std::string::npos);
+}
+
+TEST(CpuStateArm64, PrstatusOfTheWrongSizeIsAnInputError) {
+  const auto message = testing::error_of([] { (void)read_aarch64_notes({{"CORE", std::vector<std::byte>(336)}}); });
+  EXPECT_EQ(message, "arm64.elf: NT_PRSTATUS note of 336 bytes (aarch64 expects 392)");
+}
+
+}  // namespace
+}  // namespace ptwalk

@@ -20,6 +20,7 @@ namespace ptwalk::cli {
 struct dump_options {
   std::vector<std::string> hint_text;
   std::string format_text;
+  std::string ttbr1_text;
   std::string base_text;
   bool keep_kernel_only = false;
   unsigned jobs = 0;
@@ -38,6 +39,13 @@ struct dump_options {
     if (format_text.empty()) return std::nullopt;
     return parse_format(format_text);
   }
+  // AArch64: the TTBR1 value every space shares, when the dump's VMCOREINFO does not say.
+  [[nodiscard]] std::optional<u64> ttbr1() const {
+    if (ttbr1_text.empty()) return std::nullopt;
+    const auto value = parse_hex(ttbr1_text);
+    if (!value) throw input_error(fmt::format("--ttbr1: bad hex \"{}\"", ttbr1_text));
+    return value;
+  }
   [[nodiscard]] scan_backend backend() const { return *parse_scan_backend(backend_text); }
   [[nodiscard]] u64 raw_base() const {
     if (base_text.empty()) return 0;
@@ -49,11 +57,15 @@ struct dump_options {
 
 inline void add_dump_options(CLI::App& cmd, dump_options& o) {
   cmd.add_option("--hint", o.hint_text,
-                 "a known root (CR3 value, hex); repeatable. Dumps without CPU state need one, "
+                 "a known root (CR3 or TTBR0 value, hex); repeatable. Dumps without CPU state need one, "
                  "or a kernel half that several tables share");
   cmd.add_option("--format", o.format_text,
-                 "paging format (default: CR4.LA57 of the dump's vCPUs, else VMCOREINFO, else x86_64)")
-      ->check(CLI::IsMember({"x86_64", "x86_64-la57"}));
+                 "paging format (default: CR4.LA57 of the dump's vCPUs, else VMCOREINFO, else x86_64); "
+                 "discovery scans x86_64, x86_64-la57, aarch64-4k-48 and aarch64-4k-39")
+      ->check(CLI::IsMember({"x86_64", "x86_64-la57", "aarch64-4k-48", "aarch64-4k-39"}));
+  cmd.add_option("--ttbr1", o.ttbr1_text,
+                 "aarch64: the kernel's TTBR1 value (hex) every space shares (default: VMCOREINFO's "
+                 "swapper_pg_dir - kimage_voffset)");
   cmd.add_option("--base", o.base_text, "guest-physical address of a raw file's first byte (default 0x0)");
   cmd.add_flag("--keep-kernel-only", o.keep_kernel_only,
                "also report tables whose user half is empty (exited processes, kernel copies)");

@@ -35,6 +35,7 @@ nlohmann::json provenance(const opened_dump& dump, const root_discovery_result& 
                  : std::holds_alternative<kdump_source>(memory) ? "kdump-compressed"
                                                                 : "raw";
   meta["format_from"] = dump.format_origin;
+  if (dump.ttbr1) meta["ttbr1_from"] = dump.ttbr1_origin;
   auto vcpus = nlohmann::json::array();
   for (const auto& cpu : dump.machine.vcpus) {
     nlohmann::json v{{"index", cpu.index}, {"rip", hex(cpu.rip)}};
@@ -70,7 +71,7 @@ void run_import(const import_options& o) {
   std::map<std::string, unsigned> ids_used;
   const auto hints = o.dump.hints();
   for (const auto& path : o.dumps) {
-    auto dump = open_dump(path, o.dump.raw_base(), o.dump.format());
+    auto dump = open_dump(path, o.dump.raw_base(), o.dump.format(), o.dump.ttbr1());
     const auto found = discover_dump_roots(dump, hints, o.dump.keep_kernel_only, o.dump.jobs, o.dump.backend());
     fmt::print(stderr, "{}", format_discovery_summary(found, path));
 
@@ -90,6 +91,7 @@ void run_import(const import_options& o) {
       spec.roots.push_back(root.root);
       spec.labels.push_back(root.label);
     }
+    if (dump.ttbr1) spec.upper_roots.assign(spec.roots.size(), *dump.ttbr1);
     spec.meta = provenance(dump, found);
     out.stream() << format_manifest_line(spec) << '\n';
   }

@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "discovery/aarch64_discovery.hpp"
 #include "walk/batch_walk.hpp"
 #include "input/elf_core.hpp"
 #include "input/kdump_compressed.hpp"
@@ -176,6 +177,16 @@ class scanner {
     return select<Format>(test, scan_seconds_);
   }
 
+  // AArch64: the pages shaped like a table above other tables.
+  template <class Format>
+  std::vector<root_scan_hit> upper_level_tables() {
+    const page_test_ref test{.test = page_test::aarch64_upper_level_table,
+                             .halves = {},
+                             .backed = backed_.ref(),
+                             .min_kernel_entries = 0};
+    return select<Format>(test, scan_seconds_);
+  }
+
   [[nodiscard]] const std::vector<reference>& references() const { return references_; }
   [[nodiscard]] u64 pages_scanned() const {
     u64 pages = 0;
@@ -259,23 +270,45 @@ std::string_view role_suffix(pti_role role) {
   return "";
 }
 
+// A result with where the scan runs, before anything is scanned.
+root_discovery_result result_for(const root_discovery_options& options) {
+  root_discovery_result result;
+  result.threads = resolve_jobs(options.threads);
+  result.backend = resolve_scan_backend(options.backend);
+  result.device =
+      result.backend == scan_backend::cuda ? gpu_description() : fmt::format("{} threads", result.threads);
+  return result;
+}
+
+// What the scans cost, once they are done.
+void record_scans(root_discovery_result& result, const scanner& scan) {
+  result.pages_scanned = scan.pages_scanned();
+  result.bytes_scanned = result.pages_scanned * page_bytes;
+  result.scan_seconds = scan.scan_seconds();
+  result.census_seconds = scan.census_seconds();
+  result.profile = scan.profile();
+}
+
+// The table a known root names; an input error when the image lacks it.
+template <class Format>
+u64 known_root_table(const scanner& scan, const root_hint& hint, std::string_view origin) {
+  const u64 root = root_table_address<Format>(hint.root);
+  if (scan.page(root) == nullptr)
+    throw input_error(fmt::format("{}: {} root {} ({}) is outside the image", origin, hint.label, hex(root),
+                                  hint.evidence));
+  return root;
+}
+
 template <class Format>
 root_discovery_result discover(const memory_image& image, const root_discovery_options& options,
                                std::string_view origin) {
   const auto started = seconds_clock::now();
-  const unsigned threads = resolve_jobs(options.threads);
-  root_discovery_result result;
-  result.threads = threads;
-  result.backend = resolve_scan_backend(options.backend);
-  result.device = result.backend == scan_backend::cuda ? gpu_description() : fmt::format("{} threads", threads);
-  scanner scan(image, options.format, result.backend, threads, options.chunk_pages);
+  root_discovery_result result = result_for(options);
+  scanner scan(image, options.format, result.backend, result.threads, options.chunk_pages);
 
   std::vector<u64> known_roots;
   for (const auto& hint : options.known) {
-    const u64 root = root_table_address<Format>(hint.root);
-    if (scan.page(root) == nullptr)
-      throw input_error(fmt::format("{}: {} root {} ({}) is outside the image", origin, hint.label,
-                                    hex(root), hint.evidence));
+    const u64 root = known_root_table<Format>(scan, hint, origin);
     known_roots.push_back(root);
     if (!scan.template add_reference<Format>(root, hint.label, fmt::format("{}'s kernel half", hint.label)))
       result.references.push_back(fmt::format("{} {}: kernel half empty, not a reference", hint.label, hex(root)));
@@ -299,11 +332,7 @@ root_discovery_result discover(const memory_image& image, const root_discovery_o
   for (const auto& r : scan.references()) result.references.push_back(r.description);
 
   const auto candidates = scan.template scan<Format>();
-  result.pages_scanned = scan.pages_scanned();
-  result.bytes_scanned = result.pages_scanned * page_bytes;
-  result.scan_seconds = scan.scan_seconds();
-  result.census_seconds = scan.census_seconds();
-  result.profile = scan.profile();
+  record_scans(result, scan);
 
   const auto& refs = scan.references();
   const auto find_candidate = [&](u64 pa) -> const root_scan_hit* {
@@ -358,6 +387,46 @@ root_discovery_result discover(const memory_image& image, const root_discovery_o
   return result;
 }
 
+// AArch64: known roots (hints) first, then the TTBR0 tables select_aarch64_roots picks.
+template <class Format>
+root_discovery_result discover_aarch64(const memory_image& image, const root_discovery_options& options,
+                                       std::string_view origin) {
+  const auto started = seconds_clock::now();
+  root_discovery_result result = result_for(options);
+  scanner scan(image, options.format, result.backend, result.threads, options.chunk_pages);
+  std::optional<u64> ttbr1_table;
+  if (options.ttbr1) {
+    ttbr1_table = root_table_address<Format>(*options.ttbr1);
+    if (scan.page(*ttbr1_table) == nullptr)
+      throw input_error(fmt::format("{}: TTBR1 table {} is outside the image", origin, hex(*ttbr1_table)));
+    result.references.push_back(fmt::format("TTBR1 table {}: the kernel's, not a process", hex(*ttbr1_table)));
+  }
+  std::vector<u64> known;
+  for (const auto& hint : options.known) {
+    const u64 root = known_root_table<Format>(scan, hint, origin);
+    if (std::find(known.begin(), known.end(), root) != known.end()) continue;
+    known.push_back(root);
+    result.roots.push_back({root, hint.label, hint.evidence, false});
+  }
+  const auto hits = scan.template upper_level_tables<Format>();
+  const auto chosen = select_aarch64_roots<Format>(image, hits, ttbr1_table);
+  result.references.push_back(fmt::format("{} pages shaped like upper-level tables: {} pointed at by another, {} "
+                                          "implausible below, {} TTBR0 tables ({} reach no user leaf)",
+                                          hits.size(), chosen.referenced, chosen.implausible, chosen.roots.size(),
+                                          chosen.kernel_only));
+  for (const auto& c : chosen.roots) {
+    if (std::find(known.begin(), known.end(), c.root) != known.end()) continue;
+    if (c.kernel_only && !options.keep_kernel_only) {
+      ++result.kernel_only_skipped;
+      continue;
+    }
+    result.roots.push_back({c.root, c.kernel_only ? "kernel-only" : "process", c.evidence, c.kernel_only});
+  }
+  record_scans(result, scan);
+  result.seconds = seconds_since(started);
+  return result;
+}
+
 }  // namespace
 
 std::string_view scan_backend_name(scan_backend backend) {
@@ -383,8 +452,17 @@ scan_backend resolve_scan_backend(scan_backend backend) {
 
 root_discovery_result discover_roots(const memory_image& image, const root_discovery_options& options,
                                      std::string_view origin) {
-  return visit_x86_format(options.format,
-                      [&]<class F>() { return discover<F>(image, options, origin); });
+  if (!is_scanned_format(options.format))
+    throw input_error(fmt::format("{}: root discovery scans 4 KiB top tables; {} is not supported (give the roots "
+                                  "in a manifest)",
+                                  origin, format_name(options.format)));
+  return visit_scan_format(options.format, [&]<class F>() {
+    if constexpr (F::halves == 2) {
+      return discover_aarch64<F>(image, options, origin);
+    } else {
+      return discover<F>(image, options, origin);
+    }
+  });
 }
 
 root_discovery_result discover_dump_roots(const opened_dump& dump, std::span<const u64> hints,
@@ -396,6 +474,7 @@ root_discovery_result discover_dump_roots(const opened_dump& dump, std::span<con
   options.keep_kernel_only = keep_kernel_only;
   options.threads = threads;
   options.backend = backend;
+  options.ttbr1 = dump.ttbr1;
   return discover_roots(dump.snapshot.image, options, dump.path.string());
 }
 
@@ -421,8 +500,8 @@ std::string format_discovery_summary(const root_discovery_result& result, std::s
                      result.kernel_only_skipped);
 }
 
-opened_dump open_dump(const std::filesystem::path& path, u64 raw_base,
-                      std::optional<paging_format> format) {
+opened_dump open_dump(const std::filesystem::path& path, u64 raw_base, std::optional<paging_format> format,
+                      std::optional<u64> ttbr1) {
   snapshot_spec spec;
   spec.id = path.stem().string();
   machine_state machine;
@@ -447,14 +526,21 @@ opened_dump open_dump(const std::filesystem::path& path, u64 raw_base,
       origin = std::any_of(machine.vcpus.begin(), machine.vcpus.end(),
                            [](const vcpu_state& c) { return c.paging_enabled(); })
                    ? "CR4.LA57 of the vCPUs"
-                   : "VMCOREINFO pgtable_l5_enabled";
+                   : machine.info->is_arm64() ? "VMCOREINFO PAGESIZE and TCR_EL1_T1SZ"
+                                              : "VMCOREINFO pgtable_l5_enabled";
     } else {
       format = paging_format::x86_64;
       origin = "default (the dump does not say)";
     }
   }
   spec.format = *format;
-  return {path, load_snapshot(std::move(spec), {}), std::move(machine), std::move(origin)};
+  std::string ttbr1_origin = ttbr1 ? "--ttbr1" : "";
+  if (ttbr1 && !is_aarch64(*format))
+    throw input_error(fmt::format("{}: --ttbr1 is for aarch64 formats, not {}", path.string(), format_name(*format)));
+  if (!ttbr1 && is_aarch64(*format) && machine.info)
+    if ((ttbr1 = machine.info->kernel_ttbr1())) ttbr1_origin = "VMCOREINFO swapper_pg_dir - kimage_voffset";
+  return {path, load_snapshot(std::move(spec), {}), std::move(machine), std::move(origin), ttbr1,
+          std::move(ttbr1_origin)};
 }
 
 }  // namespace ptwalk

@@ -1,7 +1,7 @@
 // host/root_discovery.hpp — find every address space's top-level table in an image, without symbols.
 //
-// Like the DTB scans of memory-forensics tools: an OS copies the kernel half
-// of its own top-level table into every process's (Linux: pgd_alloc clones
+// x86-64, like the DTB scans of memory-forensics tools: an OS copies the
+// kernel half of its own top-level table into every process's (Linux: pgd_alloc clones
 // entries 256..511 of init_top_pgt), so a page whose upper 256 entries equal
 // those of a known root is another root. Known roots come from the dump's
 // CPU state (vCPU CR3s, VMCOREINFO's kernel root) or from --hint; without
@@ -12,7 +12,9 @@
 // bytes, on a backend: all cores (`cpu`), or the GPU
 // (`cuda`, kernels/root_scan.hpp), which streams the image through in chunks
 // and copies back only the hits. Everything after the scan (PTI pairing,
-// labels, evidence) is this file's, whichever backend scanned.
+// labels, evidence) is this file's, whichever backend scanned. AArch64
+// TTBR0 tables hold no kernel half: they are found by shape
+// (aarch64_discovery.hpp), with the same scan on the same backends.
 //
 // Decisions (docs: README "Real dumps"):
 // - Entries are compared with the Accessed bit ignored: the CPU sets it in
@@ -60,6 +62,7 @@ struct root_discovery_options {
   unsigned threads = 0;  // 0: every core (the cpu scan; the GPU scans' gather)
   scan_backend backend = scan_backend::automatic;
   std::size_t chunk_pages = 0;  // GPU scans: pages per chunk, 0 = default
+  std::optional<u64> ttbr1;     // AArch64: the kernel's TTBR1 value, never a process's root
 };
 
 struct discovered_root {
@@ -93,10 +96,13 @@ struct opened_dump {
   loaded_snapshot snapshot;  // memory source, image and format; no roots yet
   machine_state machine;     // empty for raw files
   std::string format_origin;  // why this format: "--format", "CR4.LA57 of the vCPUs", …
+  std::optional<u64> ttbr1;   // AArch64: the TTBR1 every space shares
+  std::string ttbr1_origin;   // "--ttbr1", "VMCOREINFO swapper_pg_dir - kimage_voffset"
 };
-// `format`: the user's choice, else what the dump's state implies, else x86_64.
+// `format`: the user's choice, else what the dump's state implies, else
+// x86_64; `ttbr1` (AArch64): the user's, else VMCOREINFO's.
 [[nodiscard]] opened_dump open_dump(const std::filesystem::path& path, u64 raw_base,
-                                    std::optional<paging_format> format);
+                                    std::optional<paging_format> format, std::optional<u64> ttbr1 = std::nullopt);
 
 // Scans every 4 KiB page of `image`. Throws input_error (naming `origin`)
 // when a known root is outside the image or no reference can be found.

@@ -29,15 +29,20 @@ constexpr std::size_t cr = 8 + 18 * 8 + 10 * 24;
 constexpr std::size_t min_size = cr + 5 * 8;
 }  // namespace qemu_note
 
-// x86-64 struct elf_prstatus: pr_pid at 32, pr_reg (user_regs_struct, 27
-// registers in ptrace order) at 112, 336 bytes in all.
-namespace prstatus {
-constexpr std::size_t pid = 32;
-constexpr std::size_t regs = 112;
-constexpr std::size_t rip = regs + 16 * 8;
-constexpr std::size_t rsp = regs + 19 * 8;
-constexpr std::size_t size = 336;
-}  // namespace prstatus
+// struct elf_prstatus: pr_pid at 32 and pr_reg at 112 on both; x86-64's
+// pr_reg is user_regs_struct (27 registers in ptrace order, 336 bytes in
+// all), aarch64's x0…x30, sp, pc, pstate (392 bytes; no system registers:
+// TTBRs come from VMCOREINFO or the user).
+struct prstatus_layout {
+  u32 machine;
+  std::string_view name;
+  std::size_t size, pc, sp;
+};
+constexpr std::size_t prstatus_pid = 32, prstatus_regs = 112;
+constexpr prstatus_layout prstatus_layouts[] = {
+    {EM_X86_64, "x86-64", 336, prstatus_regs + 16 * 8, prstatus_regs + 19 * 8},
+    {EM_AARCH64, "aarch64", 392, prstatus_regs + 32 * 8, prstatus_regs + 31 * 8},
+};
 
 // x86-64 __START_KERNEL_map: where the kernel image is mapped, whatever its
 // physical load address (phys_base) is.
@@ -73,6 +78,12 @@ std::optional<std::string_view> vmcoreinfo::value(std::string_view key) const {
 std::optional<std::int64_t> vmcoreinfo::number(std::string_view name) const {
   const auto text = value(fmt::format("NUMBER({})", name));
   if (!text) return std::nullopt;
+  // arm64 writes some in hex with 0x (kimage_voffset, PHYS_OFFSET, TCR_EL1_T1SZ).
+  if (text->starts_with("0x")) {
+    const auto value = parse_hex(*text);
+    if (!value) return std::nullopt;
+    return static_cast<std::int64_t>(*value);
+  }
   std::int64_t out = 0;
   const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), out);
   if (error != std::errc{} || end != text->data() + text->size()) return std::nullopt;
@@ -85,7 +96,19 @@ std::optional<u64> vmcoreinfo::symbol(std::string_view name) const {
   return parse_hex(*text);
 }
 
+bool vmcoreinfo::is_arm64() const { return number("kimage_voffset").has_value(); }
+
 std::optional<paging_format> vmcoreinfo::format() const {
+  if (is_arm64()) {
+    // The kernel half's VA size (64 - T1SZ) where written, else VA_BITS; SPEC
+    // §2.1 formats have the same size for both halves.
+    const auto t1sz = number("TCR_EL1_T1SZ");
+    const auto va_bits = t1sz ? std::optional<std::int64_t>(64 - *t1sz) : number("VA_BITS");
+    const auto page_size = value("PAGESIZE");
+    if (!va_bits || !page_size) return std::nullopt;
+    const auto granule_kib = std::atoi(std::string(*page_size).c_str()) / 1024;
+    return parse_format(fmt::format("aarch64-{}k-{}", granule_kib, *va_bits));
+  }
   const auto l5 = number("pgtable_l5_enabled");
   if (!l5) return std::nullopt;
   return *l5 != 0 ? paging_format::x86_64_la57 : paging_format::x86_64;
@@ -97,6 +120,13 @@ std::optional<u64> vmcoreinfo::kernel_root() const {
   const auto phys_base = number("phys_base");
   if (!pgd || !phys_base || *pgd < start_kernel_map) return std::nullopt;
   return *pgd - start_kernel_map + static_cast<u64>(*phys_base);
+}
+
+std::optional<u64> vmcoreinfo::kernel_ttbr1() const {
+  const auto pgd = symbol("swapper_pg_dir");
+  const auto voffset = number("kimage_voffset");
+  if (!pgd || !voffset) return std::nullopt;
+  return *pgd - static_cast<u64>(*voffset);
 }
 
 std::vector<root_hint> machine_state::known_roots() const {
@@ -139,14 +169,16 @@ machine_state read_machine_state(std::span<const elf_note> notes, u32 machine, s
   };
   for (const auto& note : notes) {
     if (note.name == "CORE" && note.type == NT_PRSTATUS) {
-      if (machine != EM_X86_64) continue;
-      if (note.desc.size() != prstatus::size)
-        throw input_error(fmt::format("{}: NT_PRSTATUS note of {} bytes (x86-64 expects {})", origin,
-                                      note.desc.size(), prstatus::size));
+      const auto* layout = std::find_if(std::begin(prstatus_layouts), std::end(prstatus_layouts),
+                                        [&](const prstatus_layout& l) { return l.machine == machine; });
+      if (layout == std::end(prstatus_layouts)) continue;
+      if (note.desc.size() != layout->size)
+        throw input_error(fmt::format("{}: NT_PRSTATUS note of {} bytes ({} expects {})", origin,
+                                      note.desc.size(), layout->name, layout->size));
       auto& state = cpu(prstatus_seen++);
-      state.pid = load<u32>(note.desc, prstatus::pid);
-      state.rip = load<u64>(note.desc, prstatus::rip);
-      state.rsp = load<u64>(note.desc, prstatus::rsp);
+      state.pid = load<u32>(note.desc, prstatus_pid);
+      state.rip = load<u64>(note.desc, layout->pc);
+      state.rsp = load<u64>(note.desc, layout->sp);
     } else if (note.name == "QEMU") {
       if (note.desc.size() < 8)
         throw input_error(fmt::format("{}: QEMU CPU-state note of {} bytes", origin, note.desc.size()));
@@ -179,7 +211,9 @@ std::string describe_machine_state(const machine_state& state) {
     out += fmt::format("  vcpu {}:", cpu.index);
     if (cpu.pid) out += fmt::format(" pid {}", *cpu.pid);
     out += fmt::format(" rip {} rsp {}", hex(cpu.rip), hex(cpu.rsp));
-    if (!cpu.has_control_registers) {
+    if (state.info && state.info->is_arm64()) {
+      out += " (aarch64: pc, sp; no system registers in the notes)\n";
+    } else if (!cpu.has_control_registers) {
       out += " (no control registers: no QEMU note)\n";
     } else if (!cpu.paging_enabled()) {
       out += fmt::format(" cr0 {}: paging off\n", hex(cpu.cr0));
@@ -193,6 +227,7 @@ std::string describe_machine_state(const machine_state& state) {
     if (const auto release = state.info->os_release()) out += fmt::format(" osrelease {}", *release);
     if (const auto f = state.info->format()) out += fmt::format(" format {}", format_name(*f));
     if (const auto root = state.info->kernel_root()) out += fmt::format(" kernel root {}", hex(*root));
+    if (const auto ttbr1 = state.info->kernel_ttbr1()) out += fmt::format(" ttbr1 {} (swapper_pg_dir)", hex(*ttbr1));
     out += "\n";
   }
   return out;

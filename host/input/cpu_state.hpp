@@ -7,7 +7,10 @@
 //   pid running on the CPU, but no control registers;
 // - the "VMCOREINFO" note (kdump; QEMU with -device vmcoreinfo): text lines
 //   such as NUMBER(pgtable_l5_enabled)=1, SYMBOL(init_top_pgt)=…,
-//   NUMBER(phys_base)=…, from which the kernel's own root follows.
+//   NUMBER(phys_base)=…, from which the kernel's own root follows; on arm64
+//   NUMBER(VA_BITS), NUMBER(TCR_EL1_T1SZ), PAGESIZE, SYMBOL(swapper_pg_dir)
+//   and NUMBER(kimage_voffset) give the format and the TTBR1 table (QEMU's
+//   aarch64 notes carry no TTBR or TCR, only NT_PRSTATUS: pc, sp, pid).
 // Compressed kdump files carry the same notes in their sub-header. Import
 // and root discovery start from these roots; `ptwalk info` prints them.
 #pragma once
@@ -30,7 +33,7 @@ struct vcpu_state {
   unsigned index = 0;
   bool has_control_registers = false;  // a QEMU note gave CR0/CR3/CR4
   u64 cr0 = 0, cr3 = 0, cr4 = 0;
-  u64 rip = 0, rsp = 0;
+  u64 rip = 0, rsp = 0;  // aarch64: pc and sp
   std::optional<u32> pid;  // NT_PRSTATUS pr_pid (QEMU: vCPU index + 1; kdump: the task's pid)
 
   static constexpr u64 cr0_paging = u64{1} << 31;
@@ -56,8 +59,14 @@ class vmcoreinfo {
   // SYMBOL(name): a kernel virtual address in hex without 0x.
   [[nodiscard]] std::optional<u64> symbol(std::string_view name) const;
 
-  // NUMBER(pgtable_l5_enabled), when the kernel wrote it.
+  // An arm64 kernel's (it writes NUMBER(kimage_voffset)).
+  [[nodiscard]] bool is_arm64() const;
+  // x86-64: NUMBER(pgtable_l5_enabled); arm64: aarch64-{PAGESIZE}-{64 -
+  // TCR_EL1_T1SZ, else VA_BITS}; nullopt when the kernel did not write them.
   [[nodiscard]] std::optional<paging_format> format() const;
+  // arm64: the TTBR1 table every process shares, swapper_pg_dir's physical
+  // address (its kernel-image VA minus kimage_voffset).
+  [[nodiscard]] std::optional<u64> kernel_ttbr1() const;
   // Physical address of the kernel's own top-level table (init_top_pgt, or
   // swapper_pg_dir on older kernels): the symbol's offset in the kernel
   // image map plus phys_base.

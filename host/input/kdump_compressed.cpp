@@ -364,11 +364,14 @@ void kdump_file::parse() {
 
   const auto known = std::find_if(std::begin(machines_64), std::end(machines_64),
                                   [&](const machine_name& m) { return m.uname == header_.machine; });
-  if (known == std::end(machines_64))
+  // QEMU 7.2 writes "Unknown" for aarch64 guests (no ELF_MACHINE_UNAME for
+  // Arm): their NT_PRSTATUS notes tell, once read below.
+  const bool machine_from_notes = header_.machine == "Unknown";
+  if (known == std::end(machines_64) && !machine_from_notes)
     throw fail(fmt::format("machine \"{}\": only dumps of 64-bit kernels (x86_64, aarch64, ppc64, s390x, riscv64) "
                            "are read",
                            header_.machine));
-  machine_ = known->elf;
+  machine_ = machine_from_notes ? EM_NONE : known->elf;
   if (header_.header_version == 0) throw fail("kdump header version 0 (expected 1 or later)");
   const u64 bs = header_.block_size;
   if (!std::has_single_bit(bs) || bs < 4096 || bs > 65536)
@@ -403,6 +406,14 @@ void kdump_file::parse() {
     const auto notes = s.read(at, size, "note area", scratch);
     note_bytes_.assign(notes.begin(), notes.end());
     parse_elf_notes(note_bytes_, 4, path().string(), at, "note area", notes_);
+  }
+  constexpr std::size_t aarch64_prstatus_size = 392;
+  if (machine_from_notes) {
+    if (!std::any_of(notes_.begin(), notes_.end(), [](const elf_note& n) {
+          return n.name == "CORE" && n.type == NT_PRSTATUS && n.desc.size() == aarch64_prstatus_size;
+        }))
+      throw fail("machine \"Unknown\" and no aarch64 NT_PRSTATUS note to tell it by");
+    machine_ = EM_AARCH64;
   }
   // QEMU writes i386 notes while the vCPUs are outside long mode (its ELF
   // cores then say EM_386), under a utsname that still says x86_64.

@@ -99,7 +99,7 @@ class root_scan {
     const page_test_ref d_test = upload_test();
     u64 max_pages = 0;
     for (const auto& c : chunks_) max_pages = std::max(max_pages, c.pages);
-    words_ = max_pages * Format::entries_per_table;
+    words_ = max_pages * scan_page_entries;
     d_pages_.resize(words_);
     d_hits_.resize(max_pages);
     // Both staging buffers now, on this thread, before the gathers use them.
@@ -161,7 +161,7 @@ class root_scan {
   // page, appends the hits; each phase timed on the device.
   void test_chunk(const scan_chunk& chunk, unsigned which, const page_test_ref& d_test,
                   std::vector<root_scan_hit>& hits) {
-    const u64 words = chunk.pages * Format::entries_per_table;
+    const u64 words = chunk.pages * scan_page_entries;
     size_step(sys_, words);  // the test may read every word
     sys_.timed(device_phase::upload, [&] { sys_.upload_staging(which, raw(d_pages_), words); });
     const auto verdicts = thrust::make_transform_iterator(thrust::counting_iterator<u64>(0),
@@ -175,7 +175,7 @@ class root_scan {
     if (found != 0)
       sys_.timed(device_phase::download, [&] { sys_.download(raw(d_hits_), hits.data() + before, found); });
     profile_.pages += chunk.pages;
-    profile_.bytes_uploaded += chunk.pages * Format::table_bytes(0);
+    profile_.bytes_uploaded += chunk.pages * 8 * scan_page_entries;
   }
 
   System& sys_;
@@ -192,7 +192,7 @@ class root_scan {
 // Entry point for one device system.
 template <class System>
 std::vector<root_scan_hit> scan_pages(System& system, const root_scan_input& input, const root_scan_options& options) {
-  return visit_x86_format(input.format, [&]<class F>() {
+  return visit_scan_format(input.format, [&]<class F>() {
     root_scan<F, System> scan(system, input, options);
     auto hits = scan.run();
     if (options.profile != nullptr) *options.profile += scan.profile();

@@ -19,15 +19,6 @@ says it is ready, and saves over QMP:
 Variants: "default" (4-level, pti=off, 1 vCPU), "pti" (pti=on, 2 vCPUs) and
 "la57" (5-level paging; TCG when the host CPU lacks LA57).
 
-KVM is used when /dev/kvm opens, and given up on (for this and every later
-variant, which then run on TCG) on any failure: QEMU exiting (nested KVM
-that cannot set an MSR aborts at once), a guest that prints nothing within
-KVM_SILENCE_S or is not ready within KVM_READY_S, a QMP error. Each is
-logged with its reason; an unusable KVM never fails the run.
-$PTWALK_REAL_GUEST_KVM_FAULT forces one of those failures for the tests
-(make_dumps_test.py): "exit" (a stand-in for QEMU that aborts like the MSR
-assertion), "silent", "no-ready", or "no-device" (/dev/kvm treated as absent).
-
 Results are cached under $PTWALK_REAL_GUEST_CACHE (default
 ~/.cache/ptwalk-real-guest) in a folder named by a hash of everything that
 shapes them (these scripts, the kernel package, the QEMU version), so a rerun
@@ -39,22 +30,22 @@ package is downloaded (apt-get download) and unpacked, not installed.
 
 import argparse
 import gzip
-import hashlib
-import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from guest_fixture import (HERE, Qmp, cache_key, cpio_newc, ensure_packages, generate_cached,
+                           initramfs_files, kernel_package, log, run, save_dumps, stop_qemu,
+                           unpack_package, wait_ready)
+
 # gcc and libc6-dev build the static guest helper.
 PACKAGES = ["qemu-system-x86", "busybox-static", "gcc", "libc6-dev"]
 KERNEL_META_PACKAGE = "linux-image-amd64"
+KERNEL_FILES = ["./boot/vmlinuz-*", "./lib/modules/*/kernel/drivers/firmware/qemu_fw_cfg.ko"]
 MEMORY = "384M"
 BOOT_TIMEOUT_S = 420
 KVM_SILENCE_S = 30
@@ -71,140 +62,14 @@ VARIANTS = {
 }
 
 
-def log(message):
-    print(f"make-dumps: {message}", file=sys.stderr, flush=True)
-
-
-def run(args, **kwargs):
-    return subprocess.run(args, check=True, text=True, capture_output=True, **kwargs).stdout
-
-
-def ensure_packages():
-    missing = [p for p in PACKAGES
-               if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True,
-                                 text=True).stdout != "install ok installed"]
-    if missing:
-        log(f"installing {' '.join(missing)}")
-        run(["apt-get", "update", "-qq"])
-        run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-
-
-def kernel_package():
-    """The versioned kernel package linux-image-amd64 points at, and its version."""
-    def resolve():
-        for line in run(["apt-cache", "depends", KERNEL_META_PACKAGE]).splitlines():
-            line = line.strip()
-            if line.startswith("Depends: linux-image-"):
-                name = line.split()[1]
-                policy = run(["apt-cache", "policy", name])
-                version = next(l.split()[1] for l in policy.splitlines()
-                               if l.strip().startswith("Candidate:"))
-                return name, version
-        return None
-    try:
-        found = resolve()
-    except subprocess.CalledProcessError:
-        found = None
-    if not found:
-        run(["apt-get", "update", "-qq"])
-        found = resolve()
-    if not found:
-        sys.exit(f"make-dumps: cannot resolve {KERNEL_META_PACKAGE} with apt-cache")
-    return found
-
-
-def fetch_kernel(cache, package, version):
-    """vmlinuz and qemu_fw_cfg.ko from the package, unpacked once into the cache."""
-    unpacked = cache / "kernels" / f"{package}_{version}"
-    vmlinuz = next(unpacked.glob("boot/vmlinuz-*"), None) if unpacked.exists() else None
-    if vmlinuz:
-        return vmlinuz, next(unpacked.glob("lib/modules/*/kernel/drivers/firmware/qemu_fw_cfg.ko"))
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        log(f"downloading {package} {version}")
-        run(["apt-get", "download", f"{package}={version}"], cwd=tmp)
-        deb = next(Path(tmp).glob("*.deb"))
-        # Only two files are needed out of the whole package.
-        staging = Path(tmp) / "x"
-        staging.mkdir()
-        tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-        subprocess.run(["tar", "-x", "-C", str(staging), "--wildcards", "./boot/vmlinuz-*",
-                        "./lib/modules/*/kernel/drivers/firmware/qemu_fw_cfg.ko"],
-                       stdin=tar.stdout, check=True)
-        if tar.wait() != 0:
-            sys.exit(f"make-dumps: {deb}: dpkg-deb failed")
-        unpacked.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(unpacked)
-    return fetch_kernel(cache, package, version)
-
-
-def cpio_newc(files):
-    """An uncompressed newc cpio archive of {path: (mode, bytes)}: the initramfs format."""
-    out = io.BytesIO()
-
-    def entry(name, mode, data, ino):
-        name_bytes = name.encode() + b"\0"
-        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name_bytes), 0]
-        out.write(b"070701" + b"".join(b"%08x" % f for f in fields) + name_bytes)
-        out.write(b"\0" * (-out.tell() % 4))
-        out.write(data)
-        out.write(b"\0" * (-out.tell() % 4))
-
-    for ino, (name, (mode, data)) in enumerate(sorted(files.items()), start=1):
-        entry(name, mode, data, ino)
-    entry("TRAILER!!!", 0, b"", 0)
-    return out.getvalue()
-
-
-def build_initramfs(work, fw_cfg_ko):
+def build_initramfs(work, kernel_dir):
     helper = work / "guest_helper"
     run(["gcc", "-static", "-Os", "-Wall", "-o", str(helper), str(HERE / "guest_helper.c")])
-    directory, executable, regular = 0o040755, 0o100755, 0o100644
-    files = {
-        "bin": (directory, b""), "sbin": (directory, b""), "usr": (directory, b""),
-        "usr/bin": (directory, b""), "usr/sbin": (directory, b""), "proc": (directory, b""),
-        "sys": (directory, b""), "dev": (directory, b""), "tmp": (directory, b""),
-        "bin/busybox": (executable, Path("/bin/busybox").read_bytes()),
-        "init": (executable, (HERE / "init.sh").read_bytes()),
-        "guest_helper": (executable, helper.read_bytes()),
-        "qemu_fw_cfg.ko": (regular, fw_cfg_ko.read_bytes()),
-    }
+    fw_cfg_ko = next(kernel_dir.glob("lib/modules/*/kernel/drivers/firmware/qemu_fw_cfg.ko"))
     initramfs = work / "initramfs.cpio.gz"
+    files = initramfs_files(Path("/bin/busybox"), helper, [fw_cfg_ko])
     initramfs.write_bytes(gzip.compress(cpio_newc(files), compresslevel=1))
     return initramfs
-
-
-class Qmp:
-    """The smallest QMP client: one command at a time, events skipped."""
-
-    def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(str(path))
-        self.reader = self.sock.makefile("rb")
-        self._read()  # greeting
-        self.execute("qmp_capabilities")
-
-    def _read(self):
-        while True:
-            line = self.reader.readline()
-            if not line:
-                raise RuntimeError("QMP connection closed")
-            message = json.loads(line)
-            if "event" not in message:
-                return message
-
-    def execute(self, command, **arguments):
-        request = {"execute": command}
-        if arguments:
-            request["arguments"] = arguments
-        self.sock.sendall(json.dumps(request).encode() + b"\n")
-        reply = self._read()
-        if "error" in reply:
-            raise RuntimeError(f"QMP {command}: {reply['error']}")
-        return reply["return"]
-
-    def hmp(self, command, cpu):
-        return self.execute("human-monitor-command", **{"command-line": command, "cpu-index": cpu})
 
 
 def kvm_fault():
@@ -255,13 +120,6 @@ def host_has_la57():
                for l in Path("/proc/cpuinfo").read_text().splitlines())
 
 
-def stop(qemu):
-    if qemu.poll() is None:
-        qemu.kill()
-        qemu.wait()
-    qemu.stderr.close()
-
-
 def boot(out, accel, cpu, cpus, cmdline, kernel, initramfs):
     """Starts QEMU; returns it once the guest printed PTWALK-READY, and the seconds it took.
 
@@ -273,26 +131,16 @@ def boot(out, accel, cpu, cpus, cmdline, kernel, initramfs):
     console.unlink(missing_ok=True)
     qemu = subprocess.Popen(qemu_command(accel, cpu, cpus, cmdline, kernel, initramfs, console, qmp_path),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ready_timeout = KVM_READY_S if accel == "kvm" else BOOT_TIMEOUT_S
-    started = time.monotonic()
+    kvm = accel == "kvm"
     try:
-        while True:
-            text = console.read_bytes() if console.exists() else b""
-            if b"PTWALK-READY" in text:
-                return qemu, time.monotonic() - started
-            waited = time.monotonic() - started
-            if qemu.poll() is not None:
-                message = " / ".join(qemu.stderr.read().decode(errors="replace").split("\n")).strip(" /")
-                raise RuntimeError(f"QEMU exited with status {qemu.returncode} after {waited:.0f} s: "
-                                   f"{message or 'no message'}")
-            if accel == "kvm" and not text and waited > KVM_SILENCE_S:
-                raise RuntimeError(f"guest silent after {KVM_SILENCE_S} s")
-            if waited > ready_timeout:
-                raise RuntimeError(f"guest not ready after {ready_timeout} s; see {console}")
-            time.sleep(0.5)
+        booted = wait_ready(qemu, out, KVM_READY_S if kvm else BOOT_TIMEOUT_S, KVM_SILENCE_S if kvm else None)
     except BaseException:
-        stop(qemu)
+        stop_qemu(qemu, qmp_path)
         raise
+    if booted is None:
+        stop_qemu(qemu, qmp_path)
+        raise RuntimeError(f"guest silent after {KVM_SILENCE_S} s")
+    return qemu, booted
 
 
 def dump_variant(name, out, accel, cpu, kernel, initramfs):
@@ -310,21 +158,14 @@ def dump_variant(name, out, accel, cpu, kernel, initramfs):
             (out / f"registers-cpu{cpu_index}.txt").write_text(qmp.hmp("info registers", cpu_index))
             (out / f"tlb-cpu{cpu_index}.txt").write_text(qmp.hmp("info tlb", cpu_index))
         # Named after the variant: `ptwalk import` names snapshots by file stem.
-        kdump_formats = [f for f in qmp.execute("query-dump-guest-memory-capability")["formats"]
-                         if f.startswith("kdump-")]
-        dumps = [(out / f"{name}.elf", {})]
-        dumps += [(out / f"{name}.{f}", {"format": f}) for f in kdump_formats]
-        for dump, arguments in dumps:
-            qmp.execute("dump-guest-memory", paging=False, protocol=f"file:{dump}", **arguments)
-            dump.chmod(0o444)  # QEMU creates it owner-only
+        kdump_files = save_dumps(qmp, out, name)
         qmp.execute("quit")
         qemu.wait(timeout=60)
     finally:
-        stop(qemu)
-        qmp_path.unlink(missing_ok=True)
+        stop_qemu(qemu, qmp_path)
     variant = {"variant": name, "accel": accel, "cpu": cpu, "vcpus": cpus, "memory": MEMORY,
                "cmdline": cmdline, "format": "x86_64-la57" if needs_la57 else "x86_64",
-               "kdump": [f"{name}.{f}" for f in kdump_formats],
+               "kdump": kdump_files,
                "boot_seconds": round(booted, 1),
                "total_seconds": round(time.monotonic() - started, 1)}
     (out / "variant.json").write_text(json.dumps(variant, indent=2) + "\n")
@@ -353,14 +194,6 @@ def make_variant(name, out, kernel, initramfs, try_kvm):
     return try_kvm
 
 
-def cache_key(kernel_id, qemu_version, variants):
-    digest = hashlib.sha256()
-    for part in ["make-dumps.py", "init.sh", "guest_helper.c"]:
-        digest.update((HERE / part).read_bytes())
-    digest.update(f"{kernel_id}\n{qemu_version}\n{sorted(variants)}".encode())
-    return digest.hexdigest()[:16]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=",".join(VARIANTS),
@@ -374,43 +207,25 @@ def main():
     cache = Path(os.environ.get("PTWALK_REAL_GUEST_CACHE",
                                 Path.home() / ".cache" / "ptwalk-real-guest"))
     cache.mkdir(parents=True, exist_ok=True)
-    ensure_packages()
-    package, version = kernel_package()
+    ensure_packages(PACKAGES)
+    package, version = kernel_package(KERNEL_META_PACKAGE)
     qemu_version = run(["qemu-system-x86_64", "--version"]).splitlines()[0]
-    target = cache / cache_key(f"{package}={version}", qemu_version, variants)
-    if not (target / "complete").exists():
-        started = time.monotonic()
-        kernel, fw_cfg_ko = fetch_kernel(cache, package, version)
-        shutil.rmtree(target, ignore_errors=True)
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            work = Path(tmp)
-            initramfs = build_initramfs(work, fw_cfg_ko)
-            unusable = kvm_unusable_reason()
-            if unusable:
-                log(f"KVM not tried: {unusable}; using TCG")
-            try_kvm = unusable is None
-            for name in variants:
-                try_kvm = make_variant(name, work / "dumps" / name, kernel, initramfs, try_kvm)
-            (work / "dumps" / "kernel.txt").write_text(f"{package} {version}\n{qemu_version}\n")
-            (work / "dumps" / "complete").write_text(
-                f"{round(time.monotonic() - started, 1)} seconds\n")
-            (work / "dumps").rename(target)
-        log(f"generated {target} in {time.monotonic() - started:.0f} s")
-    current = cache / "current"
-    current.unlink(missing_ok=True)
-    current.symlink_to(target.name)
-    prune(cache, target.name, f"{package}_{version}")
-    print(target)
+    key = cache_key(["make-dumps.py", "guest_fixture.py", "init.sh", "guest_helper.c"],
+                    f"{package}={version}", qemu_version, sorted(variants))
 
+    def generate(work, dumps):
+        kernel_dir = unpack_package(cache, package, version, KERNEL_FILES)
+        kernel = next(kernel_dir.glob("boot/vmlinuz-*"))
+        initramfs = build_initramfs(work, kernel_dir)
+        unusable = kvm_unusable_reason()
+        if unusable:
+            log(f"KVM not tried: {unusable}; using TCG")
+        try_kvm = unusable is None
+        for name in variants:
+            try_kvm = make_variant(name, dumps / name, kernel, initramfs, try_kvm)
+        (dumps / "kernel.txt").write_text(f"{package} {version}\n{qemu_version}\n")
 
-def prune(cache, keep_dumps, keep_kernel):
-    """Removes older generations and kernels: each generation is over 1 GB."""
-    for old in cache.iterdir():
-        if old.is_dir() and not old.is_symlink() and len(old.name) == 16 and old.name != keep_dumps:
-            shutil.rmtree(old, ignore_errors=True)
-    for old in (cache / "kernels").iterdir():
-        if old.name != keep_kernel:
-            shutil.rmtree(old, ignore_errors=True)
+    print(generate_cached(cache, key, generate, {f"{package}_{version}"}))
 
 
 if __name__ == "__main__":

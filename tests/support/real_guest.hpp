@@ -1,10 +1,12 @@
-// tests/support/real_guest.hpp — where the real guest dumps of tests/real_guest/make-dumps.py are.
+// tests/support/real_guest.hpp — where the real guest dumps of tests/real_guest/make-*dumps.py are.
 //
-// The dumps are found in $PTWALK_REAL_GUEST_DIR, else
+// The x86 dumps are found in $PTWALK_REAL_GUEST_DIR, else
 // $PTWALK_REAL_GUEST_CACHE/current, else ~/.cache/ptwalk-real-guest/current
-// (make-dumps.py points `current` at what it generated). Each variant has
-// its own folder: VARIANT.elf, VARIANT.kdump-* (variant.json lists them),
-// registers-cpuN.txt, tlb-cpuN.txt, console.log, variant.json.
+// (make-dumps.py points `current` at what it generated); the arm64 ones
+// (make-arm64-dumps.py) likewise under PTWALK_REAL_GUEST_ARM64_DIR,
+// PTWALK_REAL_GUEST_ARM64_CACHE, ~/.cache/ptwalk-real-guest-arm64. Each
+// variant has its own folder: VARIANT.elf, VARIANT.kdump-* (variant.json
+// lists them), console.log, variant.json, and the generator's truth files.
 #pragma once
 
 #include <cstdlib>
@@ -18,11 +20,20 @@
 
 namespace ptwalk::testing {
 
-inline std::filesystem::path real_guest_dir() {
-  if (const char* dir = std::getenv("PTWALK_REAL_GUEST_DIR")) return dir;
-  if (const char* cache = std::getenv("PTWALK_REAL_GUEST_CACHE")) return std::filesystem::path(cache) / "current";
+inline std::filesystem::path generated_dir(const char* dir_variable, const char* cache_variable,
+                                           std::string_view default_cache) {
+  if (const char* dir = std::getenv(dir_variable)) return dir;
+  if (const char* cache = std::getenv(cache_variable)) return std::filesystem::path(cache) / "current";
   const char* home = std::getenv("HOME");
-  return std::filesystem::path(home ? home : "/root") / ".cache" / "ptwalk-real-guest" / "current";
+  return std::filesystem::path(home ? home : "/root") / ".cache" / default_cache / "current";
+}
+
+inline std::filesystem::path real_guest_dir() {
+  return generated_dir("PTWALK_REAL_GUEST_DIR", "PTWALK_REAL_GUEST_CACHE", "ptwalk-real-guest");
+}
+
+inline std::filesystem::path real_guest_arm64_dir() {
+  return generated_dir("PTWALK_REAL_GUEST_ARM64_DIR", "PTWALK_REAL_GUEST_ARM64_CACHE", "ptwalk-real-guest-arm64");
 }
 
 inline std::string read_file(const std::filesystem::path& path) {
