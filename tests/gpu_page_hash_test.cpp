@@ -7,7 +7,6 @@
 
 #include <fmt/format.h>
 
-#include <map>
 #include <random>
 
 #include "archive/page_hash.hpp"
@@ -21,22 +20,16 @@
 namespace ptwalk {
 namespace {
 
-namespace fs = std::filesystem;
-
 TEST(gpu_page_hash, cuda_identities_match_openssl_across_chunks) {
   PTWALK_REQUIRE_GPU();
   std::mt19937_64 rng(7);
   std::vector<std::vector<std::byte>> storage(40000);
   std::vector<const std::byte*> pages;
   for (std::size_t i = 0; i < storage.size(); ++i) {
-    storage[i].resize(4096);
-    if (i % 5 == 0) {
-      // zero
-    } else if (i % 11 == 0) {
-      storage[i] = storage[i / 3];
-    } else {
+    storage[i].resize(4096);  // every fifth page stays zero; some repeat an earlier one
+    if (i % 11 == 0) storage[i] = storage[i / 3];
+    else if (i % 5 != 0)
       for (auto& b : storage[i]) b = static_cast<std::byte>(rng());
-    }
     pages.push_back(storage[i].data());
   }
   const auto expected = archive::identify_pages(pages, 0, scan_backend::cpu);
@@ -62,13 +55,6 @@ TEST(gpu_page_hash, cuda_identities_match_openssl_across_chunks) {
 #endif
 }
 
-std::map<std::string, std::string> files_under(const fs::path& dir) {
-  std::map<std::string, std::string> out;
-  for (const auto& entry : fs::recursive_directory_iterator(dir))
-    if (entry.is_regular_file()) out[fs::relative(entry.path(), dir).string()] = testing::read_text(entry.path());
-  return out;
-}
-
 TEST(gpu_page_hash, archive_add_cuda_writes_the_cpu_archive_byte_for_byte) {
   PTWALK_REQUIRE_GPU();
   const testing::temp_dir dir;
@@ -78,9 +64,9 @@ TEST(gpu_page_hash, archive_add_cuda_writes_the_cpu_archive_byte_for_byte) {
                                              manifest.string()});
     ASSERT_EQ(r.status, 0) << backend << ": " << r.err;
   }
-  const auto cpu = files_under(dir / "cpu");
+  const auto cpu = testing::files_under(dir / "cpu");
   ASSERT_FALSE(cpu.empty());
-  EXPECT_TRUE(cpu == files_under(dir / "cuda"));
+  EXPECT_TRUE(cpu == testing::files_under(dir / "cuda"));
   testing::expect_round_trip(dir, dir / "cuda", manifest);
 }
 

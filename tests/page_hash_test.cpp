@@ -26,7 +26,6 @@
 namespace ptwalk {
 namespace {
 
-namespace fs = std::filesystem;
 using page_bytes = std::vector<std::byte>;
 
 std::string openssl_hex(const page_bytes& page) {
@@ -150,13 +149,6 @@ TEST(page_hash, thrust_cpu_batch_matches_the_cpu_backend_across_chunks) {
   EXPECT_TRUE(archive::identify_pages({}, 0, scan_backend::thrust_cpu).empty());
 }
 
-std::map<std::string, std::string> files_under(const fs::path& dir) {
-  std::map<std::string, std::string> out;
-  for (const auto& entry : fs::recursive_directory_iterator(dir))
-    if (entry.is_regular_file()) out[fs::relative(entry.path(), dir).string()] = testing::read_text(entry.path());
-  return out;
-}
-
 TEST(page_hash, thrust_cpu_archive_add_writes_the_cpu_archive_byte_for_byte) {
   const testing::temp_dir dir;
   const auto manifest = testing::write_sandbox_fleet(dir, 3, 2);
@@ -168,9 +160,9 @@ TEST(page_hash, thrust_cpu_archive_add_writes_the_cpu_archive_byte_for_byte) {
     EXPECT_GT(report.already_stored, 0u);
     EXPECT_GT(report.zero_pages, 0u);
   }
-  const auto cpu = files_under(dir / "cpu");
+  const auto cpu = testing::files_under(dir / "cpu");
   ASSERT_FALSE(cpu.empty());
-  EXPECT_TRUE(cpu == files_under(dir / "thrust-cpu"));
+  EXPECT_TRUE(cpu == testing::files_under(dir / "thrust-cpu"));
   testing::expect_round_trip(dir, dir / "thrust-cpu", manifest);
 }
 
