@@ -119,18 +119,19 @@ struct pending_snapshot {
 };
 
 pending_snapshot store_snapshot(const snapshot_spec& spec, const std::filesystem::path& base_dir, page_store& store,
-                                pack_writer& writer, u32 new_pack, unsigned jobs, add_report& report) {
+                                pack_writer& writer, u32 new_pack, const add_options& options,
+                                add_report& report) {
   const image_file_layout layout = lay_out_image_file(spec, base_dir);
   const std::byte* base = layout.file->bytes().data();
   std::vector<const std::byte*> pages(layout.page_offsets.size());
   for (std::size_t i = 0; i < pages.size(); ++i) pages[i] = base + layout.page_offsets[i];
-  const auto identities = identify_pages(pages, jobs);
+  const auto identities = identify_pages(pages, options.jobs, options.hash_backend);
   const page_plan plan = plan_pages(identities, store, new_pack, writer.pages());
 
   std::vector<const std::byte*> new_pages;
   std::vector<digest> new_ids;
   for (const std::size_t i : plan.new_pages) new_pages.push_back(pages[i]), new_ids.push_back(identities[i].id);
-  (void)writer.append(new_pages, new_ids, jobs);
+  (void)writer.append(new_pages, new_ids, options.jobs);
   crash_point("pack-appended");
 
   pending_snapshot out;
@@ -186,7 +187,7 @@ add_report add_snapshots(const std::filesystem::path& archive, const std::vector
   pack_writer writer(archive / "packs", next.level);
   std::vector<pending_snapshot> added;
   for (const auto& spec : specs)
-    added.push_back(store_snapshot(spec, base_dir, store, writer, new_pack, options.jobs, report));
+    added.push_back(store_snapshot(spec, base_dir, store, writer, new_pack, options, report));
 
   std::vector<std::string> pack_names;
   for (const auto& p : next.packs) pack_names.push_back(p.name);

@@ -67,6 +67,7 @@ std::string write_index(const std::filesystem::path& archive, snapshot_index& in
 struct add_options {
   int level = 3;      // zstd level for a new archive
   unsigned jobs = 0;  // threads; 0: every core
+  scan_backend hash_backend = scan_backend::automatic;  // who hashes the pages (identify_pages)
 };
 
 struct add_report {

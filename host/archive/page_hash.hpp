@@ -4,7 +4,9 @@
 // cryptographic, so two pages with the same digest are shared without
 // comparing their bytes; a 64-bit or non-cryptographic hash would need that
 // comparison (docs/ARCHIVE.md). Zero pages are recognised first and never
-// hashed: the archive does not store them at all.
+// hashed: the archive does not store them at all. A batch is hashed on every
+// core (OpenSSL) or on the GPU (kernels/page_hash.hpp, the same SHA-256
+// written for the device): the same identities either way.
 #pragma once
 
 #include <array>
@@ -15,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "discovery/root_discovery.hpp"
 #include "ptwalk/config.hpp"
 
 namespace ptwalk::archive {
@@ -41,7 +44,12 @@ struct page_identity {
   digest id{};
 };
 
-// The identity of every page, on `jobs` threads (0: every core).
-[[nodiscard]] std::vector<page_identity> identify_pages(std::span<const std::byte* const> pages, unsigned jobs);
+// The identity of every page. The backends are root discovery's page-scan
+// choices: cpu (OpenSSL on `jobs` threads, 0: every core), cuda (the GPU;
+// `jobs` threads gather pages for it), auto (cuda when a GPU is visible) and
+// thrust-cpu (the GPU algorithm on the CPU, for tests). Throws
+// std::runtime_error when cuda is asked for and cannot run.
+[[nodiscard]] std::vector<page_identity> identify_pages(std::span<const std::byte* const> pages, unsigned jobs,
+                                                        scan_backend backend);
 
 }  // namespace ptwalk::archive

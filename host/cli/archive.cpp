@@ -23,6 +23,7 @@ namespace fs = std::filesystem;
 struct archive_cli_options {
   std::string archive, manifest, snapshot, out;
   std::vector<std::string> ids;
+  std::string backend = "auto";
   unsigned jobs = 0;
   int level = 3;
   bool compact = false, keep_pa = false, as_manifest = false;
@@ -46,6 +47,7 @@ void run_add(const archive_cli_options& o) {
   archive::add_options options;
   options.level = o.level;
   options.jobs = o.jobs;
+  options.hash_backend = *parse_scan_backend(o.backend);
   if (!o.compact) {
     print_add_report(archive::add_snapshots(o.archive, read_manifest(o.manifest), fs::path(o.manifest).parent_path(),
                                             options));
@@ -112,7 +114,11 @@ void setup_archive(CLI::App& app) {
   add->add_flag("--compact", o->compact, "walk and compact the snapshots first; archive the compacted images");
   add->add_flag("--keep-pa", o->keep_pa, "with --compact: keep physical addresses (see `ptwalk compact`)");
   add->add_option("--level", o->level, "zstd level of a new archive (default 3)");
-  add->add_option("--jobs", o->jobs, "threads (default: every core)");
+  add->add_option("--jobs", o->jobs, "threads (default: every core; with cuda, the threads gathering pages)");
+  add->add_option("--backend", o->backend,
+                  "who hashes the pages: cpu (every core), cuda (the GPU), auto (cuda when a GPU is visible)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
+      ->capture_default_str();
   add->callback([o] { run_add(*o); });
 
   auto* restore = cmd->add_subcommand("restore", "write a snapshot's image file back, byte-identical, sparse");

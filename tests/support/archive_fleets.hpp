@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -109,6 +110,15 @@ inline void expect_round_trip(const temp_dir& dir, const std::filesystem::path& 
     EXPECT_EQ(std::memcmp(a.bytes().data(), b.bytes().data(), a.bytes().size()), 0) << spec.id;
     std::filesystem::remove(out);
   }
+}
+
+// Every file under `dir` by relative path, with its bytes: two archives
+// written by different backends must compare equal.
+inline std::map<std::string, std::string> files_under(const std::filesystem::path& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir))
+    if (entry.is_regular_file()) out[std::filesystem::relative(entry.path(), dir).string()] = read_text(entry.path());
+  return out;
 }
 
 }  // namespace ptwalk::testing
