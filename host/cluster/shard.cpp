@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "archive/catalog.hpp"
 #include "input/memory_image.hpp"
 
 namespace ptwalk {
@@ -150,6 +151,22 @@ launch detect_launch(std::string_view explicit_shard, const environment& env) {
   return out;
 }
 
+namespace {
+
+// An archived snapshot's work is the size of its image file as the catalog records it.
+std::uint64_t archived_image_bytes(const archive_source& source, const std::filesystem::path& base_dir,
+                                   const std::string& id) {
+  const std::filesystem::path named(source.archive);
+  const auto path = named.is_absolute() ? named : base_dir / named;
+  const auto* entry = archive::read_catalog(path).find(source.snapshot);
+  if (entry == nullptr)
+    throw input_error(fmt::format("{}: snapshot \"{}\": no snapshot {} in the archive", path.string(), id,
+                                  source.snapshot));
+  return entry->file_bytes;
+}
+
+}  // namespace
+
 std::uint64_t snapshot_work(const snapshot_spec& spec, const std::filesystem::path& base_dir) {
   const auto file_bytes = [&](const std::string& path) -> std::uint64_t {
     std::error_code ec;
@@ -163,6 +180,8 @@ std::uint64_t snapshot_work(const snapshot_spec& spec, const std::filesystem::pa
       [&](const auto& source) {
         if constexpr (requires { source.regions; }) {
           for (const auto& region : source.regions) bytes += region.size;
+        } else if constexpr (requires { source.snapshot; }) {
+          bytes += archived_image_bytes(source, base_dir, spec.id);
         } else {
           bytes += file_bytes(source.path);
         }
