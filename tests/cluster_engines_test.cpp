@@ -27,6 +27,7 @@ namespace fs = std::filesystem;
 using testing::read_text;
 using testing::run_ptwalk;
 using testing::shell;
+using testing::shell_result;
 using testing::temp_dir;
 
 const fs::path scripts = fs::path(PTWALK_SOURCE_DIR) / "scripts/slurm";
