@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <thread>
@@ -18,6 +17,7 @@
 #include "generate/fleet_generator.hpp"
 #include "input/manifest.hpp"
 #include "support/run_cli.hpp"
+#include "support/shell.hpp"
 #include "support/temp_dir.hpp"
 
 namespace ptwalk {
@@ -26,25 +26,11 @@ namespace {
 namespace fs = std::filesystem;
 using testing::read_text;
 using testing::run_ptwalk;
+using testing::shell;
+using testing::shell_result;
 using testing::temp_dir;
 
 const fs::path scripts = fs::path(PTWALK_SOURCE_DIR) / "scripts/slurm";
-
-struct shell_result {
-  int status = -1;
-  std::string out;  // stdout and stderr
-};
-
-// Runs `command` with bash, capturing both streams.
-shell_result shell(const std::string& command) {
-  shell_result r;
-  FILE* pipe = ::popen(fmt::format("bash -c '{} 2>&1'", command).c_str(), "r");
-  char buffer[4096];
-  for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) r.out.append(buffer, n);
-  const int raw = ::pclose(pipe);
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return r;
-}
 
 // Every file of a directory with its bytes.
 std::map<std::string, std::string> contents(const fs::path& dir) {

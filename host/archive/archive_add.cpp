@@ -26,20 +26,24 @@ std::filesystem::path resolve(const std::filesystem::path& base_dir, const std::
 }
 
 std::vector<file_segment> segments_of(const snapshot_spec& spec, const std::filesystem::path& base_dir,
-                                      std::shared_ptr<const mapped_file>& file) {
+                                      const image_opener& open, std::shared_ptr<const mapped_file>& file) {
+  const auto open_file = [&](const std::string& path) {
+    const auto resolved = resolve(base_dir, path);
+    return open ? open(spec, resolved) : std::make_shared<const mapped_file>(resolved);
+  };
   std::vector<file_segment> out;
   if (const auto* raw = std::get_if<raw_source>(&spec.memory)) {
-    file = std::make_shared<const mapped_file>(resolve(base_dir, raw->path));
+    file = open_file(raw->path);
     out.push_back({0, raw->base, file->bytes().size()});
   } else if (const auto* elf = std::get_if<elf_source>(&spec.memory)) {
-    file = std::make_shared<const mapped_file>(resolve(base_dir, elf->path));
+    file = open_file(elf->path);
     const elf_core core(file);
     for (const auto& load : core.load_segments()) out.push_back({load.file_offset, load.paddr, load.file_size});
   } else if (const auto* regions = std::get_if<region_source>(&spec.memory);
              regions != nullptr && !regions->regions.empty() &&
              std::all_of(regions->regions.begin(), regions->regions.end(),
                          [&](const auto& r) { return r.path == regions->regions.front().path; })) {
-    file = std::make_shared<const mapped_file>(resolve(base_dir, regions->regions.front().path));
+    file = open_file(regions->regions.front().path);
     for (const auto& r : regions->regions) {
       if (r.offset > file->bytes().size() || r.size > file->bytes().size() - r.offset)
         throw input_error(fmt::format("{}: region at offset {:#x} runs past the end of the file",
@@ -56,9 +60,10 @@ std::vector<file_segment> segments_of(const snapshot_spec& spec, const std::file
 
 }  // namespace
 
-image_file_layout lay_out_image_file(const snapshot_spec& spec, const std::filesystem::path& base_dir) {
+image_file_layout lay_out_image_file(const snapshot_spec& spec, const std::filesystem::path& base_dir,
+                                     const image_opener& open) {
   image_file_layout layout;
-  for (const auto& s : segments_of(spec, base_dir, layout.file)) {
+  for (const auto& s : segments_of(spec, base_dir, open, layout.file)) {
     const u64 first = (s.gpa + page_size - 1) / page_size * page_size;
     const u64 end = (s.gpa + s.size) / page_size * page_size;
     for (u64 gpa = first; gpa < end && gpa >= s.gpa; gpa += page_size)
@@ -121,7 +126,8 @@ struct pending_snapshot {
 pending_snapshot store_snapshot(const snapshot_spec& spec, const std::filesystem::path& base_dir, page_store& store,
                                 pack_writer& writer, u32 new_pack, const add_options& options,
                                 add_report& report) {
-  const image_file_layout layout = lay_out_image_file(spec, base_dir);
+  const unsigned jobs = options.jobs;
+  const image_file_layout layout = lay_out_image_file(spec, base_dir, options.open_image);
   const std::byte* base = layout.file->bytes().data();
   std::vector<const std::byte*> pages(layout.page_offsets.size());
   for (std::size_t i = 0; i < pages.size(); ++i) pages[i] = base + layout.page_offsets[i];
@@ -135,13 +141,7 @@ pending_snapshot store_snapshot(const snapshot_spec& spec, const std::filesystem
   crash_point("pack-appended");
 
   pending_snapshot out;
-  out.index.spec_line = format_manifest_line(spec);
-  out.index.file_size = layout.file->bytes().size();
-  for (std::size_t i = 0; i < pages.size(); ++i)
-    if (plan.where[i]) append_page(out.index.runs, layout.page_offsets[i], plan.where[i]->pack, plan.where[i]->page);
-  out.index.extras = layout.extras;
-  for (const auto& e : layout.extras) out.index.extra_bytes.insert(out.index.extra_bytes.end(), base + e.offset,
-                                                                  base + e.offset + e.size);
+  out.index = index_image(spec, layout, plan.where);
   out.entry = {spec.id, "", out.index.file_size, pages.size(), plan.zero, plan.new_pages.size(), 0};
   report.input_bytes += out.index.file_size;
   report.pages += pages.size();
@@ -152,6 +152,20 @@ pending_snapshot store_snapshot(const snapshot_spec& spec, const std::filesystem
 }
 
 }  // namespace
+
+snapshot_index index_image(const snapshot_spec& spec, const image_file_layout& layout,
+                           std::span<const std::optional<page_location>> where) {
+  snapshot_index index;
+  index.spec_line = format_manifest_line(spec);
+  index.file_size = layout.file->bytes().size();
+  for (std::size_t i = 0; i < where.size(); ++i)
+    if (where[i]) append_page(index.runs, layout.page_offsets[i], where[i]->pack, where[i]->page);
+  index.extras = layout.extras;
+  const std::byte* base = layout.file->bytes().data();
+  for (const auto& e : layout.extras)
+    index.extra_bytes.insert(index.extra_bytes.end(), base + e.offset, base + e.offset + e.size);
+  return index;
+}
 
 std::string write_index(const std::filesystem::path& archive, snapshot_index& index,
                         const std::vector<std::string>& pack_names, u64& bytes) {
@@ -174,7 +188,7 @@ add_report add_snapshots(const std::filesystem::path& archive, const std::vector
                          const std::filesystem::path& base_dir, const add_options& options) {
   const auto start = std::chrono::steady_clock::now();
   // Bad inputs fail here, before the archive (or its directory) is touched.
-  for (const auto& spec : specs) (void)lay_out_image_file(spec, base_dir);
+  for (const auto& spec : specs) (void)lay_out_image_file(spec, base_dir, options.open_image);
   const file_lock writing = lock_for_writing(archive);
   catalog next = open_catalog_for_writing(archive, options.level);
   for (const auto& spec : specs)

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <unordered_map>
@@ -27,8 +28,13 @@ struct image_file_layout {
   std::vector<u64> page_offsets;   // file offsets of whole guest pages, ascending
   std::vector<byte_range> extras;  // file bytes no page covers (headers, notes, partial pages)
 };
+// Opens the image file `file` of `spec`: by default maps it; `archive merge`
+// hands out the images it restores from its parts instead.
+using image_opener =
+    std::function<std::shared_ptr<const mapped_file>(const snapshot_spec& spec, const std::filesystem::path& file)>;
 // Raw images, ELF cores and single-file region lists; throws input_error for other sources.
-[[nodiscard]] image_file_layout lay_out_image_file(const snapshot_spec& spec, const std::filesystem::path& base_dir);
+[[nodiscard]] image_file_layout lay_out_image_file(const snapshot_spec& spec, const std::filesystem::path& base_dir,
+                                                   const image_opener& open = {});
 
 struct page_location {
   u32 pack = 0;  // position in the writer's list of packs (the catalog's, then new ones)
@@ -59,6 +65,11 @@ struct page_plan {
 [[nodiscard]] page_plan plan_pages(std::span<const page_identity> pages, page_store& store, u32 new_pack,
                                    u64 next_page);
 
+// The index of an image laid out as `layout` whose page i is stored at
+// where[i] (nullopt: a zero page), with pack numbers of the writer's list.
+[[nodiscard]] snapshot_index index_image(const snapshot_spec& spec, const image_file_layout& layout,
+                                         std::span<const std::optional<page_location>> where);
+
 // Writes `index`, whose runs number packs in `pack_names`, durably under its
 // name: the index then lists only the packs it uses. Returns the name and sets `bytes`.
 std::string write_index(const std::filesystem::path& archive, snapshot_index& index,
@@ -68,6 +79,7 @@ struct add_options {
   int level = 3;      // zstd level for a new archive
   unsigned jobs = 0;  // threads; 0: every core
   scan_backend hash_backend = scan_backend::automatic;  // who hashes the pages (identify_pages)
+  image_opener open_image;  // empty: map the files
 };
 
 struct add_report {

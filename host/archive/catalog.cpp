@@ -88,7 +88,8 @@ catalog open_catalog_for_writing(const std::filesystem::path& archive, int level
   if (std::filesystem::exists(archive, ec)) {
     if (!std::filesystem::is_directory(archive, ec))
       throw input_error(fmt::format("{}: exists and is not a directory", archive.string()));
-    static const std::set<std::string> ours = {"lock", "readers.lock", "packs", "indexes"};
+    // shard.json: a shard archive's record, written first (cluster/archive_merge.hpp).
+    static const std::set<std::string> ours = {"lock", "readers.lock", "packs", "indexes", "shard.json"};
     for (const auto& entry : std::filesystem::directory_iterator(archive))
       if (!ours.contains(entry.path().filename().string()))
         throw input_error(fmt::format("{}: not a ptwalk archive (no catalog.json) and not empty", archive.string()));

@@ -1,4 +1,4 @@
-// host/cli/archive.cpp — `ptwalk archive add|restore|ls|check|rm|gc`: fleet archives (docs/ARCHIVE.md).
+// host/cli/archive.cpp — `ptwalk archive add|merge|restore|ls|check|rm|gc`: fleet archives (docs/ARCHIVE.md).
 #include <unistd.h>
 
 #include <filesystem>
@@ -11,9 +11,12 @@
 #include "archive/archive_add.hpp"
 #include "archive/archive_maintenance.hpp"
 #include "archive/archive_read.hpp"
+#include "cluster/archive_merge.hpp"
+#include "cluster/distributed_add.hpp"
 #include "command.hpp"
 #include "compact/compact_job.hpp"
 #include "input/manifest.hpp"
+#include "shard_options.hpp"
 
 namespace ptwalk::cli {
 namespace {
@@ -21,8 +24,8 @@ namespace {
 namespace fs = std::filesystem;
 
 struct archive_cli_options {
-  std::string archive, manifest, snapshot, out;
-  std::vector<std::string> ids;
+  std::string archive, manifest, snapshot, out, shard;
+  std::vector<std::string> ids, parts;
   std::string backend = "auto";
   unsigned jobs = 0;
   int level = 3;
@@ -49,10 +52,20 @@ void run_add(const archive_cli_options& o) {
   options.jobs = o.jobs;
   options.hash_backend = *parse_scan_backend(o.backend);
   if (!o.compact) {
-    print_add_report(archive::add_snapshots(o.archive, read_manifest(o.manifest), fs::path(o.manifest).parent_path(),
-                                            options));
-    return;
+    const auto specs = read_manifest(o.manifest);
+    const fs::path base_dir = fs::path(o.manifest).parent_path();
+    const sharding shard = resolve_shard("archive add", o.shard, o.manifest, specs);
+    if (shard.how.mpi) {
+      const mpi_world world;
+      const auto report = add_snapshots_distributed(world, o.archive, specs, *shard.plan, base_dir, options);
+      if (world.rank() == 0) print_add_report(report);
+      return;
+    }
+    if (!shard.plan) return print_add_report(archive::add_snapshots(o.archive, specs, base_dir, options));
+    return print_add_report(add_shard_archive(o.archive, specs, *shard.plan, base_dir, options));
   }
+  if (!o.shard.empty() && o.shard != "none")
+    throw input_error("archive add: --compact takes the whole manifest (no --shard); compact by shard first");
   // The compacted images are staged beside the archive and removed afterwards.
   const fs::path archive = fs::absolute(o.archive).lexically_normal();
   const fs::path staging = archive.parent_path() / fmt::format(".{}.compact-{}", archive.filename().string(), ::getpid());
@@ -119,7 +132,14 @@ void setup_archive(CLI::App& app) {
                   "who hashes the pages: cpu (every core), cuda (the GPU), auto (cuda when a GPU is visible)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
       ->capture_default_str();
+  add_shard_option(*add, o->shard);
   add->callback([o] { run_add(*o); });
+
+  auto* merge = cmd->add_subcommand("merge", "merge the shard archives of `archive add --shard` into one");
+  merge->add_option("out", o->out, "archive directory (created if missing)")->required();
+  merge->add_option("parts", o->parts, "the shards' archives, one per shard")->required();
+  merge->add_option("--jobs", o->jobs, "threads (default: every core)");
+  merge->callback([o] { print_add_report(merge_archives(o->out, o->parts, o->jobs)); });
 
   auto* restore = cmd->add_subcommand("restore", "write a snapshot's image file back, byte-identical, sparse");
   restore->add_option("archive", o->archive, "archive directory")->required();

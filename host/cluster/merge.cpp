@@ -146,17 +146,33 @@ compact_report merge_compact(const fs::path& out, const std::vector<located_part
   return *report;
 }
 
-}  // namespace
-
-merge_result merge_parts(const fs::path& out, std::span<const std::string> part_paths, bool replace) {
+std::vector<located_part> read_set(std::span<const std::string> part_paths) {
   if (part_paths.empty()) throw input_error("merge: no parts given");
   std::vector<located_part> parts;
   for (const auto& path : part_paths) parts.push_back(read_part(path));
-  parts = check_set(std::move(parts));
+  return check_set(std::move(parts));
+}
+
+}  // namespace
+
+std::vector<checked_part> check_parts(std::span<const std::string> part_paths, std::string_view command) {
+  std::vector<checked_part> out;
+  for (auto& p : read_set(part_paths)) {
+    if (p.part.command != command)
+      throw input_error(fmt::format("{}: a part of `{}`, not of `{}`", p.path.string(), p.part.command, command));
+    out.push_back({p.path, std::move(p.part)});
+  }
+  return out;
+}
+
+merge_result merge_parts(const fs::path& out, std::span<const std::string> part_paths, bool replace) {
+  const auto parts = read_set(part_paths);
   const shard_part& first = parts.front().part;
   merge_result result{first.command, first.plan.shard.count, first.plan.snapshots, first.plan.manifest, {}};
   if (first.command == "walk") merge_walk(out, parts);
   else if (first.command == "compact") result.report = merge_compact(out, parts, replace);
+  else if (first.command == "archive add")
+    throw input_error("merge: shard archives are merged by `ptwalk archive merge OUT PART...`");
   else throw input_error(fmt::format("merge: {}: parts of `{}` cannot be merged", parts.front().path.string(),
                                      first.command));
   return result;

@@ -15,7 +15,10 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
+#include "cluster/shard_part.hpp"
 #include "compact/compact_job.hpp"
 
 namespace ptwalk {
@@ -27,6 +30,14 @@ struct merge_result {
   std::string manifest;
   std::optional<compact_report> report;  // compact: the shards' reports summed
 };
+
+// The parts of one `command` job in shard order, checked as merge_parts
+// checks them; throws input_error naming what is missing or mismatched.
+struct checked_part {
+  std::filesystem::path path;
+  shard_part part;
+};
+[[nodiscard]] std::vector<checked_part> check_parts(std::span<const std::string> parts, std::string_view command);
 
 // `replace`: an existing non-empty output directory may be replaced (compact parts).
 [[nodiscard]] merge_result merge_parts(const std::filesystem::path& out, std::span<const std::string> parts,

@@ -1,7 +1,9 @@
-// host/cluster/mpi_world.cpp — MPI_Init/Finalize, an all-ranks-succeeded vote, and an ordered gather.
+// host/cluster/mpi_world.cpp — MPI_Init/Finalize, an all-ranks-succeeded vote, an ordered gather,
+// a broadcast and an all-to-all exchange.
 #include "cluster/mpi_world.hpp"
 
 #include <algorithm>
+#include <climits>
 #include <cstdint>
 
 #include "input/memory_image.hpp"
@@ -52,6 +54,38 @@ void mpi_world::gather_to_root(std::string& bytes) const {
   }
 }
 
+void mpi_world::broadcast(std::string& bytes) const {
+  std::uint64_t length = bytes.size();
+  MPI_Bcast(&length, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+  bytes.resize(length);
+  if (length > std::size_t{INT_MAX}) throw input_error("MPI broadcast: more than 2 GiB");
+  MPI_Bcast(bytes.data(), static_cast<int>(length), MPI_BYTE, 0, MPI_COMM_WORLD);
+}
+
+std::vector<std::string> mpi_world::exchange(const std::vector<std::string>& outgoing) const {
+  // MPI_Alltoallv counts and displacements are ints.
+  std::vector<int> send_counts(size_), send_at(size_), receive_counts(size_), receive_at(size_);
+  std::string sent;
+  for (int r = 0; r < size_; ++r) {
+    send_at[r] = static_cast<int>(sent.size());
+    send_counts[r] = static_cast<int>(outgoing[r].size());
+    sent += outgoing[r];
+  }
+  const bool fits = sent.size() <= std::size_t{INT_MAX};
+  if (!all_succeeded(fits)) throw input_error("MPI exchange: a rank's share passes 2 GiB; use more ranks");
+  MPI_Alltoall(send_counts.data(), 1, MPI_INT, receive_counts.data(), 1, MPI_INT, MPI_COMM_WORLD);
+  std::uint64_t total = 0;
+  for (int r = 0; r < size_; ++r) receive_at[r] = static_cast<int>(total), total += receive_counts[r];
+  const bool received_fits = total <= std::uint64_t{INT_MAX};
+  if (!all_succeeded(received_fits)) throw input_error("MPI exchange: a rank's share passes 2 GiB; use more ranks");
+  std::string received(total, '\0');
+  MPI_Alltoallv(sent.data(), send_counts.data(), send_at.data(), MPI_BYTE, received.data(), receive_counts.data(),
+                receive_at.data(), MPI_BYTE, MPI_COMM_WORLD);
+  std::vector<std::string> out(size_);
+  for (int r = 0; r < size_; ++r) out[r] = received.substr(receive_at[r], receive_counts[r]);
+  return out;
+}
+
 #else
 
 bool mpi_built() { return false; }
@@ -65,6 +99,8 @@ mpi_world::mpi_world() {
 mpi_world::~mpi_world() = default;
 bool mpi_world::all_succeeded(bool mine) const { return mine; }
 void mpi_world::gather_to_root(std::string&) const {}
+void mpi_world::broadcast(std::string&) const {}
+std::vector<std::string> mpi_world::exchange(const std::vector<std::string>& outgoing) const { return outgoing; }
 
 #endif
 

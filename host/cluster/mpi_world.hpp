@@ -8,6 +8,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace ptwalk {
 
@@ -28,6 +29,11 @@ class mpi_world {
   // Rank 0 gets every rank's bytes appended to its own, in rank order;
   // the others' are sent (in pieces under 1 GiB) and left as they were.
   void gather_to_root(std::string& bytes) const;
+  // Every rank gets rank 0's `bytes`.
+  void broadcast(std::string& bytes) const;
+  // outgoing[r] goes to rank r; returns what each rank sent this one, by
+  // rank (MPI_Alltoallv). Throws input_error when a rank's share passes 2 GiB.
+  [[nodiscard]] std::vector<std::string> exchange(const std::vector<std::string>& outgoing) const;
 
  private:
   int rank_ = 0;

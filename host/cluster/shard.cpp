@@ -9,7 +9,6 @@
 #include <fstream>
 #include <iterator>
 #include <numeric>
-#include <type_traits>
 
 #include <fmt/format.h>
 
@@ -152,6 +151,23 @@ launch detect_launch(std::string_view explicit_shard, const environment& env) {
   return out;
 }
 
+namespace {
+
+// An archived snapshot's work is the size of its image file as the catalog records it.
+std::uint64_t archived_image_bytes(const archive_source& source, const std::filesystem::path& base_dir,
+                                   const std::string& id) {
+  const std::filesystem::path named(source.archive);
+  const auto path = named.is_absolute() ? named : base_dir / named;
+  const archive::catalog catalog = archive::read_catalog(path);
+  const auto* entry = catalog.find(source.snapshot);
+  if (entry == nullptr)
+    throw input_error(fmt::format("{}: snapshot \"{}\": no snapshot {} in the archive", path.string(), id,
+                                  source.snapshot));
+  return entry->file_bytes;
+}
+
+}  // namespace
+
 std::uint64_t snapshot_work(const snapshot_spec& spec, const std::filesystem::path& base_dir) {
   const auto file_bytes = [&](const std::string& path) -> std::uint64_t {
     std::error_code ec;
@@ -163,16 +179,10 @@ std::uint64_t snapshot_work(const snapshot_spec& spec, const std::filesystem::pa
   std::uint64_t bytes = 0;
   std::visit(
       [&](const auto& source) {
-        using source_type = std::decay_t<decltype(source)>;
         if constexpr (requires { source.regions; }) {
           for (const auto& region : source.regions) bytes += region.size;
-        } else if constexpr (std::is_same_v<source_type, archive_source>) {
-          // An archived snapshot weighs what its image file did when it was added.
-          const auto catalog = archive::read_catalog(base_dir / source.archive);
-          const auto* entry = catalog.find(source.snapshot);
-          if (!entry) throw input_error(fmt::format("{}: no snapshot \"{}\" in this archive",
-                                                    (base_dir / source.archive).string(), source.snapshot));
-          bytes += entry->file_bytes;
+        } else if constexpr (requires { source.snapshot; }) {
+          bytes += archived_image_bytes(source, base_dir, spec.id);
         } else {
           bytes += file_bytes(source.path);
         }
