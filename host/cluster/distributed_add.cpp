@@ -143,7 +143,7 @@ archive::add_report add_snapshots_distributed(const mpi_world& world, const std:
       auto& snap = local[s];
       const std::byte* base = snap.layout.file->bytes().data();
       for (const u64 offset : snap.layout.page_offsets) snap.pages.push_back(base + offset);
-      snap.identities = archive::identify_pages(snap.pages, options.jobs);
+      snap.identities = archive::identify_pages(snap.pages, options.jobs, options.hash_backend);
       for (std::size_t i = 0; i < snap.pages.size(); ++i) {
         const auto& page = snap.identities[i];
         if (page.zero || store.find(page.id) || sent.contains(page.id)) continue;

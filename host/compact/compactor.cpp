@@ -141,24 +141,11 @@ class dense_allocator {
     }
   }
 
-  visit_format(input.format(), [&]<class Format>() {
-    // Every rebuilt table is one granule, a smaller top table included.
-    const u64 granule_bytes = Format::table_bytes(Format::levels - 1);
-    const u64 address_limit = (Format::address_mask | (granule_bytes - 1)) + 1;
-    frame_plan plan(input.image, walk, policy, granule_bytes, address_limit, out.stats);
-    check_tables_fit(input, plan, address_limit);
-    out.tables = page_table_buffer(plan.table_base(), granule_bytes);
-    std::vector<u64> upper_tables;
-    for (const u64 ttbr1 : input.upper_roots()) upper_tables.push_back(root_table_address<Format>(ttbr1));
-    const auto new_roots = relinker<Format, page_table_buffer>(out.tables, input.image, plan, policy, out.stats)
-                               .run(walk, upper_tables);
-    out.data = plan.take_pieces();
-    // The non-address bits of the input roots (CR3 PCID; TTBR ASID and CnP) stay.
-    const auto kept_bits = [](u64 root) { return root & ~Format::root_table_address(~u64{0}); };
-    for (std::size_t i = 0; i < new_roots[0].size(); ++i)
-      out.spec.roots.push_back(new_roots[0][i] | kept_bits(input.roots()[i]));
-    for (std::size_t i = 0; i < new_roots[1].size(); ++i)
-      out.spec.upper_roots.push_back(new_roots[1][i] | kept_bits(input.upper_roots()[i]));
+  // The first `alignment`-aligned address at or above `from` where `size`
+  // bytes meet no reserved range.
+  [[nodiscard]] u64 first_free(u64 from, u64 size, u64 alignment) const {
+    return first_free_gap(reserved_, from, size, alignment);
+  }
 
   [[nodiscard]] u64 end() const { return cursor_; }
   [[nodiscard]] const std::vector<interval>& holes() const { return holes_; }
