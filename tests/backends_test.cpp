@@ -214,6 +214,9 @@ TEST(backends, generated_fleets_of_every_shape) {
     shapes.emplace_back(mixed);
   for (const auto& text : shapes) {
     fleet_shape shape = parse_fleet_shape(text);
+    // AArch64 fleets reach the cpu walk through walk_snapshots' routing
+    // (aarch64_fleet_test) until the walkers take them themselves (issue 10).
+    if (shape.arm != arm_mode::off) continue;
     shape.snapshots = std::min<u32>(shape.snapshots, 3);
     shape.spaces_per_snapshot = std::min<u32>(shape.spaces_per_snapshot, 40);
     shape.user_pages_per_space = std::min<u32>(shape.user_pages_per_space, 64);

@@ -313,7 +313,7 @@ TEST(fleet_shape_text, presets_overrides_and_canonical_form) {
   EXPECT_EQ(shape("la57").la57, la57_mode::all);
   EXPECT_EQ(format_fleet_shape(fleet_shape{}),
             "snapshots=2,spaces=8,pages=64,kernel=256,share_kernel=1,nanvix=0,large=0,cow=0,self_ref=0,"
-            "dups=0,la57=off,hostile=0,frames=0,seed=1");
+            "dups=0,la57=off,arm=off,hostile=0,frames=0,seed=1");
   for (const auto preset : fleet_presets())
     EXPECT_EQ(shape(format_fleet_shape(shape(preset))), shape(preset));
 }

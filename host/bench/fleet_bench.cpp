@@ -188,7 +188,9 @@ bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string
   for (const walk_backend backend : options.backends) {
     backend_bench& b = report.backends.emplace_back();
     b.name = backend_name(backend);
-    if (auto why = unavailable(backend); !why.empty()) {
+    std::string why = unavailable(backend);
+    if (why.empty()) why = backend_refusal(fleet, backend);
+    if (!why.empty()) {
       b.skipped = std::move(why);
       continue;
     }
@@ -224,7 +226,7 @@ bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string
   }
   for (const auto& w : baseline) {
     report.fleet.tables += total_tables(w.stats);
-    report.fleet.leaves += w.stats.leaves_4k + w.stats.leaves_2m + w.stats.leaves_1g;
+    report.fleet.leaves += w.stats.leaves();
     report.fleet.aliases += total_aliases(w.stats);
   }
   // Relink + compact: the CPU work the walk hides behind in `ptwalk compact`.

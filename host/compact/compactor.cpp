@@ -107,14 +107,14 @@ class dense_allocator {
     }
   }
 
-  // The first 4 KiB-aligned address at or above `from` where `size` bytes
-  // meet no reserved range.
-  [[nodiscard]] u64 first_free(u64 from, u64 size) const {
-    from = align_up(from, page_4k);
+  // The first `alignment`-aligned address at or above `from` where `size`
+  // bytes meet no reserved range.
+  [[nodiscard]] u64 first_free(u64 from, u64 size, u64 alignment) const {
+    from = align_up(from, alignment);
     for (const interval& r : reserved_) {
       if (r.end <= from) continue;
       if (r.first >= from + size) break;
-      from = align_up(r.end, page_4k);
+      from = align_up(r.end, alignment);
     }
     return from;
   }
@@ -162,11 +162,11 @@ struct frame {
 
 // Where every frame some leaf maps goes: the data region, its original
 // address, or nowhere. Also yields the output's data pieces and the address
-// the page tables start at.
+// the page tables (of `table_bytes` each, one granule) start at.
 class frame_plan {
  public:
   frame_plan(const memory_image& image, const snapshot_walk& walk, const compaction_policy& policy,
-             compaction_stats& stats)
+             u64 table_bytes, compaction_stats& stats)
       : image_(image) {
     collect(walk);
     classify(policy);
@@ -177,11 +177,11 @@ class frame_plan {
     if (policy.keep_pa) {
       u64 top = in_place.empty() ? 0 : in_place.back().end;
       if (!image.regions().empty()) top = std::max(top, image.regions().back().end());
-      table_base_ = align_up(top, page_4k);
+      table_base_ = align_up(top, table_bytes);
     } else {
       dense_allocator allocator(in_place);
       place_copies(allocator);
-      table_base_ = allocator.first_free(allocator.end(), max_tables * page_4k);
+      table_base_ = allocator.first_free(allocator.end(), max_tables * table_bytes, table_bytes);
       for (const interval& hole : allocator.holes()) {
         pieces_.push_back({hole.first, hole.end - hole.first, nullptr});
         stats.padding_bytes += hole.end - hole.first;
@@ -215,6 +215,9 @@ class frame_plan {
     frames_.erase(std::unique(frames_.begin(), frames_.end(),
                               [](const frame& a, const frame& b) { return a.same_frame(b.pa, b.size_log2); }),
                   frames_.end());
+    for (const frame& f : frames_) sizes_.push_back(f.size_log2);
+    std::sort(sizes_.begin(), sizes_.end());
+    sizes_.erase(std::unique(sizes_.begin(), sizes_.end()), sizes_.end());
   }
 
   void classify(const compaction_policy& policy) {
@@ -229,15 +232,15 @@ class frame_plan {
   // A small frame inside a larger frame that is copied anyway reuses that
   // copy, so two mappings of the same memory stay one memory after.
   void nest_small_in_large() {
-    for (u8 size_log2 : {u8{21}, u8{12}})
+    for (auto size = sizes_.rbegin(); size != sizes_.rend(); ++size)
       for (frame& f : frames_)
-        if (f.size_log2 == size_log2 && f.state == frame_state::copied && copied_outer(f) != nullptr)
+        if (f.size_log2 == *size && f.state == frame_state::copied && copied_outer(f) != nullptr)
           f.state = frame_state::nested;
   }
 
   // The smallest larger frame around `f` whose bytes are copied, if any.
   [[nodiscard]] const frame* copied_outer(const frame& f) const {
-    for (u8 outer_log2 : {u8{21}, u8{30}}) {
+    for (const u8 outer_log2 : sizes_) {
       if (outer_log2 <= f.size_log2) continue;
       const frame* outer = lookup(f.pa & ~((u64{1} << outer_log2) - 1), outer_log2);
       if (outer != nullptr && (outer->state == frame_state::copied || outer->state == frame_state::nested))
@@ -254,7 +257,8 @@ class frame_plan {
   }
 
   void place_copies(dense_allocator& allocator) {
-    for (u8 size_log2 : {u8{30}, u8{21}, u8{12}}) {
+    for (auto size = sizes_.rbegin(); size != sizes_.rend(); ++size) {
+      const u8 size_log2 = *size;
       for (frame& f : frames_)
         if (f.size_log2 == size_log2 && f.state == frame_state::copied) {
           f.new_pa = allocator.place(f.size());
@@ -291,6 +295,7 @@ class frame_plan {
 
   const memory_image& image_;
   std::vector<frame> frames_;  // by (pa, size)
+  std::vector<u8> sizes_;      // the leaf sizes present, ascending
   std::vector<output_piece> pieces_;
   u64 table_base_ = 0;
 };
@@ -309,28 +314,39 @@ class relinker {
            const compaction_policy& policy, compaction_stats& stats)
       : ops_(ops), image_(image), plan_(plan), policy_(policy), stats_(stats) {}
 
-  std::vector<u64> run(const snapshot_walk& walk) {
-    original_roots_ = walk.roots;
-    std::vector<u64> new_roots;
-    for (std::size_t space = 0; space < walk.space_count(); ++space) {
-      const auto records = walk.records_of(space);
-      if (!records.empty() && !records.front().is_leaf() && records.front().depth == 0) {
-        // A root listed again: the same rebuilt root, so the sharing stays total.
-        if (records.front().owner >= space) throw walk_mismatch("a shared root names a later owner");
-        roots_.push_back(roots_[records.front().owner]);
-      } else {
-        roots_.push_back(ops_.alloc_table());
-        ops_.update_root(roots_.back());
-        for_each_owned_entry<Format>(image_, walk.roots[space], records,
-                                     [&](const owned_entry& e) { place(e); });
-      }
-      new_roots.push_back(ops_.to_phys(roots_.back()));
-    }
+  // `upper_roots`: the TTBR1 tables of the spaces (empty: lower halves only).
+  // Returns the new root tables per half, primacy order.
+  std::array<std::vector<u64>, 2> run(const snapshot_walk& walk, std::span<const u64> upper_roots) {
+    original_roots_[0] = walk.roots;
+    original_roots_[1].assign(upper_roots.begin(), upper_roots.end());
+    const unsigned halves = upper_roots.empty() ? 1 : 2;
+    for (std::size_t space = 0; space < walk.space_count(); ++space)
+      for (unsigned half = 0; half < halves; ++half)
+        rebuild_half(space, half, records_of_half<Format>(walk.records_of(space), half));
+    std::array<std::vector<u64>, 2> new_roots;
+    for (unsigned half = 0; half < 2; ++half)
+      for (const table_addr root : roots_[half]) new_roots[half].push_back(ops_.to_phys(root));
     return new_roots;
   }
 
  private:
   using table_addr = typename Ops::table_addr;
+
+  void rebuild_half(std::size_t space, unsigned half, std::span<const space_aware_mapping> records) {
+    if (root_is_shared(records)) {
+      // A root seen before: the same rebuilt root, so the sharing stays total.
+      const space_aware_mapping& r = records.front();
+      const unsigned owner_half = half_of<Format>(r.pa);
+      if (r.owner > space || (r.owner == space && owner_half >= half))
+        throw walk_mismatch("a shared root names a later owner");
+      roots_[half].push_back(roots_[owner_half][r.owner]);
+      return;
+    }
+    roots_[half].push_back(ops_.alloc_table());
+    ops_.update_root(roots_[half].back());
+    for_each_owned_entry<Format>(image_, original_roots_[half][space], half, records,
+                                 [&](const owned_entry& e) { place(e); });
+  }
 
   // New tables on the way down get the bits of the original entries above.
   static intermediate_flags flags_of(std::span<const u64> path) {
@@ -366,8 +382,8 @@ class relinker {
       return;
     }
     u64 flags = r.flags;
-    if (policy_.cow_writable && (flags & Format::bit_writable) != 0) {
-      flags = (flags & ~(Format::bit_writable | Format::cow_field_mask)) | Format::cow_field_value;
+    if (policy_.cow_writable && Format::writable_by_own_bits(flags)) {
+      flags = Format::as_cow_leaf(flags);
       ++stats_.leaves_made_cow;
     }
     check(map<Format>(ops_, {r.va, f.new_pa, r.size_log2, flags, tables}), r.va);
@@ -380,7 +396,7 @@ class relinker {
   // if the table is missing it had nothing to copy: it is created empty,
   // with the owner's original entries above it, so the link still shares.
   table_addr shared_table(u32 owner, unsigned depth, u64 their_va) {
-    table_addr table = roots_[owner];
+    table_addr table = roots_[half_of<Format>(their_va)][owner];
     const u64 linear = Format::linear(their_va);
     for (unsigned d = 0; d < depth; ++d) {
       const u64 entry = ops_.read_entry(ops_.entry_addr(table, Format::table_index(linear, d)));
@@ -393,7 +409,8 @@ class relinker {
   table_addr empty_shared_table(u32 owner, unsigned depth, u64 their_va) {
     std::array<u64, max_levels> path{};
     const image_table_view original(image_);
-    u64 table = original_roots_[owner];
+    const unsigned half = half_of<Format>(their_va);
+    u64 table = original_roots_[half][owner];
     for (unsigned d = 0; d < depth; ++d) {
       path[d] = original.read_entry(original.entry_addr(table, Format::table_index(Format::linear(their_va), d)));
       if (Format::classify(path[d], d) != entry_kind::table)
@@ -402,7 +419,7 @@ class relinker {
     }
     const table_addr shared = ops_.alloc_table();
     const table_addr current_root = ops_.root_table();
-    ops_.update_root(roots_[owner]);
+    ops_.update_root(roots_[half][owner]);
     const map_status status = space_aware_map<Format>(ops_, depth, their_va, shared, path[depth - 1],
                                                       flags_of(std::span(path.data(), depth)));
     ops_.update_root(current_root);
@@ -422,8 +439,8 @@ class relinker {
   const frame_plan& plan_;
   const compaction_policy& policy_;
   compaction_stats& stats_;
-  std::vector<u64> original_roots_;
-  std::vector<table_addr> roots_;  // rebuilt roots so far, primacy order
+  std::array<std::vector<u64>, 2> original_roots_;   // per half
+  std::array<std::vector<table_addr>, 2> roots_;     // rebuilt roots so far per half, primacy order
 };
 
 nlohmann::json output_meta(const nlohmann::json& input_meta, const compaction_policy& policy,
@@ -486,20 +503,28 @@ compacted_snapshot compact_snapshot(const loaded_snapshot& input, const snapshot
     throw walk_mismatch(fmt::format("{}: walk has {} spaces, snapshot has {} roots", input.id(),
                                     walk.roots.size(), input.roots().size()));
   compacted_snapshot out;
-  frame_plan plan(input.image, walk, policy, out.stats);
-  out.tables = page_table_buffer(plan.table_base());
-  std::vector<u64> new_roots = visit_x86_format(input.format(), [&]<class Format>() {
-    return relinker<Format, page_table_buffer>(out.tables, input.image, plan, policy, out.stats).run(walk);
+  visit_format(input.format(), [&]<class Format>() {
+    // Every rebuilt table is one granule, a smaller top table included.
+    const u64 table_bytes = Format::table_bytes(Format::levels - 1);
+    frame_plan plan(input.image, walk, policy, table_bytes, out.stats);
+    out.tables = page_table_buffer(plan.table_base(), table_bytes);
+    std::vector<u64> upper_tables;
+    for (const u64 ttbr1 : input.upper_roots()) upper_tables.push_back(root_table_address<Format>(ttbr1));
+    const auto new_roots = relinker<Format, page_table_buffer>(out.tables, input.image, plan, policy, out.stats)
+                               .run(walk, upper_tables);
+    out.data = plan.take_pieces();
+    // The non-address bits of the input roots (CR3 PCID; TTBR ASID and CnP) stay.
+    const auto kept_bits = [](u64 root) { return root & ~Format::root_table_address(~u64{0}); };
+    for (std::size_t i = 0; i < new_roots[0].size(); ++i)
+      out.spec.roots.push_back(new_roots[0][i] | kept_bits(input.roots()[i]));
+    for (std::size_t i = 0; i < new_roots[1].size(); ++i)
+      out.spec.upper_roots.push_back(new_roots[1][i] | kept_bits(input.upper_roots()[i]));
   });
-  out.data = plan.take_pieces();
 
   out.spec.id = input.id();
   out.spec.format = input.format();
   out.spec.labels = input.spec.labels;
-  // CR3 flag bits (PCID) of the input roots are kept on the new roots.
-  for (std::size_t i = 0; i < new_roots.size(); ++i)
-    out.spec.roots.push_back(new_roots[i] | (input.roots()[i] & (page_4k - 1)));
-  out.stats.spaces = new_roots.size();
+  out.stats.spaces = out.spec.roots.size();
   out.stats.tables = out.tables.table_count();
   out.stats.bytes_in = input.image.backed_bytes();
   for (const output_run& run : out.runs()) out.stats.bytes_out += run.size;

@@ -125,11 +125,9 @@ class snapshot_verifier {
       differ(b.va, fmt::format("page size {:#x} before, {:#x} after", b.size(), a.size()));
       return;
     }
-    // --cow-writable: a leaf entry with RW becomes read-only with bits 11:9 = 0b001.
-    const bool made_cow = policy_.cow_writable && (b.flags & Format::bit_writable) != 0;
-    const u64 expected_flags =
-        made_cow ? (b.flags & ~(Format::bit_writable | Format::cow_field_mask)) | Format::cow_field_value
-                 : b.flags;
+    // --cow-writable: a leaf writable by its own bits becomes a read-only CoW leaf.
+    const bool made_cow = policy_.cow_writable && Format::writable_by_own_bits(b.flags);
+    const u64 expected_flags = made_cow ? Format::as_cow_leaf(b.flags) : b.flags;
     const u8 expected_perms = made_cow ? static_cast<u8>((b.perms & ~perm_writable) | perm_cow) : b.perms;
     if (a.perms != expected_perms)
       differ(b.va, fmt::format("permissions {} expected, {} after", perms_text(expected_perms), perms_text(a.perms)));
@@ -146,12 +144,18 @@ class snapshot_verifier {
   // effective permissions of every VA under it (in every space sharing it)
   // are unchanged.
   void check_path(u64 va, unsigned depth) {
-    const path_entries before = path_to(before_.image, walk_before_.roots[space_], va, depth);
-    const path_entries after = path_to(after_.image, walk_after_.roots[space_], va, depth);
+    const path_entries before = path_to(before_.image, root_of(before_, walk_before_, space_, half_of<Format>(va)), va, depth);
+    const path_entries after = path_to(after_.image, root_of(after_, walk_after_, space_, half_of<Format>(va)), va, depth);
     for (unsigned d = 0; d < depth; ++d)
       if ((before[d] & ~Format::address_mask) != (after[d] & ~Format::address_mask))
         differ(va, fmt::format("depth-{} entry bits {:#x} before, {:#x} after", d,
                                before[d] & ~Format::address_mask, after[d] & ~Format::address_mask));
+  }
+
+  // The root table of one half of a space (the walk names the lower ones).
+  static u64 root_of(const loaded_snapshot& snapshot, const snapshot_walk& walk, std::size_t space, unsigned half) {
+    if (half == 0) return walk.roots[space];
+    return snapshot.upper_roots().empty() ? 0 : root_table_address<Format>(snapshot.upper_roots()[space]);
   }
 
   static path_entries path_to(const memory_image& image, u64 root, u64 va, unsigned depth) {
@@ -214,8 +218,8 @@ class snapshot_verifier {
   }
 
   void check_os_private() {
-    const auto before = os_private_entries(before_.image, walk_before_, space_);
-    const auto after = os_private_entries(after_.image, walk_after_, space_);
+    const auto before = os_private_entries(before_, walk_before_, space_);
+    const auto after = os_private_entries(after_, walk_after_, space_);
     out_.counts.os_private_entries += before.size();
     if (before == after) return;
     std::vector<os_private_entry> lost, gained;
@@ -227,12 +231,16 @@ class snapshot_verifier {
       differ(e.va, fmt::format("not-present depth-{} entry {:#x} appeared", e.depth, e.entry));
   }
 
-  static std::vector<os_private_entry> os_private_entries(const memory_image& image, const snapshot_walk& walk,
+  static std::vector<os_private_entry> os_private_entries(const loaded_snapshot& snapshot, const snapshot_walk& walk,
                                                           std::size_t space) {
     std::vector<os_private_entry> entries;
-    for_each_owned_entry<Format>(image, walk.roots[space], walk.records_of(space), [&](const owned_entry& e) {
-      if (e.kind == owned_entry_kind::os_private) entries.push_back({e.depth, e.va, e.entry});
-    });
+    const unsigned halves = snapshot.upper_roots().empty() ? 1 : 2;
+    for (unsigned half = 0; half < halves; ++half)
+      for_each_owned_entry<Format>(snapshot.image, root_of(snapshot, walk, space, half), half,
+                                   records_of_half<Format>(walk.records_of(space), half), [&](const owned_entry& e) {
+                                     if (e.kind == owned_entry_kind::os_private)
+                                       entries.push_back({e.depth, e.va, e.entry});
+                                   });
     return entries;
   }
 
@@ -279,7 +287,7 @@ verification verify_snapshot(const loaded_snapshot& original, const loaded_snaps
     return out;
   }
   try {
-    visit_x86_format(original.format(), [&]<class Format>() {
+    visit_format(original.format(), [&]<class Format>() {
       snapshot_verifier<Format>(original, compacted, out, max_differences).run();
     });
   } catch (const input_error& e) {

@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 
 #include "common/atomic_file.hpp"
+#include "generate/built_snapshot.hpp"
 #include "input/manifest.hpp"
 #include "ptwalk/map.hpp"
 #include "input/table_views.hpp"
@@ -91,12 +92,6 @@ constexpr u64 big_frames = 4;                          // 2 MiB frames: two for 
 struct leaf_plan {
   u64 va, pa, flags;
   unsigned shift = 12;
-};
-
-struct built_snapshot {
-  loaded_snapshot snapshot;
-  snapshot_expectation expected;
-  std::vector<std::pair<u64, u64>> extents;  // [begin, end) ranges holding non-zero bytes
 };
 
 // Counts what the walk of the whole VA range will report, as entries are
@@ -487,12 +482,9 @@ class snapshot_builder {
   std::optional<page_table_buffer> cut_;
 };
 
-bool uses_la57(const fleet_shape& shape, u32 index) {
-  return shape.la57 == la57_mode::all || (shape.la57 == la57_mode::some && index % 2 == 1);
-}
-
 built_snapshot build_snapshot(const fleet_shape& shape, u32 index) {
-  const paging_format format = uses_la57(shape, index) ? paging_format::x86_64_la57 : paging_format::x86_64;
+  const paging_format format = snapshot_format(shape, index);
+  if (is_aarch64(format)) return build_aarch64_snapshot(shape, index, format);
   return visit_x86_format(format, [&]<class F>() { return snapshot_builder<F>(shape, index).build(); });
 }
 

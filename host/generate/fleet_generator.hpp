@@ -28,6 +28,9 @@ namespace ptwalk {
 
 // Which snapshots use 5-level paging (LA57).
 enum class la57_mode : u8 { off, some, all };  // some: every odd-numbered snapshot
+// AArch64 fleets: off (x86-64), one format for every snapshot, or mixed
+// (snapshot i uses the (i mod 6)-th, so a fleet of six covers every granule).
+enum class arm_mode : u8 { off, k4_48, k4_39, k16_47, k16_48, k64_42, k64_48, mixed };
 
 struct fleet_shape {
   u32 snapshots = 2;
@@ -46,6 +49,11 @@ struct fleet_shape {
   bool self_reference = false;  // every space's top table maps itself (Windows-style self-map, index 493)
   u32 duplicate_roots = 0;      // extra roots per snapshot repeating earlier ones, with PCID bits
   la57_mode la57 = la57_mode::off;
+  // AArch64 (aarch64_fleet.cpp): share_kernel = Linux-like (per-process
+  // TTBR0, one shared TTBR1), else Hyperlight-like (TTBR0 only); large =
+  // 2 or 32 MiB blocks (none for 64 KiB granules); heaps in contiguous-bit
+  // runs. nanvix, self_ref, dups, hostile and la57 are x86-only.
+  arm_mode arm = arm_mode::off;
   // Adds three roots per snapshot: one whose 512 entries all point at itself,
   // one with tables outside the image, an unbacked leaf, swap-like
   // not-present entries and a table used as both PD and PT, and one whose
@@ -60,11 +68,14 @@ struct fleet_shape {
 
 // Throws input_error when the shape is out of range or inconsistent.
 void validate_shape(const fleet_shape& shape);
+// The paging format of snapshot `index` of a fleet of this shape.
+[[nodiscard]] paging_format snapshot_format(const fleet_shape& shape, u32 index);
 
 // Parses "PRESET,key=value,flag,...": an optional preset first (small, linux,
-// nanvix, hyperlight, recursive, everything, bench), then overrides. Keys:
+// nanvix, hyperlight, recursive, everything, bench, bench-arm, bench-arm64k), then overrides. Keys:
 // snapshots, spaces, pages, kernel, share_kernel, nanvix, large, cow,
-// self_ref, dups, la57 (off|some|all; bare: all), hostile, frames, seed. A bare
+// self_ref, dups, la57 (off|some|all; bare: all), arm (off|4k-48|4k-39|
+// 16k-47|16k-48|64k-42|64k-48|mixed; bare: 4k-48), hostile, frames, seed. A bare
 // boolean key means =1. Throws input_error naming the bad item.
 [[nodiscard]] fleet_shape parse_fleet_shape(std::string_view text);
 // The canonical "key=value,..." form; parse_fleet_shape reads it back exactly.

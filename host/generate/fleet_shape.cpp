@@ -29,12 +29,26 @@ void validate_shape(const fleet_shape& shape) {
     throw input_error("fleet shape: frames must be 0 (automatic) or at least 8");
   if (shape.nanvix_groups > 0 && shape.share_kernel_half)
     throw input_error("fleet shape: nanvix groups share the kernel's page tables, so share_kernel must be 0");
+  if (shape.arm != arm_mode::off && (shape.nanvix_groups > 0 || shape.self_reference || shape.duplicate_roots > 0 ||
+                                     shape.hostile || shape.la57 != la57_mode::off))
+    throw input_error("fleet shape: nanvix, self_ref, dups, hostile and la57 are for x86 fleets, not arm");
+}
+
+paging_format snapshot_format(const fleet_shape& shape, u32 index) {
+  constexpr paging_format arm_formats[] = {paging_format::aarch64_4k_48,  paging_format::aarch64_4k_39,
+                                           paging_format::aarch64_16k_47, paging_format::aarch64_16k_48,
+                                           paging_format::aarch64_64k_42, paging_format::aarch64_64k_48};
+  if (shape.arm == arm_mode::mixed) return arm_formats[index % 6];
+  if (shape.arm != arm_mode::off) return arm_formats[static_cast<unsigned>(shape.arm) - 1];
+  const bool la57 = shape.la57 == la57_mode::all || (shape.la57 == la57_mode::some && index % 2 == 1);
+  return la57 ? paging_format::x86_64_la57 : paging_format::x86_64;
 }
 
 namespace {
 
 using shape_field =
-    std::variant<u32 fleet_shape::*, u64 fleet_shape::*, bool fleet_shape::*, la57_mode fleet_shape::*>;
+    std::variant<u32 fleet_shape::*, u64 fleet_shape::*, bool fleet_shape::*, la57_mode fleet_shape::*,
+                 arm_mode fleet_shape::*>;
 struct shape_key {
   std::string_view name;
   shape_field field;
@@ -52,11 +66,14 @@ constexpr std::array shape_keys{
     shape_key{"self_ref", &fleet_shape::self_reference},
     shape_key{"dups", &fleet_shape::duplicate_roots},
     shape_key{"la57", &fleet_shape::la57},
+    shape_key{"arm", &fleet_shape::arm},
     shape_key{"hostile", &fleet_shape::hostile},
     shape_key{"frames", &fleet_shape::data_frames},
     shape_key{"seed", &fleet_shape::seed},
 };
 constexpr std::array<std::string_view, 3> la57_names{"off", "some", "all"};
+constexpr std::array<std::string_view, 8> arm_names{"off",    "4k-48",  "4k-39",  "16k-47",
+                                                    "16k-48", "64k-42", "64k-48", "mixed"};
 
 struct preset {
   std::string_view name;
@@ -71,8 +88,8 @@ fleet_shape make_shape(u32 snapshots, u32 spaces, u32 pages, u32 kernel, auto&& 
   tweak(s);
   return s;
 }
-const std::array<preset, 7>& presets() {
-  static const std::array<preset, 7> all{
+const std::array<preset, 9>& presets() {
+  static const std::array<preset, 9> all{
       preset{"small", fleet_shape{}},
       preset{"linux", make_shape(4, 128, 256, 1024,
                                  [](fleet_shape& s) {
@@ -93,6 +110,9 @@ const std::array<preset, 7>& presets() {
                                         s.la57 = la57_mode::some;
                                       })},
       preset{"bench", make_shape(1, 10'000, 64, 512, [](fleet_shape&) {})},
+      // The bench fleet on AArch64: 4 KiB and 64 KiB granules (16x larger tables).
+      preset{"bench-arm", make_shape(1, 10'000, 64, 512, [](fleet_shape& s) { s.arm = arm_mode::k4_48; })},
+      preset{"bench-arm64k", make_shape(1, 10'000, 64, 512, [](fleet_shape& s) { s.arm = arm_mode::k64_48; })},
   };
   return all;
 }
@@ -137,6 +157,13 @@ void set_field(fleet_shape& shape, const shape_key& key, std::string_view value,
         throw input_error(fmt::format("fleet shape: \"{}\": expected off, some or all", item));
       shape.*f = static_cast<la57_mode>(it - la57_names.begin());
     }
+    void operator()(arm_mode fleet_shape::*f) const {
+      const auto it = std::find(arm_names.begin(), arm_names.end(), bare ? "4k-48" : value);
+      if (it == arm_names.end())
+        throw input_error(fmt::format("fleet shape: \"{}\": expected off, 4k-48, 4k-39, 16k-47, 16k-48, 64k-42, "
+                                      "64k-48 or mixed", item));
+      shape.*f = static_cast<arm_mode>(it - arm_names.begin());
+    }
   };
   std::visit(setter{shape, value, item, bare}, key.field);
 }
@@ -180,6 +207,9 @@ std::string format_fleet_shape(const fleet_shape& shape) {
     std::string operator()(bool fleet_shape::*f) const { return shape.*f ? "1" : "0"; }
     std::string operator()(la57_mode fleet_shape::*f) const {
       return std::string(la57_names[static_cast<std::size_t>(shape.*f)]);
+    }
+    std::string operator()(arm_mode fleet_shape::*f) const {
+      return std::string(arm_names[static_cast<std::size_t>(shape.*f)]);
     }
   };
   std::string out;

@@ -97,7 +97,7 @@ namespace {
 
 // Where the backends stand on AArch64 (issue 10 moves it into them): the cpu
 // walk hands AArch64 snapshots to the reference walker, which gives the same
-// bytes; the level-synchronous walks refuse them.
+// bytes; the level-synchronous walks refuse them (backend_refusal).
 std::vector<snapshot_walk> cpu_walk_routing_aarch64(std::span<const loaded_snapshot> snapshots,
                                                     const walk_options& options) {
   std::vector<snapshot_walk> out =
@@ -107,20 +107,23 @@ std::vector<snapshot_walk> cpu_walk_routing_aarch64(std::span<const loaded_snaps
   return out;
 }
 
-void refuse_aarch64(std::span<const loaded_snapshot> snapshots, walk_backend backend) {
+}  // namespace
+
+std::string backend_refusal(std::span<const loaded_snapshot> snapshots, walk_backend backend) {
+  const walk_backend resolved = resolve_backend(backend);
+  if (resolved != walk_backend::thrust_cpu && resolved != walk_backend::cuda) return {};
   for (const auto& s : snapshots)
     if (is_aarch64(s.format()))
-      throw std::runtime_error(fmt::format("snapshot {}: the {} backend does not walk {} yet; use --backend cpu",
-                                           s.id(), backend_name(backend), format_name(s.format())));
+      return fmt::format("snapshot {}: the {} backend does not walk {} yet; use --backend cpu", s.id(),
+                         backend_name(resolved), format_name(s.format()));
+  return {};
 }
-
-}  // namespace
 
 std::vector<snapshot_walk> walk_snapshots(std::span<const loaded_snapshot> snapshots, walk_backend backend,
                                           const walk_options& options) {
-  const walk_backend resolved = resolve_backend(backend);
-  if (resolved == walk_backend::thrust_cpu || resolved == walk_backend::cuda) refuse_aarch64(snapshots, resolved);
-  switch (resolved) {
+  if (const std::string refusal = backend_refusal(snapshots, backend); !refusal.empty())
+    throw std::runtime_error(refusal);
+  switch (resolve_backend(backend)) {
     case walk_backend::reference: {
       std::vector<snapshot_walk> out;
       out.reserve(snapshots.size());

@@ -9,20 +9,24 @@
 // stops where it emitted AnotherSpace, and hands each non-zero entry to a
 // visitor with the entries above it. It checks the walk's records against
 // the image on the way, so a walk from another backend that disagrees with
-// the image is caught here rather than rebuilt wrongly.
+// the image is caught here rather than rebuilt wrongly. It works on one half
+// of a space (format.hpp) at a time: records_of_half splits a space's records.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <span>
 #include <stdexcept>
 #include <type_traits>
+#include <vector>
 
 #include <fmt/format.h>
 
 #include "input/memory_image.hpp"
 #include "ptwalk/format.hpp"
 #include "ptwalk/mapping.hpp"
+#include "ptwalk/walk.hpp"
 
 namespace ptwalk {
 
@@ -52,15 +56,15 @@ class owned_entry_walker {
                      Visitor& visit)
       : image_(image), records_(records), visit_(visit) {}
 
-  void run(u64 root) {
-    walk_table(root, 0, 0);
+  void run(u64 root, unsigned half) {
+    walk_table(root, 0, half_start<Format>(half));
     if (next_ != records_.size()) mismatch(records_[next_].va, "record not found in the tables");
   }
 
  private:
   void walk_table(u64 table_pa, unsigned depth, u64 block_va) {
-    std::array<u64, Format::entries_per_table> entries = read_table(table_pa);
-    for (unsigned index = 0; index < Format::entries_per_table; ++index) {
+    const std::vector<u64>& entries = read_table(table_pa, depth);
+    for (unsigned index = 0; index < Format::entries(depth); ++index) {
       const u64 entry = entries[index];
       if (entry == 0) continue;
       const u64 va = block_va + (u64{index} << Format::entry_shift(depth));
@@ -94,14 +98,16 @@ class owned_entry_walker {
   }
 
   // A table read whole when one region backs it; entry by entry (unbacked
-  // ones read as 0, as in the walk) when it is cut off.
-  std::array<u64, Format::entries_per_table> read_table(u64 table_pa) const {
-    std::array<u64, Format::entries_per_table> entries{};
-    if (const std::byte* bytes = image_.bytes_at(table_pa, Format::table_bytes(0))) {
-      std::memcpy(entries.data(), bytes, Format::table_bytes(0));
+  // ones read as 0, as in the walk) when it is cut off. One buffer per depth:
+  // the recursion holds one table per depth at a time.
+  const std::vector<u64>& read_table(u64 table_pa, unsigned depth) {
+    std::vector<u64>& entries = tables_[depth];
+    entries.assign(Format::entries(depth), 0);
+    if (const std::byte* bytes = image_.bytes_at(table_pa, Format::table_bytes(depth))) {
+      std::memcpy(entries.data(), bytes, Format::table_bytes(depth));
       return entries;
     }
-    for (unsigned i = 0; i < Format::entries_per_table; ++i) {
+    for (unsigned i = 0; i < Format::entries(depth); ++i) {
       bool backed = false;
       entries[i] = image_.read_u64(table_pa + 8 * u64{i}, backed);
     }
@@ -125,21 +131,38 @@ class owned_entry_walker {
   Visitor& visit_;
   std::size_t next_ = 0;
   std::array<u64, max_levels> path_{};
+  std::array<std::vector<u64>, max_levels> tables_;
 };
 
 }  // namespace detail
 
-// Visits the entries of the tables under `root` that the space with these
-// records (one space of a full-range walk) owns. A space whose root is
-// itself shared (a depth-0 AnotherSpace) owns nothing and visits nothing.
+// The records of one half of a space (lower half: 0), from all of its records.
+template <class Format>
+std::span<const space_aware_mapping> records_of_half(std::span<const space_aware_mapping> records,
+                                                     unsigned half) {
+  const auto upper = std::partition_point(records.begin(), records.end(), [](const space_aware_mapping& r) {
+    return half_of<Format>(r.va) == 0;
+  });
+  return half == 0 ? std::span(records.begin(), upper) : std::span(upper, records.end());
+}
+
+// Whether a half's records say its root is another visit's root (a depth-0
+// AnotherSpace, then nothing else).
+inline bool root_is_shared(std::span<const space_aware_mapping> half_records) {
+  if (half_records.empty() || half_records.front().is_leaf() || half_records.front().depth != 0) return false;
+  if (half_records.size() != 1) throw walk_mismatch("walk has records below a shared root");
+  return true;
+}
+
+// Visits the entries of the tables under `root` (the root table of half
+// `half`) that the space with these records (that half's records of one
+// space of a full-range walk) owns. A half whose root is itself shared owns
+// nothing and visits nothing.
 template <class Format, class Visitor>
-void for_each_owned_entry(const memory_image& image, u64 root,
-                          std::span<const space_aware_mapping> records, Visitor&& visit) {
-  if (!records.empty() && !records.front().is_leaf() && records.front().depth == 0) {
-    if (records.size() != 1) throw walk_mismatch("walk has records below a shared root");
-    return;
-  }
-  detail::owned_entry_walker<Format, std::remove_reference_t<Visitor>>(image, records, visit).run(root);
+void for_each_owned_entry(const memory_image& image, u64 root, unsigned half,
+                          std::span<const space_aware_mapping> half_records, Visitor&& visit) {
+  if (root_is_shared(half_records)) return;
+  detail::owned_entry_walker<Format, std::remove_reference_t<Visitor>>(image, half_records, visit).run(root, half);
 }
 
 }  // namespace ptwalk

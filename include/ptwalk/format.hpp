@@ -34,7 +34,7 @@ enum class entry_kind : u8 { not_present, leaf, table };
 //   entries(depth), table_bytes(depth), entry_shift(depth), entry_span(depth),
 //   table_index(linear_va, depth), can_be_large_leaf, is_last_depth, present,
 //   classify, table_address, leaf_address, leaf_flags, leaf_address_mask,
-//   is_cow, accumulate_perms, leaf_perms, make_table_entry, make_leaf_entry,
+//   is_cow, writable_by_own_bits, as_cow_leaf, accumulate_perms, leaf_perms, make_table_entry, make_leaf_entry,
 //   leaf_depth_for_shift, canonical, linear, is_canonical,
 //   root_table_address(cr3 or ttbr).
 // A space's VAs are one linear range [0, 2^linear_bits): the lower half,
@@ -45,9 +45,40 @@ enum class entry_kind : u8 { not_present, leaf, table };
 // accumulate_perms over the table entries; leaf_perms turns it and the leaf
 // into the record's perm_bits.
 
+// Members every format derives the same way from its own entry_shift,
+// entries, address_mask, levels and leaf rules (CRTP: one copy for all).
+template <class Format>
+struct paging_common {
+  PTWALK_HD static constexpr u64 entry_span(unsigned depth) { return u64{1} << Format::entry_shift(depth); }
+  PTWALK_HD static constexpr u64 table_bytes(unsigned depth) { return 8 * u64{Format::entries(depth)}; }
+  // Address bits of a leaf at `depth`: the format's address bits above the leaf's span.
+  PTWALK_HD static constexpr u64 leaf_address_mask(unsigned depth) {
+    return Format::address_mask & ~(entry_span(depth) - 1);
+  }
+  PTWALK_HD static constexpr u64 table_address(u64 entry) { return entry & Format::address_mask; }
+  PTWALK_HD static constexpr u64 leaf_address(u64 entry, unsigned depth) {
+    return entry & leaf_address_mask(depth);
+  }
+  PTWALK_HD static constexpr u64 leaf_flags(u64 entry, unsigned depth) {
+    return entry & ~leaf_address_mask(depth);
+  }
+  PTWALK_HD static constexpr bool present(u64 entry) { return (entry & Format::bit_present) != 0; }
+  // Depth at which a leaf of 2^shift bytes lives, if this format has one.
+  PTWALK_HD static constexpr int leaf_depth_for_shift(unsigned shift) {
+    for (unsigned d = 0; d < Format::levels; ++d)
+      if (Format::entry_shift(d) == shift && (Format::is_last_depth(d) || Format::can_be_large_leaf(d)))
+        return static_cast<int>(d);
+    return -1;
+  }
+};
+
 // x86-64 long-mode paging with Levels = 4 (48-bit VA) or 5 (LA57, 57-bit VA).
 template <unsigned Levels>
-struct x86_64_paging {
+struct x86_64_paging : paging_common<x86_64_paging<Levels>> {
+  using common = paging_common<x86_64_paging<Levels>>;
+  using common::entry_span, common::table_bytes, common::leaf_address_mask, common::table_address,
+      common::leaf_address, common::leaf_flags, common::present, common::leaf_depth_for_shift;
+
   static_assert(Levels == 4 || Levels == 5);
 
   static constexpr unsigned levels = Levels;
@@ -72,12 +103,10 @@ struct x86_64_paging {
   static constexpr u64 cow_field_value = u64{1} << 9;            // 0b001: Hyperlight's CoW marker
 
   PTWALK_HD static constexpr unsigned entries(unsigned) { return entries_per_table; }
-  PTWALK_HD static constexpr u64 table_bytes(unsigned) { return 8 * entries_per_table; }
   // log2 of the bytes one entry at `depth` covers: 39/30/21/12 for 4 levels.
   PTWALK_HD static constexpr unsigned entry_shift(unsigned depth) {
     return 12 + 9 * (Levels - 1 - depth);
   }
-  PTWALK_HD static constexpr u64 entry_span(unsigned depth) { return u64{1} << entry_shift(depth); }
   PTWALK_HD static constexpr unsigned table_index(u64 va, unsigned depth) {
     return static_cast<unsigned>((va >> entry_shift(depth)) & 511u);
   }
@@ -87,29 +116,22 @@ struct x86_64_paging {
   }
   PTWALK_HD static constexpr bool is_last_depth(unsigned depth) { return depth + 1 == Levels; }
 
-  PTWALK_HD static constexpr bool present(u64 entry) { return (entry & bit_present) != 0; }
   PTWALK_HD static constexpr entry_kind classify(u64 entry, unsigned depth) {
     if (!present(entry)) return entry_kind::not_present;
     if (is_last_depth(depth)) return entry_kind::leaf;
     if (can_be_large_leaf(depth) && (entry & bit_page_size) != 0) return entry_kind::leaf;
     return entry_kind::table;
   }
-  // Address bits of a leaf at `depth`: 51:12, 51:21 or 51:30.
-  PTWALK_HD static constexpr u64 leaf_address_mask(unsigned depth) {
-    return address_mask & ~(entry_span(depth) - 1);
-  }
-  PTWALK_HD static constexpr u64 table_address(u64 entry) { return entry & address_mask; }
-  PTWALK_HD static constexpr u64 leaf_address(u64 entry, unsigned depth) {
-    return entry & leaf_address_mask(depth);
-  }
-  PTWALK_HD static constexpr u64 leaf_flags(u64 entry, unsigned depth) {
-    return entry & ~leaf_address_mask(depth);
-  }
   // A CR3 value loses its low 12 bits (PCID or PWT/PCD) and anything above
   // the physical address field.
   PTWALK_HD static constexpr u64 root_table_address(u64 cr3) { return table_address(cr3); }
   PTWALK_HD static constexpr bool is_cow(u64 leaf_entry) {
     return (leaf_entry & cow_field_mask) == cow_field_value;
+  }
+  // --cow-writable: a leaf writable by its own bits becomes read-only CoW (Hyperlight).
+  PTWALK_HD static constexpr bool writable_by_own_bits(u64 leaf_entry) { return (leaf_entry & bit_writable) != 0; }
+  PTWALK_HD static constexpr u64 as_cow_leaf(u64 leaf_entry) {
+    return (leaf_entry & ~(bit_writable | cow_field_mask)) | cow_field_value;
   }
   // One step of the effective-permission accumulation along a path.
   PTWALK_HD static constexpr u8 accumulate_perms(u8 path, u64 entry) {
@@ -137,13 +159,6 @@ struct x86_64_paging {
     if (can_be_large_leaf(depth)) entry |= bit_page_size;
     return entry;
   }
-  // Depth at which a leaf of 2^page_shift bytes lives, if this format has one.
-  PTWALK_HD static constexpr int leaf_depth_for_shift(unsigned shift) {
-    for (unsigned d = 0; d < Levels; ++d)
-      if (entry_shift(d) == shift && (is_last_depth(d) || can_be_large_leaf(d)))
-        return static_cast<int>(d);
-    return -1;
-  }
 
   // Canonical form: sign-extend from bit va_bits-1. Linear form: the low va_bits.
   // Both orders agree, so records sorted by canonical VA are in VA order.
@@ -162,7 +177,11 @@ using x86_64_5level = x86_64_paging<5>;
 // KiB granule and VaBits = 64 - TnSZ for both halves; 48-bit output
 // addresses; table attributes honoured (TCR.HPDn = 0).
 template <unsigned GranuleShift, unsigned VaBits>
-struct aarch64_paging {
+struct aarch64_paging : paging_common<aarch64_paging<GranuleShift, VaBits>> {
+  using common = paging_common<aarch64_paging<GranuleShift, VaBits>>;
+  using common::entry_span, common::table_bytes, common::leaf_address_mask, common::table_address,
+      common::leaf_address, common::leaf_flags, common::present, common::leaf_depth_for_shift;
+
   static_assert(GranuleShift == 12 || GranuleShift == 14 || GranuleShift == 16);
 
   static constexpr unsigned page_shift = GranuleShift;
@@ -210,12 +229,10 @@ struct aarch64_paging {
   PTWALK_HD static constexpr unsigned entry_shift(unsigned depth) {
     return GranuleShift + index_bits * (levels - 1 - depth);
   }
-  PTWALK_HD static constexpr u64 entry_span(unsigned depth) { return u64{1} << entry_shift(depth); }
   // The top table resolves what is left of the VA bits: it may hold fewer entries.
   PTWALK_HD static constexpr unsigned entries(unsigned depth) {
     return depth == 0 ? 1u << (VaBits - entry_shift(0)) : 1u << index_bits;
   }
-  PTWALK_HD static constexpr u64 table_bytes(unsigned depth) { return 8 * u64{entries(depth)}; }
   // The index mask drops the half bit at depth 0: both halves use the same index bits.
   PTWALK_HD static constexpr unsigned table_index(u64 va, unsigned depth) {
     return static_cast<unsigned>((va >> entry_shift(depth)) & (entries(depth) - 1));
@@ -228,7 +245,6 @@ struct aarch64_paging {
   }
   PTWALK_HD static constexpr bool is_last_depth(unsigned depth) { return depth + 1 == levels; }
 
-  PTWALK_HD static constexpr bool present(u64 entry) { return (entry & bit_present) != 0; }
   // x0 invalid; 11 table (page at level 3); 01 block where the granule allows
   // one, invalid elsewhere (reserved at level 3).
   PTWALK_HD static constexpr entry_kind classify(u64 entry, unsigned depth) {
@@ -238,21 +254,11 @@ struct aarch64_paging {
     if (type_11) return entry_kind::table;
     return can_be_large_leaf(depth) ? entry_kind::leaf : entry_kind::not_present;
   }
-  PTWALK_HD static constexpr u64 leaf_address_mask(unsigned depth) {
-    return address_mask & ~(entry_span(depth) - 1);
-  }
-  PTWALK_HD static constexpr u64 table_address(u64 entry) { return entry & address_mask; }
-  PTWALK_HD static constexpr u64 leaf_address(u64 entry, unsigned depth) {
-    return entry & leaf_address_mask(depth);
-  }
-  PTWALK_HD static constexpr u64 leaf_flags(u64 entry, unsigned depth) {
-    return entry & ~leaf_address_mask(depth);
-  }
   // A top table is aligned to its size, and to at least 64 bytes (docs/AARCH64.md).
-  static constexpr u64 root_alignment = table_bytes(0) > 64 ? table_bytes(0) : 64;
+  PTWALK_HD static constexpr u64 root_alignment() { return table_bytes(0) > 64 ? table_bytes(0) : 64; }
   // A TTBR value: ASID (63:48) and CnP (bit 0) cleared, aligned down to the table.
   PTWALK_HD static constexpr u64 root_table_address(u64 ttbr) {
-    return ttbr & ((u64{1} << 48) - 1) & ~(root_alignment - 1);
+    return ttbr & ((u64{1} << 48) - 1) & ~(root_alignment() - 1);
   }
 
   // Not writable by its own bits: AP[2] set and DBM clear.
@@ -262,6 +268,12 @@ struct aarch64_paging {
   PTWALK_HD static constexpr bool is_cow(u64 leaf_entry) {
     return (leaf_entry & software_field_mask) == cow_software_value && leaf_read_only(leaf_entry) &&
            (leaf_entry & bit_not_global) != 0;
+  }
+  // --cow-writable: AP[2] set, DBM clear, software value 0b0001 and nG, as Hyperlight does.
+  PTWALK_HD static constexpr bool writable_by_own_bits(u64 leaf_entry) { return !leaf_read_only(leaf_entry); }
+  PTWALK_HD static constexpr u64 as_cow_leaf(u64 leaf_entry) {
+    return (leaf_entry & ~(bit_dirty_modifier | software_field_mask)) | bit_ap_read_only | bit_not_global |
+           cow_software_value;
   }
   // A table descriptor clears what its APTable/UXNTable/PXNTable bits forbid below it.
   PTWALK_HD static constexpr u8 accumulate_perms(u8 path, u64 table_entry) {
@@ -295,12 +307,6 @@ struct aarch64_paging {
   PTWALK_HD static constexpr u64 make_leaf_entry(u64 pa, unsigned depth, u64 flags) {
     const u64 type = is_last_depth(depth) ? type_mask : bit_present;
     return (flags & ~leaf_address_mask(depth) & ~type_mask) | (pa & leaf_address_mask(depth)) | type;
-  }
-  PTWALK_HD static constexpr int leaf_depth_for_shift(unsigned shift) {
-    for (unsigned d = 0; d < levels; ++d)
-      if (entry_shift(d) == shift && (is_last_depth(d) || can_be_large_leaf(d)))
-        return static_cast<int>(d);
-    return -1;
   }
 
   // Linear VA bit va_bits selects the half; canonical fills bits 63:va_bits

@@ -32,6 +32,11 @@ template <class Format>
 PTWALK_HD constexpr u64 half_start(unsigned half) {
   return u64{half} << Format::va_bits;
 }
+// The half a canonical VA lies in (always 0 for one-half formats).
+template <class Format>
+PTWALK_HD constexpr unsigned half_of(u64 canonical_va) {
+  return static_cast<unsigned>(Format::linear(canonical_va) >> Format::va_bits);
+}
 template <class Format>
 PTWALK_HD constexpr u64 root_span() {
   return u64{Format::entries(0)} << Format::entry_shift(0);
