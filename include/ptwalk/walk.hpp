@@ -46,6 +46,46 @@ PTWALK_HD constexpr u64 root_span() {
 // top table) and depth < 8, so the depth fits below the address.
 PTWALK_HD constexpr u64 table_key(u64 table_pa, unsigned depth) { return table_pa | depth; }
 
+// One visit of a root table in a snapshot's walk, in the reference's order
+// (space by space, lower half then upper half): the first visit of a table
+// is walked from `block_va`; a later one is the depth-0 alias `alias`.
+// Halves the range misses are not visited. The batch backends start from
+// these so their depth 0 is the reference's by construction.
+template <class Format>
+struct root_visit {
+  u32 space;
+  u64 table;     // root table address
+  u64 block_va;  // linear VA the table's first entry maps
+  bool walked;
+  space_aware_mapping alias;  // when !walked
+};
+
+template <class Format>
+[[nodiscard]] std::vector<root_visit<Format>> root_visits(std::span<const u64> roots,
+                                                          std::span<const u64> upper_roots,
+                                                          linear_va_range<Format> range) {
+  if (!upper_roots.empty() && (Format::halves == 1 || upper_roots.size() != roots.size()))
+    throw std::invalid_argument("walk_va_spaces: upper roots need a two-half format and one per root");
+  struct first_visit {
+    u32 space;
+    u64 va;
+  };
+  std::unordered_map<u64, first_visit> first;
+  std::vector<root_visit<Format>> out;
+  const unsigned halves = upper_roots.empty() ? 1 : 2;
+  for (u32 space = 0; space < roots.size(); ++space)
+    for (unsigned half = 0; half < halves; ++half) {
+      const u64 start = half_start<Format>(half);
+      if (range.empty() || !range.overlaps(start, root_span<Format>())) continue;
+      const u64 table = root_table_address<Format>(half == 0 ? roots[space] : upper_roots[space]);
+      const u64 va = std::max(range.first, start);
+      const auto [it, fresh] = first.try_emplace(table, first_visit{space, va});
+      out.push_back({space, table, start, fresh,
+                     fresh ? space_aware_mapping{} : make_alias_record<Format>(0, it->second.space, va, it->second.va)});
+    }
+  return out;
+}
+
 namespace detail {
 
 template <class Format, table_read_ops Ops>
