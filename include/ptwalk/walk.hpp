@@ -49,8 +49,8 @@ PTWALK_HD constexpr u64 table_key(u64 table_pa, unsigned depth) { return table_p
 // One visit of a root table in a snapshot's walk, in the reference's order
 // (space by space, lower half then upper half): the first visit of a table
 // is walked from `block_va`; a later one is the depth-0 alias `alias`.
-// Halves the range misses are not visited. The batch backends start from
-// these so their depth 0 is the reference's by construction.
+// Halves the range misses are not visited. The reference and the batch
+// backends all start from this list: one copy of depth 0.
 template <class Format>
 struct root_visit {
   u32 space;
@@ -94,18 +94,22 @@ class reference_walker {
   reference_walker(const Ops& ops, va_range range) : ops_(ops), range_(to_linear<Format>(range)) {}
 
   snapshot_walk run(std::span<const u64> roots, std::span<const u64> upper_roots) {
-    if (!upper_roots.empty() && (Format::halves == 1 || upper_roots.size() != roots.size()))
-      throw std::invalid_argument("walk_va_spaces: upper roots need a two-half format and one per root");
     snapshot_walk out;
     out.roots.reserve(roots.size());
+    for (const u64 root : roots) out.roots.push_back(root_table_address<Format>(root));
     out.offsets.push_back(0);
-    for (u32 space = 0; space < roots.size(); ++space) {
-      const u64 root = root_table_address<Format>(roots[space]);
-      out.roots.push_back(root);
-      visit_root(out, space, root, 0);
-      if (!upper_roots.empty()) visit_root(out, space, root_table_address<Format>(upper_roots[space]), 1);
-      out.offsets.push_back(out.records.size());
+    u32 space = 0;  // spaces whose records are done: out.offsets.size() - 1
+    for (const auto& visit : root_visits<Format>(roots, upper_roots, range_)) {
+      for (; space < visit.space; ++space) out.offsets.push_back(out.records.size());
+      if (!visit.walked) {
+        out.records.push_back(visit.alias);
+        ++out.stats.aliases[0];
+        continue;
+      }
+      ++out.stats.tables[0];
+      walk_table(out, visit.space, ops_.from_phys(visit.table), 0, visit.block_va, Format::perm_path_start);
     }
+    for (; space < roots.size(); ++space) out.offsets.push_back(out.records.size());
     if constexpr (requires { ops_.dangling_reads(); }) out.stats.dangling_reads = ops_.dangling_reads();
     return out;
   }
@@ -115,22 +119,6 @@ class reference_walker {
     u32 space;
     u64 va;  // linear
   };
-
-  // A half the range misses is not visited; a root seen before is one
-  // depth-0 alias at the first VA of the range in this half.
-  void visit_root(snapshot_walk& out, u32 space, u64 root, unsigned half) {
-    const u64 start = half_start<Format>(half);
-    if (range_.empty() || !range_.overlaps(start, root_span<Format>())) return;
-    const u64 va = std::max(range_.first, start);
-    auto [it, first_visit] = owners_.try_emplace(table_key(root, 0), owner_visit{space, va});
-    if (!first_visit) {
-      out.records.push_back(make_alias_record<Format>(0, it->second.space, va, it->second.va));
-      ++out.stats.aliases[0];
-      return;
-    }
-    ++out.stats.tables[0];
-    walk_table(out, space, ops_.from_phys(root), 0, start, Format::perm_path_start);
-  }
 
   void walk_table(snapshot_walk& out, u32 space, typename Ops::table_addr table, unsigned depth,
                   u64 block_va, u8 path_perms) {
@@ -168,7 +156,7 @@ class reference_walker {
 
   const Ops& ops_;
   linear_va_range<Format> range_;
-  std::unordered_map<u64, owner_visit> owners_;
+  std::unordered_map<u64, owner_visit> owners_;  // tables below the roots (root_visits owns depth 0)
 };
 
 }  // namespace detail
