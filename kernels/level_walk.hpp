@@ -28,7 +28,8 @@ struct table_source {
 
 struct walk_input {
   paging_format format = paging_format::x86_64;
-  std::span<const u64> roots;  // primacy order, may carry CR3 flag bits
+  std::span<const u64> roots;  // primacy order, may carry CR3 / TTBR flag bits
+  std::span<const u64> upper_roots;  // AArch64 TTBR1 values, one per root, or empty
   table_source tables;
 };
 
@@ -82,7 +83,8 @@ struct level_walk_options {
   walk_profile* profile = nullptr;
   // Spaces per batch; 0 = as many as the device's memory allows.
   u64 max_batch_spaces = 0;
-  // Frontier tables gathered and uploaded per step (4 KiB each).
+  // Frontier tables gathered and uploaded per step, in 4 KiB tables: a
+  // step of bigger tables (16 or 64 KiB granules) takes proportionally fewer.
   std::size_t chunk_tables = 16384;
   // Device memory the walk may use, in bytes; 0 = what the device has free.
   // Tests set it to exercise batch sizing and the out-of-memory retries.

@@ -22,13 +22,15 @@
 namespace ptwalk::kernels {
 
 // Visit ranks: (space index, block VA) packed so that integer order is the
-// ownership order. Every table below the root starts on a 2 MiB boundary
-// (what one PD entry spans), so the VA needs va_bits-21 bits: 27 for 4-level,
-// 36 for LA57, leaving 37 or 28 bits for the space index.
+// ownership order. Every table below a root starts on a boundary of what the
+// smallest such table spans (Format::min_table_span_shift: 2 MiB on x86-64,
+// 2 MiB / 32 MiB / 512 MiB for the AArch64 granules), so the linear VA needs
+// linear_bits minus that many bits: 27 for 4-level, 36 for LA57, 28 for
+// aarch64-4k-48 (both halves), the rest is the space index (at most 32 bits).
 template <class Format>
 struct visit_rank {
-  static constexpr unsigned va_shift = 21;
-  static constexpr unsigned space_shift = Format::va_bits - va_shift;
+  static constexpr unsigned va_shift = Format::min_table_span_shift;
+  static constexpr unsigned space_shift = Format::linear_bits - va_shift;
   static constexpr u64 max_spaces = u64{1} << (64 - space_shift > 32 ? 32 : 64 - space_shift);
 
   PTWALK_HD static constexpr u64 pack(u32 space, u64 linear_va) {
@@ -105,8 +107,10 @@ PTWALK_HD constexpr u64 hash_u64(u64 x) {
 }
 
 // The tables of one frontier chunk, as kernels see them. Frontier arrays are
-// indexed by table (chunk-relative); entries are 512 per table, item =
-// table * 512 + index.
+// indexed by table (chunk-relative); all tables of one step have the same
+// depth, so the same entry count Format::entries(depth) (a power of two: 512
+// on x86-64, up to 8192 on AArch64, fewer in a top table), and
+// item = table * entries + index.
 template <class Format>
 struct frontier_ref {
   const u64* d_entries;
@@ -117,15 +121,19 @@ struct frontier_ref {
   const u32* d_space_base;  // first global space index of each snapshot
   linear_va_range<Format> range;
   unsigned depth;
+  unsigned index_bits;  // log2 Format::entries(depth)
 
+  PTWALK_HD u64 table(u64 item) const { return item >> index_bits; }
+  PTWALK_HD unsigned index(u64 item) const {
+    return static_cast<unsigned>(item & (Format::entries(depth) - 1));
+  }
   PTWALK_HD u64 entry(u64 item) const { return d_entries[item]; }
   PTWALK_HD bool in_range(u64 item) const {
-    const auto bounds = range.entries_in_range(d_va[item >> 9], depth);
-    const unsigned index = static_cast<unsigned>(item & 511);
-    return bounds.lo <= index && index <= bounds.hi;
+    const auto bounds = range.entries_in_range(d_va[table(item)], depth);
+    return bounds.lo <= index(item) && index(item) <= bounds.hi;
   }
   PTWALK_HD u64 entry_va(u64 item) const {
-    return d_va[item >> 9] + (u64{item & 511} << Format::entry_shift(depth));
+    return d_va[table(item)] + (u64{index(item)} << Format::entry_shift(depth));
   }
 };
 
@@ -142,7 +150,7 @@ template <class Format>
 struct emit_leaf {
   frontier_ref<Format> frontier;
   PTWALK_HD thrust::tuple<space_aware_mapping, u32> operator()(u64 item) const {
-    const u64 table = item >> 9;
+    const u64 table = frontier.table(item);
     const space_aware_mapping record = make_leaf_record<Format>(
         frontier.entry(item), frontier.depth, frontier.entry_va(item), frontier.d_perms[table]);
     return thrust::make_tuple(record, frontier.d_space_base[frontier.d_snapshot[table]] + frontier.d_space[table]);
@@ -154,7 +162,7 @@ template <class Format>
 struct emit_visit {
   frontier_ref<Format> frontier;
   PTWALK_HD thrust::tuple<u64, u64, u8> operator()(u64 item) const {
-    const u64 table = item >> 9;
+    const u64 table = frontier.table(item);
     const u64 entry = frontier.entry(item);
     return thrust::make_tuple(
         table_key_of::pack(frontier.d_snapshot[table], Format::table_address(entry)),

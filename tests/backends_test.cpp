@@ -228,6 +228,68 @@ TEST(backends, generated_fleets_of_every_shape) {
   }
 }
 
+// AArch64 fleets of every granule (arm=mixed: snapshot i in the (i mod 6)-th
+// format), Linux-like (shared TTBR1) and Hyperlight-like (TTBR0 only, CoW,
+// blocks), walked whole, one half only, and across the halves.
+TEST(backends, generated_arm64_fleets_of_every_format) {
+  for (const char* text : {"small,arm=mixed,snapshots=6", "small,arm=mixed,snapshots=6,share_kernel=0,large,cow"}) {
+    fleet_shape shape = parse_fleet_shape(text);
+    shape.spaces_per_snapshot = std::min<u32>(shape.spaces_per_snapshot, 24);
+    shape.user_pages_per_space = std::min<u32>(shape.user_pages_per_space, 64);
+    SCOPED_TRACE(format_fleet_shape(shape));
+    const generated_fleet fleet = generate_fleet(shape);
+    for (const auto& s : fleet.snapshots) ASSERT_TRUE(is_aarch64(s.format()));
+    expect_all_backends_match(fleet.snapshots);
+    expect_all_backends_match(fleet.snapshots, va_range{0, 0x3f'ffff'ffffull});               // lower half only
+    expect_all_backends_match(fleet.snapshots, va_range{0xffff'ff80'0000'0000ull, ~u64{0}});  // upper half only
+    expect_all_backends_match(fleet.snapshots, va_range{0x40'0000, 0xffff'ffc0'0000'0000ull});
+  }
+}
+
+// Hand-built AArch64 edge cases on 4k-48 and 16k-48: a TTBR1 shared by every
+// space (one owner, depth-0 aliases), a TTBR0 that is another space's TTBR1
+// (a root shared across halves), a level-1 table reached from both halves,
+// two-entry 16k-48 top tables at 64-byte-aligned addresses inside one page,
+// TTBR ASID/CnP bits, and ranges that miss a half.
+TEST(backends, hand_built_arm64_roots_across_halves) {
+  constexpr u64 table = 0x3, page = 0x3 | (u64{1} << 6) | (u64{1} << 10);
+  constexpr u64 block = 0x1 | (u64{1} << 10) | (u64{1} << 54);
+  testing::sparse_tables linux_like;
+  linux_like.set(0x1000, 0, 0x2000 | table);
+  linux_like.set(0x2000, 0, 0x3000 | table);
+  linux_like.set(0x3000, 0, 0x4000 | table);
+  linux_like.set(0x4000, 5, 0x9000 | page);
+  linux_like.set(0x3000, 1, 0x4000'0000 | block);
+  linux_like.set(0x10000, 511, 0x11000 | table | (u64{1} << 60));
+  linux_like.set(0x10000, 0, 0x2000 | table);  // the TTBR0 side's level-1 table, from the upper half
+  linux_like.set(0x11000, 2, 0x8000'0000 | block);
+  linux_like.set(0x5000, 0, 0x2000 | table);
+  loaded_snapshot arm4k = hand_built(linux_like, {0x1000, 0x0042'0000'0000'5001, 0x10000, 0x1000},
+                                     paging_format::aarch64_4k_48);
+  arm4k.spec.upper_roots = {0x7'0000'0001'0000, 0x9'0000'0001'0000, 0x10000, 0x5000};
+
+  testing::sparse_tables small_tops;  // 16k-48: top tables of two entries (16 bytes)
+  small_tops.set(0x1040, 1, 0x4000 | table);
+  small_tops.set(0x1080, 0, 0x4000 | table);
+  small_tops.set(0x10c0, 1, 0x8000 | table);
+  small_tops.set(0x4000, 0, 0x8000 | table);
+  small_tops.set(0x8000, 3, 0x1'0000'0000 | block);
+  small_tops.set(0x8000, 2047, 0xc000 | table);
+  small_tops.set(0xc000, 7, 0x2'0000'0000 | page);
+  small_tops.set(0x1040, 0, 0xdead'0001);  // a block at level 0: invalid
+  loaded_snapshot arm16k = hand_built(small_tops, {0x1050, 0x10c0, 0x1080}, paging_format::aarch64_16k_48);
+  arm16k.spec.upper_roots = {0x1080, 0x1040, 0x10c1};
+
+  std::vector<loaded_snapshot> fleet;
+  fleet.push_back(std::move(arm4k));
+  fleet.push_back(std::move(arm16k));
+  expect_all_backends_match(fleet);
+  expect_all_backends_match(fleet, va_range{0xffff'0000'0000'0000ull, ~u64{0}});
+  expect_all_backends_match(fleet, va_range{0, 0x7fff'ffff'ffffull});
+  expect_all_backends_match(fleet, va_range{0x20'0000, 0xffff'8000'0000'0000ull});
+  expect_all_backends_match(fleet, va_range{0x1'0000'0000'0000ull, 0x2'0000'0000'0000ull});  // no canonical VA
+}
+
 TEST(backends, names_parse_and_auto_resolves) {
   for (const auto b : {walk_backend::reference, walk_backend::cpu, walk_backend::cuda, walk_backend::automatic,
                        walk_backend::thrust_cpu})

@@ -175,7 +175,6 @@ bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string
     backend_bench& b = report.backends.emplace_back();
     b.name = backend_name(backend);
     std::string why = unavailable(backend);
-    if (why.empty()) why = backend_refusal(fleet, backend);
     if (!why.empty()) {
       b.skipped = std::move(why);
       continue;

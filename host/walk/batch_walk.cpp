@@ -3,8 +3,6 @@
 
 #include <stdexcept>
 
-#include <fmt/format.h>
-
 #include "walk/cpu_walk.hpp"
 #include "ptwalk/walk.hpp"
 #include "input/table_views.hpp"
@@ -79,7 +77,7 @@ std::vector<walk_input> level_walk_inputs(std::span<const loaded_snapshot> snaps
   std::vector<walk_input> inputs;
   inputs.reserve(snapshots.size());
   for (const auto& s : snapshots)
-    inputs.push_back({s.format(), s.roots(),
+    inputs.push_back({s.format(), s.roots(), s.upper_roots(),
                       {&s.image, [](const void* image, u64 pa, u64 len) {
                          return static_cast<const memory_image*>(image)->bytes_at(pa, len);
                        }}});
@@ -93,36 +91,8 @@ std::vector<snapshot_walk> walk_snapshots(std::span<const loaded_snapshot> snaps
   return walk_snapshots(snapshots, backend, walk_options{.range = range});
 }
 
-namespace {
-
-// Where the backends stand on AArch64 (issue 10 moves it into them): the cpu
-// walk hands AArch64 snapshots to the reference walker, which gives the same
-// bytes; the level-synchronous walks refuse them (backend_refusal).
-std::vector<snapshot_walk> cpu_walk_routing_aarch64(std::span<const loaded_snapshot> snapshots,
-                                                    const walk_options& options) {
-  std::vector<snapshot_walk> out =
-      cpu_walk(snapshots, {.range = options.range, .threads = options.threads, .profile = options.profile});
-  for (std::size_t i = 0; i < snapshots.size(); ++i)
-    if (is_aarch64(snapshots[i].format())) out[i] = reference_walk(snapshots[i], options.range);
-  return out;
-}
-
-}  // namespace
-
-std::string backend_refusal(std::span<const loaded_snapshot> snapshots, walk_backend backend) {
-  const walk_backend resolved = resolve_backend(backend);
-  if (resolved != walk_backend::thrust_cpu && resolved != walk_backend::cuda) return {};
-  for (const auto& s : snapshots)
-    if (is_aarch64(s.format()))
-      return fmt::format("snapshot {}: the {} backend does not walk {} yet; use --backend cpu", s.id(),
-                         backend_name(resolved), format_name(s.format()));
-  return {};
-}
-
 std::vector<snapshot_walk> walk_snapshots(std::span<const loaded_snapshot> snapshots, walk_backend backend,
                                           const walk_options& options) {
-  if (const std::string refusal = backend_refusal(snapshots, backend); !refusal.empty())
-    throw std::runtime_error(refusal);
   switch (resolve_backend(backend)) {
     case walk_backend::reference: {
       std::vector<snapshot_walk> out;
@@ -131,7 +101,7 @@ std::vector<snapshot_walk> walk_snapshots(std::span<const loaded_snapshot> snaps
       return out;
     }
     case walk_backend::cpu:
-      return cpu_walk_routing_aarch64(snapshots, options);
+      return cpu_walk(snapshots, {.range = options.range, .threads = options.threads, .profile = options.profile});
     case walk_backend::thrust_cpu:
       return level_walk_thrust_cpu(level_walk_inputs(snapshots), level_options(options));
     case walk_backend::cuda:

@@ -46,10 +46,6 @@ struct walk_options {
   u64 device_memory_limit = 0;      // level-synchronous: device bytes to use, 0 = what is free
 };
 
-// Why `backend` cannot walk these snapshots (AArch64 on the level-synchronous
-// backends, until issue 10), or empty when it can.
-[[nodiscard]] std::string backend_refusal(std::span<const loaded_snapshot> snapshots, walk_backend backend);
-
 // Walks one snapshot with the reference walker.
 [[nodiscard]] snapshot_walk reference_walk(const loaded_snapshot& snapshot, va_range range = {});
 

@@ -67,11 +67,12 @@ struct upper_walk {
 // and hands each present one to `on_entry(value, index)`. Unbacked entries
 // read as 0 and are counted (SPEC §1).
 template <class Format, class OnEntry>
-void read_entries(const memory_image& image, u64 pa, unsigned lo, unsigned hi, walk_stats& stats,
+void read_entries(const memory_image& image, u64 pa, unsigned depth, unsigned lo, unsigned hi, walk_stats& stats,
                   OnEntry&& on_entry) {
   if (lo > hi) return;
   stats.entries_read += hi - lo + 1;
-  if (const std::byte* whole = image.bytes_at(pa, Format::table_bytes(0))) {
+  const u64 table_bytes = Format::table_bytes(depth);
+  if (const std::byte* whole = image.bytes_at(pa, table_bytes)) {
     // Page tables are mostly empty: test eight present bits at once (one
     // 64-byte line) and visit only the set ones. Lines are prefetched a few
     // ahead, since a walk jumps between tables too often for the hardware
@@ -81,8 +82,9 @@ void read_entries(const memory_image& image, u64 pa, unsigned lo, unsigned hi, w
       __builtin_prefetch(whole + 64 * u64{group});
     for (unsigned group = lo / 8; group <= hi / 8; ++group) {
       if (group + prefetch_lines <= hi / 8) __builtin_prefetch(whole + 64 * u64{group + prefetch_lines});
-      u64 line[8];
-      std::memcpy(line, whole + 64 * u64{group}, 64);
+      u64 line[8] = {};
+      // An AArch64 top table can be smaller than one line.
+      std::memcpy(line, whole + 64 * u64{group}, std::min<u64>(64, table_bytes));
       unsigned present = 0;
       for (unsigned k = 0; k < 8; ++k) present |= static_cast<unsigned>(line[k] & Format::bit_present) << k;
       if (group == lo / 8) present &= 0xffu << (lo % 8);
@@ -130,24 +132,26 @@ class batch_owners {
 
  public:
   batch_owners(snapshot_list snapshots, linear_va_range<Format> range, unsigned threads)
-      : root_owner_(snapshots.size()) {
+      : root_visits_(snapshots.size()), space_visits_(snapshots.size()) {
     std::vector<owned_table> frontier;
     for (u32 b = 0; b < snapshots.size(); ++b) {
-      std::unordered_map<u64, u32> first_space;
-      const auto& roots = snapshots[b]->roots();
-      for (u32 space = 0; space < roots.size(); ++space) {
-        const u64 root = root_table_address<Format>(roots[space]);
-        const auto [it, fresh] = first_space.try_emplace(root, space);
-        root_owner_[b].push_back(it->second);
-        if (fresh && !range.empty()) frontier.push_back({b, space, root, 0});
-      }
+      root_visits_[b] = root_visits<Format>(snapshots[b]->roots(), snapshots[b]->upper_roots(), range);
+      auto& first = space_visits_[b];
+      first.assign(snapshots[b]->roots().size() + 1, root_visits_[b].size());
+      for (std::size_t v = root_visits_[b].size(); v-- > 0;) first[root_visits_[b][v].space] = v;
+      for (std::size_t s = first.size() - 1; s-- > 0;) first[s] = std::min(first[s], first[s + 1]);
+      for (const auto& visit : root_visits_[b])
+        if (visit.walked) frontier.push_back({b, visit.space, visit.table, visit.block_va});
     }
     for (unsigned depth = 0; depth + 1 < Format::levels && !frontier.empty(); ++depth)
       frontier = claim_children(snapshots, range, threads, depth, frontier);
   }
 
-  // The space owning snapshot b's root of `space` (itself unless listed before).
-  [[nodiscard]] u32 root_owner(u32 b, u32 space) const { return root_owner_[b][space]; }
+  // Snapshot b's root visits of `space`, in the reference's order (lower half, upper half).
+  [[nodiscard]] std::span<const root_visit<Format>> root_visits_of(u32 b, u32 space) const {
+    const auto& first = space_visits_[b];
+    return std::span(root_visits_[b]).subspan(first[space], first[space + 1] - first[space]);
+  }
   // The owner rank of the table at `pa`, depth >= 1, visited in snapshot b.
   [[nodiscard]] u64 owner(u32 b, u64 pa, unsigned depth) const {
     const owner_table& t = tables_[depth - 1];
@@ -175,7 +179,7 @@ class batch_owners {
       const owned_table& t = frontier[i];
       const auto bounds = range.entries_in_range(t.va, depth);
       walk_stats ignored;  // counted by the emitting pass
-      read_entries<Format>(snapshots[t.snapshot]->image, t.pa, bounds.lo, bounds.hi, ignored,
+      read_entries<Format>(snapshots[t.snapshot]->image, t.pa, depth, bounds.lo, bounds.hi, ignored,
                            [&](u64 value, unsigned index) {
                              if (Format::classify(value, depth) != entry_kind::table) return;
                              const u64 va = t.va + (u64{index} << Format::entry_shift(depth));
@@ -203,7 +207,8 @@ class batch_owners {
     return next;
   }
 
-  std::vector<std::vector<u32>> root_owner_;
+  std::vector<std::vector<root_visit<Format>>> root_visits_;  // per snapshot
+  std::vector<std::vector<std::size_t>> space_visits_;  // per snapshot: each space's first visit; one more at the end
   std::vector<owner_table> tables_;  // depth 1 .. levels-1
 };
 
@@ -219,27 +224,35 @@ class upper_walker {
                linear_va_range<Format> range, upper_walk& out)
       : image_(image), snapshot_(snapshot), owners_(owners), range_(range), out_(out) {}
 
-  void space(u32 space, u64 root) {
+  void space(u32 space) {
     out_.space_first.push_back(out_.items.size());
-    if (range_.empty()) return;
-    if (const u32 owner = owners_.root_owner(snapshot_, space); owner != space) {
-      // a root listed again: one depth-0 alias (SPEC §3)
-      out_.items.push_back(make_alias_record<Format>(0, owner, range_.first, range_.first));
-      return;
+    for (const auto& visit : owners_.root_visits_of(snapshot_, space)) {
+      if (!visit.walked) {  // a root table visited before: one depth-0 alias (SPEC §3)
+        out_.items.push_back(visit.alias);
+        continue;
+      }
+      ++out_.stats.tables[0];
+      table(space, visit.table, 0, visit.block_va, Format::perm_path_start);
     }
-    ++out_.stats.tables[0];
-    table(space, root, 0, 0, Format::perm_path_start);
   }
 
  private:
   void table(u32 space, u64 pa, unsigned depth, u64 block_va, u8 perms) {
     const auto bounds = range_.entries_in_range(block_va, depth);
-    read_entries<Format>(image_, pa, bounds.lo, bounds.hi, out_.stats, [&](u64 value, unsigned index) {
+    read_entries<Format>(image_, pa, depth, bounds.lo, bounds.hi, out_.stats, [&](u64 value, unsigned index) {
       const u64 va = block_va + (u64{index} << Format::entry_shift(depth));
-      if (Format::classify(value, depth) == entry_kind::table)
-        child(space, Format::table_address(value), depth + 1, va, Format::accumulate_perms(perms, value));
-      else
-        out_.items.push_back(make_leaf_record<Format>(value, depth, va, perms));
+      // A valid entry can still be invalid for its level (an AArch64 block
+      // where the granule has none): not_present.
+      switch (Format::classify(value, depth)) {
+        case entry_kind::table:
+          child(space, Format::table_address(value), depth + 1, va, Format::accumulate_perms(perms, value));
+          break;
+        case entry_kind::leaf:
+          out_.items.push_back(make_leaf_record<Format>(value, depth, va, perms));
+          break;
+        case entry_kind::not_present:
+          break;
+      }
     });
   }
 
@@ -289,9 +302,10 @@ class alignas(64) leaf_buffer {
  public:
   static constexpr std::size_t block_records = std::size_t{1} << 16;  // 2 MiB
 
-  // Room for one table's leaves; commit() says how many were written.
-  space_aware_mapping* room() {
-    if (blocks_.empty() || used_ + 512 > block_records) {
+  // Room for one table's leaves (at most 8192, a 64 KiB granule's table);
+  // commit() says how many were written.
+  space_aware_mapping* room(std::size_t entries) {
+    if (blocks_.empty() || used_ + entries > block_records) {
       blocks_.push_back(std::make_unique_for_overwrite<space_aware_mapping[]>(block_records));
       used_ = 0;
     }
@@ -331,7 +345,7 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
     // share cache lines with this one's.
     upper_walk local;
     upper_walker<Format> walker(snapshots[slice.snapshot]->image, slice.snapshot, owners, range, local);
-    for (u32 space = slice.first; space < slice.last; ++space) walker.space(space, out[slice.snapshot].roots[space]);
+    for (u32 space = slice.first; space < slice.last; ++space) walker.space(space);
     parts[k] = std::move(local);
   });
   std::vector<std::size_t> first_slice(n + 1, slices.size());
@@ -366,11 +380,12 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
     const leaf_table_task& task = upper[b].tasks[t - task_base[b]];
     leaf_buffer& buffer = buffers[worker];
     walk_stats stats;
-    space_aware_mapping* out = buffer.room();
+    space_aware_mapping* out = buffer.room(Format::entries(leaf_depth));
     std::size_t count = 0;
     const auto bounds = range.entries_in_range(task.va, leaf_depth);
-    read_entries<Format>(snapshots[b]->image, task.pa, bounds.lo, bounds.hi, stats,
+    read_entries<Format>(snapshots[b]->image, task.pa, leaf_depth, bounds.lo, bounds.hi, stats,
                          [&](u64 value, unsigned index) {
+                           if (Format::classify(value, leaf_depth) != entry_kind::leaf) return;  // AArch64 01
                            out[count++] = make_leaf_record<Format>(
                                value, leaf_depth, task.va + (u64{index} << Format::entry_shift(leaf_depth)),
                                task.perms);
@@ -437,7 +452,7 @@ std::vector<snapshot_walk> cpu_walk(std::span<const loaded_snapshot> snapshots, 
   const unsigned threads = resolve_jobs(options.threads > 0 ? static_cast<unsigned>(options.threads) : 0);
   // Formats are compile-time parameters: each format's snapshots are one group.
   std::vector<snapshot_walk> out(snapshots.size());
-  for (const paging_format format : {paging_format::x86_64, paging_format::x86_64_la57}) {
+  for (const paging_format format : all_formats) {
     std::vector<std::size_t> indices;
     std::vector<const loaded_snapshot*> group;
     for (std::size_t i = 0; i < snapshots.size(); ++i)
@@ -446,7 +461,7 @@ std::vector<snapshot_walk> cpu_walk(std::span<const loaded_snapshot> snapshots, 
         group.push_back(&snapshots[i]);
       }
     if (group.empty()) continue;
-    visit_x86_format(format, [&]<class F>() {
+    visit_format(format, [&]<class F>() {
       auto walks = walk_format<F>(group, to_linear<F>(options.range), threads, options.profile);
       for (std::size_t k = 0; k < indices.size(); ++k) out[indices[k]] = std::move(walks[k]);
     });

@@ -46,6 +46,46 @@ PTWALK_HD constexpr u64 root_span() {
 // top table) and depth < 8, so the depth fits below the address.
 PTWALK_HD constexpr u64 table_key(u64 table_pa, unsigned depth) { return table_pa | depth; }
 
+// One visit of a root table in a snapshot's walk, in the reference's order
+// (space by space, lower half then upper half): the first visit of a table
+// is walked from `block_va`; a later one is the depth-0 alias `alias`.
+// Halves the range misses are not visited. The reference and the batch
+// backends all start from this list: one copy of depth 0.
+template <class Format>
+struct root_visit {
+  u32 space;
+  u64 table;     // root table address
+  u64 block_va;  // linear VA the table's first entry maps
+  bool walked;
+  space_aware_mapping alias;  // when !walked
+};
+
+template <class Format>
+[[nodiscard]] std::vector<root_visit<Format>> root_visits(std::span<const u64> roots,
+                                                          std::span<const u64> upper_roots,
+                                                          linear_va_range<Format> range) {
+  if (!upper_roots.empty() && (Format::halves == 1 || upper_roots.size() != roots.size()))
+    throw std::invalid_argument("walk_va_spaces: upper roots need a two-half format and one per root");
+  struct first_visit {
+    u32 space;
+    u64 va;
+  };
+  std::unordered_map<u64, first_visit> first;
+  std::vector<root_visit<Format>> out;
+  const unsigned halves = upper_roots.empty() ? 1 : 2;
+  for (u32 space = 0; space < roots.size(); ++space)
+    for (unsigned half = 0; half < halves; ++half) {
+      const u64 start = half_start<Format>(half);
+      if (range.empty() || !range.overlaps(start, root_span<Format>())) continue;
+      const u64 table = root_table_address<Format>(half == 0 ? roots[space] : upper_roots[space]);
+      const u64 va = std::max(range.first, start);
+      const auto [it, fresh] = first.try_emplace(table, first_visit{space, va});
+      out.push_back({space, table, start, fresh,
+                     fresh ? space_aware_mapping{} : make_alias_record<Format>(0, it->second.space, va, it->second.va)});
+    }
+  return out;
+}
+
 namespace detail {
 
 template <class Format, table_read_ops Ops>
@@ -54,18 +94,22 @@ class reference_walker {
   reference_walker(const Ops& ops, va_range range) : ops_(ops), range_(to_linear<Format>(range)) {}
 
   snapshot_walk run(std::span<const u64> roots, std::span<const u64> upper_roots) {
-    if (!upper_roots.empty() && (Format::halves == 1 || upper_roots.size() != roots.size()))
-      throw std::invalid_argument("walk_va_spaces: upper roots need a two-half format and one per root");
     snapshot_walk out;
     out.roots.reserve(roots.size());
+    for (const u64 root : roots) out.roots.push_back(root_table_address<Format>(root));
     out.offsets.push_back(0);
-    for (u32 space = 0; space < roots.size(); ++space) {
-      const u64 root = root_table_address<Format>(roots[space]);
-      out.roots.push_back(root);
-      visit_root(out, space, root, 0);
-      if (!upper_roots.empty()) visit_root(out, space, root_table_address<Format>(upper_roots[space]), 1);
-      out.offsets.push_back(out.records.size());
+    u32 space = 0;  // spaces whose records are done: out.offsets.size() - 1
+    for (const auto& visit : root_visits<Format>(roots, upper_roots, range_)) {
+      for (; space < visit.space; ++space) out.offsets.push_back(out.records.size());
+      if (!visit.walked) {
+        out.records.push_back(visit.alias);
+        ++out.stats.aliases[0];
+        continue;
+      }
+      ++out.stats.tables[0];
+      walk_table(out, visit.space, ops_.from_phys(visit.table), 0, visit.block_va, Format::perm_path_start);
     }
+    for (; space < roots.size(); ++space) out.offsets.push_back(out.records.size());
     if constexpr (requires { ops_.dangling_reads(); }) out.stats.dangling_reads = ops_.dangling_reads();
     return out;
   }
@@ -75,22 +119,6 @@ class reference_walker {
     u32 space;
     u64 va;  // linear
   };
-
-  // A half the range misses is not visited; a root seen before is one
-  // depth-0 alias at the first VA of the range in this half.
-  void visit_root(snapshot_walk& out, u32 space, u64 root, unsigned half) {
-    const u64 start = half_start<Format>(half);
-    if (range_.empty() || !range_.overlaps(start, root_span<Format>())) return;
-    const u64 va = std::max(range_.first, start);
-    auto [it, first_visit] = owners_.try_emplace(table_key(root, 0), owner_visit{space, va});
-    if (!first_visit) {
-      out.records.push_back(make_alias_record<Format>(0, it->second.space, va, it->second.va));
-      ++out.stats.aliases[0];
-      return;
-    }
-    ++out.stats.tables[0];
-    walk_table(out, space, ops_.from_phys(root), 0, start, Format::perm_path_start);
-  }
 
   void walk_table(snapshot_walk& out, u32 space, typename Ops::table_addr table, unsigned depth,
                   u64 block_va, u8 path_perms) {
@@ -128,7 +156,7 @@ class reference_walker {
 
   const Ops& ops_;
   linear_va_range<Format> range_;
-  std::unordered_map<u64, owner_visit> owners_;
+  std::unordered_map<u64, owner_visit> owners_;  // tables below the roots (root_visits owns depth 0)
 };
 
 }  // namespace detail

@@ -43,26 +43,28 @@
 
 namespace ptwalk::kernels::detail {
 
-// Copies frontier tables [first, first+count) into `staging` (512 words each)
-// and counts, per table, the in-range entries read and how many of them no
-// single region backs (those read as 0, SPEC §1).
+// Copies frontier tables [first, first+count) of depth `depth` into
+// `staging` (Format::entries(depth) words each) and counts, per table, the
+// in-range entries read and how many of them no single region backs (those
+// read as 0, SPEC §1).
 template <class Format>
 void gather_tables(std::span<const walk_input> batch, const u32* snapshot, const u64* pa,
                    const u64* va, u64 first, u64 count, unsigned depth,
                    linear_va_range<Format> range, u64* staging, u32* entries_read,
                    u32* dangling) {
-  constexpr u64 bytes = Format::table_bytes(0);
+  const unsigned entries = Format::entries(depth);
+  const u64 bytes = Format::table_bytes(depth);
 #pragma omp parallel for schedule(static)
   for (u64 i = 0; i < count; ++i) {
     const u64 t = first + i;
     const table_source& source = batch[snapshot[t]].tables;
     const auto bounds = range.entries_in_range(va[t], depth);
-    u64* words = staging + i * Format::entries_per_table;
+    u64* words = staging + i * entries;
     u32 unbacked = 0;
     if (const std::byte* whole = source.bytes_at(source.context, pa[t], bytes)) {
       std::memcpy(words, whole, bytes);
     } else {
-      for (unsigned e = 0; e < Format::entries_per_table; ++e) {
+      for (unsigned e = 0; e < entries; ++e) {
         const std::byte* p = source.bytes_at(source.context, pa[t] + 8 * u64{e}, 8);
         words[e] = 0;
         if (p != nullptr) std::memcpy(&words[e], p, 8);
@@ -124,8 +126,9 @@ class batch_walk {
     return profile_.phase(name, on_device);
   }
 
-  // Depth 0 on the host: roots are masked CR3 values; a root listed twice in
-  // one snapshot is a depth-0 alias at the range start (SPEC §3).
+  // Depth 0 on the host: the root visits of every space in the reference's
+  // order (root_visits), the first visit of a root table walked from its
+  // half's start, a later one a depth-0 alias (SPEC §3).
   void seed_roots() {
     const stopwatch clock;
     std::vector<u32> space_base{0};
@@ -133,20 +136,16 @@ class batch_walk {
     std::vector<u32> spaces;
     for (u32 b = 0; b < batch_.size(); ++b) {
       auto& walk = out_[b];
-      std::unordered_map<u64, u32> first_space;
-      for (u32 space = 0; space < batch_[b].roots.size(); ++space) {
-        const u64 root = root_table_address<Format>(batch_[b].roots[space]);
-        walk.roots.push_back(root);
-        if (range_.empty()) continue;
-        const auto [it, fresh] = first_space.try_emplace(root, space);
-        if (fresh) {
+      for (const u64 root : batch_[b].roots) walk.roots.push_back(root_table_address<Format>(root));
+      for (const auto& visit : root_visits<Format>(batch_[b].roots, batch_[b].upper_roots, range_)) {
+        if (visit.walked) {
           h_snapshot_.push_back(b);
-          h_pa_.push_back(root);
-          h_va_.push_back(0);  // a root table spans the whole VA space
-          h_space_.push_back(space);
+          h_pa_.push_back(visit.table);
+          h_va_.push_back(visit.block_va);
+          h_space_.push_back(visit.space);
         } else {
-          records.push_back(make_alias_record<Format>(0, it->second, range_.first, range_.first));
-          spaces.push_back(space_base.back() + space);
+          records.push_back(visit.alias);
+          spaces.push_back(space_base.back() + visit.space);
         }
       }
       space_base.push_back(space_base.back() + static_cast<u32>(walk.roots.size()));
@@ -184,16 +183,23 @@ class batch_walk {
     phase("download").host_bytes += count * sizeof(T);
   }
 
+  // Tables per gather/upload step at `depth`: chunk_ counts 4 KiB tables,
+  // so the staging buffers keep their size for any granule.
+  [[nodiscard]] u64 chunk_tables(unsigned depth) const {
+    return std::max<u64>(1, chunk_ * 4096 / Format::table_bytes(depth));
+  }
+
   void walk_level(unsigned depth) {
-    size_step(std::min<u64>(chunk_, frontier_) * Format::entries_per_table);  // the gather's threads
+    const u64 chunk = chunk_tables(depth);
+    const u64 words = std::min<u64>(chunk, frontier_) * Format::entries(depth);
+    size_step(words);  // the gather's threads
     std::vector<u32> entries_read(frontier_), dangling(frontier_);
-    const u64 words = std::min<u64>(chunk_, frontier_) * Format::entries_per_table;
     grow(d_entries_, words);
     auto gather = [&](u64 first, unsigned buffer) {
       u64* staging = sys_.staging(buffer, words);  // waits for its last upload
       const stopwatch clock;
       gather_tables<Format>(batch_, h_snapshot_.data(), h_pa_.data(), h_va_.data(), first,
-                            std::min<u64>(chunk_, frontier_ - first), depth, range_, staging,
+                            std::min<u64>(chunk, frontier_ - first), depth, range_, staging,
                             entries_read.data(), dangling.data());
       return clock.seconds();
     };
@@ -205,11 +211,11 @@ class batch_walk {
     std::future<double> pending;
     phase("gather").seconds += gather(0, 0);
     const u64 leaves_begin = record_count_;
-    for (u64 first = 0, k = 0; first < frontier_; first += chunk_, ++k) {
-      const u64 count = std::min<u64>(chunk_, frontier_ - first);
+    for (u64 first = 0, k = 0; first < frontier_; first += chunk, ++k) {
+      const u64 count = std::min<u64>(chunk, frontier_ - first);
       if (k != 0) phase("gather").seconds += pending.get();
       sys_.timed(device_phase::upload, [&] {
-        sys_.upload_staging(unsigned(k % 2), raw(d_entries_), count * Format::entries_per_table);
+        sys_.upload_staging(unsigned(k % 2), raw(d_entries_), count * Format::entries(depth));
       });
       if (first + count < frontier_)
         pending = std::async(std::launch::async, gather, first + count, unsigned((k + 1) % 2));
@@ -245,12 +251,13 @@ class batch_walk {
   // Every in-range entry of `count` frontier tables: leaves appended to the
   // records, child visits to this level's visits.
   void expand_chunk(unsigned depth, u64 first, u64 count) {
-    const u64 entries = count * Format::entries_per_table;
+    const u64 entries = count * Format::entries(depth);
     size_step(entries);
     const frontier_ref<Format> frontier{raw(d_entries_),     raw(d_snapshot_) + first,
                                         raw(d_space_) + first, raw(d_va_) + first,
                                         raw(d_perms_) + first, raw(d_space_base_),
-                                        range_,                depth};
+                                        range_,                depth,
+                                        static_cast<unsigned>(std::countr_zero(Format::entries(depth)))};
     const thrust::counting_iterator<u64> items(0), items_end(entries);
     const entry_is<Format, entry_kind::leaf> is_leaf{frontier};
     const u64 leaves = thrust::count_if(sys_.policy(), items, items_end, is_leaf);
@@ -605,12 +612,12 @@ template <class System>
 std::vector<snapshot_walk> level_walk(System& system, std::span<const walk_input> snapshots,
                                       const level_walk_options& options) {
   std::vector<snapshot_walk> out(snapshots.size());
-  for (const paging_format format : {paging_format::x86_64, paging_format::x86_64_la57}) {
+  for (const paging_format format : all_formats) {
     std::vector<std::size_t> indices;
     for (std::size_t i = 0; i < snapshots.size(); ++i)
       if (snapshots[i].format == format) indices.push_back(i);
     if (indices.empty()) continue;
-    visit_x86_format(format, [&]<class F>() {
+    visit_format(format, [&]<class F>() {
       batch_driver<F, System>(system, snapshots, options, out).run(indices);
     });
   }
