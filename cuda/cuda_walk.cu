@@ -63,7 +63,7 @@ double cuda_copy_bandwidth() {
   int l2_bytes = 0;
   cuda_check(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, 0), "cudaDeviceGetAttribute(L2)");
   const std::size_t bytes = std::max(std::size_t{1} << 30, 16 * static_cast<std::size_t>(l2_bytes));
-  thrust::cuda::vector<char> d_a(bytes), d_b(bytes);
+  thrust::device_vector<char> d_a(bytes), d_b(bytes);
   char* a = thrust::raw_pointer_cast(d_a.data());
   char* b = thrust::raw_pointer_cast(d_b.data());
   // A copy reads and writes every byte: count both directions.
