@@ -10,6 +10,7 @@
 #include "cluster/shard_part.hpp"
 #include "common/atomic_file.hpp"
 #include "command.hpp"
+#include "report_output.hpp"
 #include "compact/compact_job.hpp"
 #include "progress_line.hpp"
 #include "shard_options.hpp"
@@ -58,12 +59,7 @@ void run_compact(const compact_cli_options& o) {
   const compact_report report = run_compact_job(o.manifest, o.out, options, progress.callback());
   progress.finish();
 
-  fmt::print("{}", report.format());
-  std::fflush(stdout);
-  if (report_file) {
-    report_file->stream() << report.to_json().dump(2) << '\n';
-    report_file->commit();
-  }
+  publish_report(report, report_file);
   if (!report.committed)
     throw input_error(fmt::format("{}: verification found {} difference{}; nothing was written", o.out,
                                   report.verify.counts.difference_count,

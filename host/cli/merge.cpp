@@ -8,6 +8,7 @@
 
 #include "cluster/merge.hpp"
 #include "command.hpp"
+#include "report_output.hpp"
 #include "common/atomic_file.hpp"
 
 namespace ptwalk::cli {
@@ -29,14 +30,7 @@ void run_merge(const merge_options& o) {
   const merge_result result = merge_parts(o.out, o.parts, o.force);
   fmt::print(stderr, "ptwalk merge: {} parts of `{}` over {} snapshots of {} -> {}\n", result.shards, result.command,
              result.snapshots, result.manifest, o.out);
-  if (result.report) {
-    fmt::print("{}", result.report->format());
-    std::fflush(stdout);
-  }
-  if (report_file) {
-    report_file->stream() << result.report->to_json().dump(2) << '\n';
-    report_file->commit();
-  }
+  if (result.report) publish_report(*result.report, report_file);
 }
 
 void setup_merge(CLI::App& app) {
