@@ -326,13 +326,62 @@ TEST(RootScanBackends, EveryWholePageIsUploadedOnceInChunksThatNeverSpanTwoRegio
   EXPECT_EQ(result.profile.hits, result.roots.size() + result.kernel_only_skipped);
 }
 
-TEST(RootScanBackends, AutoIsCudaOnlyWhereAGpuIsVisible) {
+TEST(RootScanBackends, AutoIsCudaOnlyWhereAGpuIsVisibleAndFaster) {
   EXPECT_EQ(resolve_scan_backend(scan_backend::automatic), gpu_visible() ? scan_backend::cuda : scan_backend::cpu);
   EXPECT_EQ(parse_scan_backend("thrust-cpu"), scan_backend::thrust_cpu);
   EXPECT_EQ(parse_scan_backend("reference"), std::nullopt);
   const auto image = linux_like().image();
   const auto r = discover_roots(image, with_known({{20 * page, "cpu0", ""}}), "guest");
-  EXPECT_EQ(r.backend, resolve_scan_backend(scan_backend::automatic));
+  if (!gpu_visible()) {
+    EXPECT_EQ(r.backend, scan_backend::cpu);
+    EXPECT_EQ(r.backend_choice, "");  // nothing to weigh
+  } else {
+    // The choice names what ran and is in the summary line.
+    EXPECT_NE(r.backend_choice.find(fmt::format("auto chose {}", scan_backend_name(r.backend))), std::string::npos)
+        << r.backend_choice;
+    EXPECT_NE(format_discovery_summary(r, "guest").find(r.backend_choice), std::string::npos);
+  }
+}
+
+TEST(RootScanBackends, ScanCostsAreMeasuredOnTheImage) {
+  const auto image = linux_like().image();
+  const scan_costs costs = sample_scan_costs(image, paging_format::x86_64, 2);
+  const auto scanned = discover_roots(image, with_known({{20 * page, "cpu0", ""}}), "guest").pages_scanned;
+  EXPECT_EQ(costs.pages, scanned);
+  EXPECT_EQ(costs.threads, 2u);
+  EXPECT_GT(costs.test_page_s, 0.0);
+  EXPECT_GT(costs.gather_page_s, 0.0);
+  EXPECT_LT(costs.test_page_s, 1e-3);  // sane: per page, not per image
+  EXPECT_LT(costs.gather_page_s, 1e-3);
+  EXPECT_DOUBLE_EQ(costs.upload_page_s, 4096 / best_upload_bytes_per_s);
+}
+
+// The GPU scan gathers whole pages on the host threads and uploads them;
+// the cpu scan tests each page in place. Costs in seconds per page.
+TEST(RootScanBackends, FasterScanBackendWeighsTestAgainstGatherAndUpload) {
+  const scan_costs typical{.pages = 262144,  // 1 GiB
+                           .threads = 2,
+                           .test_page_s = 60e-9,     // one cache line
+                           .gather_page_s = 400e-9,  // 4 KiB memcpy
+                           .upload_page_s = 4096 / 50e9,
+                           .device_setup_s = 0.005};
+  const auto e = estimate_scan(typical);
+  EXPECT_DOUBLE_EQ(e.cpu_s, 262144 * 60e-9 / 2);
+  EXPECT_DOUBLE_EQ(e.cuda_s, 0.005 + 262144 * 200e-9);  // the gather binds, not PCIe
+  EXPECT_EQ(faster_scan_backend(typical), scan_backend::cpu);
+
+  scan_costs costly_test = typical;  // a test reading the whole page, slowly
+  costly_test.test_page_s = 2e-6;
+  EXPECT_EQ(faster_scan_backend(costly_test), scan_backend::cuda);
+
+  scan_costs many_threads = costly_test;  // PCIe binds once the gather is spread thin
+  many_threads.threads = 64;
+  EXPECT_DOUBLE_EQ(estimate_scan(many_threads).cuda_s, 0.005 + 262144 * (4096 / 50e9));
+  EXPECT_EQ(faster_scan_backend(many_threads), scan_backend::cpu);  // 8.2 ms cpu vs 26.5 ms cuda
+
+  scan_costs tiny = costly_test;  // the device's setup outweighs a few pages
+  tiny.pages = 100;
+  EXPECT_EQ(faster_scan_backend(tiny), scan_backend::cpu);
 }
 
 // ---- the CLI, on a raw file ----

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -36,6 +38,9 @@ struct reference {
 };
 
 using seconds_clock = std::chrono::steady_clock;
+
+// Where timed passes leave a result, so they are not optimised away.
+volatile unsigned timing_sink = 0;
 
 double seconds_since(seconds_clock::time_point start) {
   return std::chrono::duration<double>(seconds_clock::now() - start).count();
@@ -150,9 +155,7 @@ class scanner {
       }
     };
     std::unordered_map<std::array<u64, half_entries>, std::vector<u64>, half_hash, half_equal> pages;
-    const page_test_ref test{
-        .test = page_test::top_table, .halves = {}, .backed = backed_.ref(), .min_kernel_entries = 2};
-    for (const auto& hit : select<Format>(test, census_seconds_))
+    for (const auto& hit : select<Format>(census_test(), census_seconds_))
       pages[kernel_half(page(hit.pa))].push_back(hit.pa);
     std::vector<u64> best;
     for (auto& [half, where] : pages) {
@@ -163,6 +166,10 @@ class scanner {
     }
     if (best.size() < 2) return {};  // a half only one page has is shared by nobody
     return best;
+  }
+
+  [[nodiscard]] page_test_ref census_test() const {
+    return {.test = page_test::top_table, .halves = {}, .backed = backed_.ref(), .min_kernel_entries = 2};
   }
 
   // Runs the predicate over every page; candidates sorted by address.
@@ -196,6 +203,8 @@ class scanner {
   [[nodiscard]] double scan_seconds() const { return scan_seconds_; }
   [[nodiscard]] double census_seconds() const { return census_seconds_; }
   [[nodiscard]] const root_scan_profile& profile() const { return profile_; }
+  [[nodiscard]] scan_backend backend() const { return backend_; }
+  [[nodiscard]] const std::string& backend_choice() const { return backend_choice_; }
 
  private:
   int add_half(const std::array<u64, half_entries>& half, std::string description) {
@@ -209,6 +218,7 @@ class scanner {
   // `seconds` gets the scan's time less the device's setup.
   template <class Format>
   std::vector<root_scan_hit> select(const page_test_ref& test, double& seconds) {
+    if (backend_ == scan_backend::automatic) choose_backend<Format>(test);
     const auto started = seconds_clock::now();
     root_scan_profile profile;
     const root_scan_input input{format_, runs_, test};
@@ -232,6 +242,78 @@ class scanner {
     return hits;
   }
 
+  // `auto`, at the first scan: cpu unless a GPU is visible and the costs
+  // measured on a sample of this image's pages, with this test, favour it.
+  template <class Format>
+  void choose_backend(const page_test_ref& test) {
+#if PTWALK_WITH_CUDA
+    if (gpu_visible()) {
+      const scan_costs costs = measure_costs<Format>(test);
+      const scan_estimate estimate = estimate_scan(costs);
+      backend_ = faster_scan_backend(costs);
+      const bool cuda = backend_ == scan_backend::cuda;
+      backend_choice_ = fmt::format(
+          "auto chose {}: {:.3f} s estimated against {:.3f} s for {} (per page on one thread: test {:.0f} ns, "
+          "gather {:.0f} ns; upload {:.0f} ns)",
+          scan_backend_name(backend_), cuda ? estimate.cuda_s : estimate.cpu_s,
+          cuda ? estimate.cpu_s : estimate.cuda_s, cuda ? "cpu" : "cuda", costs.test_page_s * 1e9,
+          costs.gather_page_s * 1e9, costs.upload_page_s * 1e9);
+      return;
+    }
+#endif
+    (void)test;
+    backend_ = scan_backend::cpu;
+  }
+
+
+ public:
+  // The per-page costs of both scans, timed on up to 2048 pages spread over
+  // the image: faulted in first (either scan pays that), then tested, then
+  // copied, so neither finds the other's cache lines (the copy runs last and
+  // meets at most the tested lines).
+  template <class Format>
+  [[nodiscard]] scan_costs measure_costs(const page_test_ref& test) const {
+    const u64 pages = pages_scanned();
+    const u64 stride = std::max<u64>(1, pages / 2048);
+    std::vector<std::pair<u64, const std::byte*>> sample;
+    u64 run_start = 0, next = 0;  // indices over all runs' pages
+    for (const page_run& run : runs_) {
+      for (; next < run_start + run.pages; next += stride)
+        sample.emplace_back(run.pa + (next - run_start) * page_bytes, run.bytes + (next - run_start) * page_bytes);
+      run_start += run.pages;
+    }
+    scan_costs costs{.pages = pages,
+                     .threads = threads_,
+                     .upload_page_s = page_bytes / best_upload_bytes_per_s,
+                     .device_setup_s = best_device_setup_s};
+    if (sample.empty()) return costs;
+    unsigned sink = 0;
+    for (const auto& [pa, bytes] : sample) {
+      const auto* first = static_cast<const volatile std::byte*>(bytes);
+      sink += std::to_integer<unsigned>(*first);
+    }
+    // Four interleaved quarters, each tested then copied once; the cheapest
+    // quarter's rate counts, so a preempted pass does not decide.
+    constexpr std::size_t rounds = 4;
+    std::vector<std::byte> staging(page_bytes * ((sample.size() + rounds - 1) / rounds));
+    costs.test_page_s = costs.gather_page_s = std::numeric_limits<double>::infinity();
+    for (std::size_t round = 0; round < std::min(rounds, sample.size()); ++round) {
+      const double pages = static_cast<double>((sample.size() - round + rounds - 1) / rounds);
+      auto started = seconds_clock::now();
+      for (std::size_t i = round; i < sample.size(); i += rounds)
+        sink += kernels::test_page<Format>(test, sample[i].first, sample[i].second).reference >= 0;
+      costs.test_page_s = std::min(costs.test_page_s, seconds_since(started) / pages);
+      started = seconds_clock::now();
+      for (std::size_t i = round; i < sample.size(); i += rounds)
+        std::memcpy(staging.data() + i / rounds * page_bytes, sample[i].second, page_bytes);
+      costs.gather_page_s = std::min(costs.gather_page_s, seconds_since(started) / pages);
+      sink += std::to_integer<unsigned>(staging[0]);
+    }
+    timing_sink = sink;
+    return costs;
+  }
+
+ private:
   // The cpu backend: every page on `threads_` threads (blocking ones, see
   // parallel_for.hpp), each keeping its hits until the scan is done.
   template <class Format>
@@ -257,6 +339,7 @@ class scanner {
   unsigned threads_;
   std::size_t chunk_pages_;
   std::vector<reference> references_;
+  std::string backend_choice_;
   double scan_seconds_ = 0, census_seconds_ = 0;
   root_scan_profile profile_;
 };
@@ -274,14 +357,16 @@ std::string_view role_suffix(pti_role role) {
 root_discovery_result result_for(const root_discovery_options& options) {
   root_discovery_result result;
   result.threads = resolve_jobs(options.threads);
-  result.backend = resolve_scan_backend(options.backend);
-  result.device =
-      result.backend == scan_backend::cuda ? gpu_description() : fmt::format("{} threads", result.threads);
+  result.backend = options.backend;  // `automatic` is resolved at the first scan
   return result;
 }
 
-// What the scans cost, once they are done.
+// Where the scans ran and what they cost, once they are done.
 void record_scans(root_discovery_result& result, const scanner& scan) {
+  result.backend = scan.backend() == scan_backend::automatic ? scan_backend::cpu : scan.backend();
+  result.backend_choice = scan.backend_choice();
+  result.device =
+      result.backend == scan_backend::cuda ? gpu_description() : fmt::format("{} threads", result.threads);
   result.pages_scanned = scan.pages_scanned();
   result.bytes_scanned = result.pages_scanned * page_bytes;
   result.scan_seconds = scan.scan_seconds();
@@ -450,6 +535,25 @@ scan_backend resolve_scan_backend(scan_backend backend) {
   return gpu_visible() ? scan_backend::cuda : scan_backend::cpu;
 }
 
+scan_estimate estimate_scan(const scan_costs& costs) {
+  const double pages = static_cast<double>(costs.pages);
+  const double threads = std::max(costs.threads, 1u);
+  return {.cpu_s = pages * costs.test_page_s / threads,
+          .cuda_s = costs.device_setup_s + pages * std::max(costs.gather_page_s / threads, costs.upload_page_s)};
+}
+
+scan_backend faster_scan_backend(const scan_costs& costs) {
+  const scan_estimate estimate = estimate_scan(costs);
+  return estimate.cuda_s < estimate.cpu_s ? scan_backend::cuda : scan_backend::cpu;
+}
+
+scan_costs sample_scan_costs(const memory_image& image, paging_format format, unsigned threads) {
+  return visit_scan_format(format, [&]<class F>() {
+    const scanner scan(image, format, scan_backend::automatic, resolve_jobs(threads), 0);
+    return scan.template measure_costs<F>(scan.census_test());
+  });
+}
+
 root_discovery_result discover_roots(const memory_image& image, const root_discovery_options& options,
                                      std::string_view origin) {
   if (!is_scanned_format(options.format))
@@ -492,6 +596,7 @@ std::string format_discovery_summary(const root_discovery_result& result, std::s
                           static_cast<double>(p.bytes_uploaded) / 1e9 / std::max(p.upload_s, 1e-9), p.kernel_s,
                           p.chunks);
   }
+  if (!result.backend_choice.empty()) phases += "; " + result.backend_choice;
   return fmt::format("{}: {} roots; scanned {} pages ({:.0f} MiB) in {:.3f} s with backend {} ({}): {:.3g} pages/s, "
                      "{:.0f} MiB/s; {:.3f} s in all{}; {} kernel-only tables skipped\n",
                      origin, result.roots.size(), result.pages_scanned, mib, result.scan_seconds,

@@ -52,8 +52,40 @@ enum class scan_backend { cpu, cuda, automatic, thrust_cpu };
 
 [[nodiscard]] std::string_view scan_backend_name(scan_backend backend);
 [[nodiscard]] std::optional<scan_backend> parse_scan_backend(std::string_view name);
-// `automatic` is cuda when this binary has it and a GPU is visible, else cpu.
+// `automatic` is cuda when this binary has it and a GPU is visible, else
+// cpu: the page hash's choice, which reads every byte of a page either way.
+// Root discovery resolves `automatic` by `faster_scan_backend` instead.
 [[nodiscard]] scan_backend resolve_scan_backend(scan_backend backend);
+
+// What `auto` weighs for a root scan. The cpu scan tests each page where it
+// lies, reading the one or two cache lines the test needs; the GPU scan
+// first gathers every page whole into pinned staging on the host (as many
+// threads as the cpu scan) and uploads it, the gather overlapping the
+// upload. So the GPU only wins where the test costs more than the copy.
+struct scan_costs {
+  u64 pages = 0;             // pages the scan will test
+  unsigned threads = 1;      // host threads, for the test or the gather
+  double test_page_s = 0;    // one page tested on one host thread (measured)
+  double gather_page_s = 0;  // one page copied into staging on one host thread (measured)
+  double upload_page_s = 0;  // one page over PCIe
+  double device_setup_s = 0; // buffers and predicate inputs on the device
+};
+// PCIe Gen5 x16 from pinned memory at its best (H100/H200), and a device
+// setup with the context already up: both favour the GPU, so a cpu choice
+// is safe.
+inline constexpr double best_upload_bytes_per_s = 50e9;
+inline constexpr double best_device_setup_s = 0.005;
+
+struct scan_estimate {
+  double cpu_s = 0;
+  double cuda_s = 0;
+};
+[[nodiscard]] scan_estimate estimate_scan(const scan_costs& costs);
+// cuda when its estimate is lower, else cpu.
+[[nodiscard]] scan_backend faster_scan_backend(const scan_costs& costs);
+// The costs `auto` weighs, measured on a sample of `image`'s pages with the
+// census test (discovery measures with the test of its first scan).
+[[nodiscard]] scan_costs sample_scan_costs(const memory_image& image, paging_format format, unsigned threads);
 
 struct root_discovery_options {
   paging_format format = paging_format::x86_64;
@@ -82,6 +114,7 @@ struct root_discovery_result {
   double scan_seconds = 0;    // the candidate scan: one pass over the pages, device setup excluded
   double census_seconds = 0;  // the census scan, when no root was known
   scan_backend backend = scan_backend::cpu;  // the one that ran
+  std::string backend_choice;                // how `auto` chose it, when it weighed costs
   std::string device;                        // where: "2 threads", the GPU's name
   unsigned threads = 0;
   root_scan_profile profile;  // GPU scans: phases of the census and candidate scans
