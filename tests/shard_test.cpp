@@ -419,6 +419,26 @@ TEST_F(sharded_dumps, one_dump_lists_as_before_on_stdout_or_in_out) {
   EXPECT_EQ(read_text(dir / "one.txt"), r.out);
 }
 
+// A dump that cannot be read fails the run (sharded or not) with one line
+// naming it, and leaves no output, not even the other dumps' part.
+TEST_F(sharded_dumps, a_bad_dump_fails_naming_it_and_writes_nothing) {
+  const fs::path bad = dir.write("dumps/broken.core", std::string_view("\x7f" "ELF and then nothing"));
+  auto with_bad = dumps;
+  with_bad.push_back(bad.string());
+  for (const std::string command : {"roots", "import"})
+    for (const std::vector<std::string>& shard : {std::vector<std::string>{}, {"--shard", "1/2"}}) {
+      const fs::path out = dir / (command + "-out");
+      const auto r = run_ptwalk(dir, args(command, out, shard, with_bad));
+      EXPECT_EQ(r.status, 1) << command;
+      EXPECT_NE(r.err.find("ptwalk: " + bad.string() + ": "), std::string::npos) << r.err;
+      EXPECT_FALSE(fs::exists(out)) << command;
+    }
+  const auto r = run_ptwalk(dir, args("import", dir / "out", {"--shard", "0/2"}, {dumps[0], (dir / "gone").string()}));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find((dir / "gone").string() + ": cannot read its size"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "out"));
+}
+
 TEST_F(sharded_dumps, the_launchers_variables_shard_roots_and_import) {
   ::setenv("SLURM_ARRAY_TASK_ID", "1", 1);
   ::setenv("SLURM_ARRAY_TASK_COUNT", "2", 1);
