@@ -189,7 +189,8 @@ TEST(slurm_cluster, import_and_roots_array_jobs_merge_to_one_process) {
   const auto dumps = dumps_in(dir);
   fs::create_directories(dir / "fleet");
   for (const auto& [command, out] : {std::pair{"import", "fleet/single.jsonl"}, std::pair{"roots", "single.txt"}}) {
-    const auto single = shell(fmt::format("{} {}{} --out {}", PTWALK_BINARY, command, joined(dumps), (dir / out).string()));
+    const auto single =
+        shell(fmt::format("{} {}{} --out {}", PTWALK_BINARY, command, joined(dumps), (dir / out).string()));
     ASSERT_EQ(single.status, 0) << single.out;
   }
 
@@ -214,8 +215,8 @@ TEST(slurm_cluster, import_and_roots_array_jobs_merge_to_one_process) {
   EXPECT_EQ(read_text(dir / "fleet/manifest.jsonl"), manifest) << shell("cat " + (dir / "*.log").string()).out;
   EXPECT_EQ(read_text(dir / "roots.txt"), read_text(dir / "single.txt"));
   EXPECT_EQ(read_manifest(dir / "fleet/manifest.jsonl").size(), dumps.size());
-  EXPECT_NE(shell("cat " + (dir / "ptwalk-shard-*.log").string()).out.find("ptwalk import: shard 2/3 (SLURM_ARRAY_TASK_ID=2 of 3): dumps "),
-            std::string::npos);
+  const std::string logs = shell("cat " + (dir / "ptwalk-shard-*.log").string()).out;
+  EXPECT_NE(logs.find("ptwalk import: shard 2/3 (SLURM_ARRAY_TASK_ID=2 of 3): dumps "), std::string::npos) << logs;
 }
 
 std::string mpirun_walk(const fs::path& manifest, const fs::path& out) {
@@ -255,7 +256,8 @@ TEST(mpi_launch, roots_and_import_on_three_ranks_write_the_bytes_of_one_process)
   const auto dumps = dumps_in(dir);
   fs::create_directories(dir / "fleet");
   for (const std::string command : {"import", "roots"}) {
-    const std::string single = (dir / ("fleet/single-" + command)).string(), mpi = (dir / ("fleet/mpi-" + command)).string();
+    const std::string single = (dir / ("fleet/single-" + command)).string();
+    const std::string mpi = (dir / ("fleet/mpi-" + command)).string();
     const auto one = shell(fmt::format("{} {}{} --out {}", PTWALK_BINARY, command, joined(dumps), single));
     ASSERT_EQ(one.status, 0) << one.out;
     const auto r = shell(fmt::format("mpirun --allow-run-as-root --oversubscribe -np 3 {} {}{} --out {}", PTWALK_BINARY,

@@ -338,8 +338,8 @@ class sharded_dumps : public ::testing::Test {
     ASSERT_EQ(r.status, 0) << r.err;
   }
   // `command DUMPS... --out OUT EXTRA...`
-  std::vector<std::string> args(const std::string& command, const fs::path& out, const std::vector<std::string>& extra = {},
-                                std::vector<std::string> inputs = {}) {
+  std::vector<std::string> args(const std::string& command, const fs::path& out,
+                                const std::vector<std::string>& extra = {}, std::vector<std::string> inputs = {}) {
     if (inputs.empty()) inputs = dumps;
     std::vector<std::string> a{command};
     a.insert(a.end(), inputs.begin(), inputs.end());
@@ -348,7 +348,8 @@ class sharded_dumps : public ::testing::Test {
     return a;
   }
   // The n parts of `command`, in a folder of their own (not the merged output's).
-  std::vector<std::string> parts(const std::string& command, std::size_t n, const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> parts(const std::string& command, std::size_t n,
+                                 const std::vector<std::string>& extra = {}) {
     const fs::path folder = dir / fmt::format("{}-parts-{}{}", command, n, fmt::join(extra, ""));
     fs::create_directories(folder);
     std::vector<std::string> out;

@@ -105,7 +105,8 @@ void run_import(const import_options& o) {
   // A part names dumps by absolute path; merge (or one process) relative to the manifest.
   const bool part = shard.plan && !shard.how.mpi;
   const auto name_file = [&](const std::string& file) {
-    return part ? std::filesystem::absolute(file).lexically_normal().string() : manifest_relative_path(file, manifest_dir);
+    return part ? std::filesystem::absolute(file).lexically_normal().string()
+                : manifest_relative_path(file, manifest_dir);
   };
   const auto import_share = [&](std::ostream& out) {
     for (std::size_t i = first; i < end; ++i) out << manifest_line(o, o.dumps[i], ids[i], name_file) << '\n';

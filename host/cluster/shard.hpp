@@ -67,7 +67,7 @@ struct shard_plan {
   std::size_t first = 0, end = 0;  // manifest indexes [first, end)
   std::size_t snapshots = 0;       // in the whole manifest
   std::string manifest;            // as given; a dump list: "the N dumps FIRST .. LAST"
-  std::string manifest_sha256;     // which fleet this is a shard of: the manifest's bytes, or the dumps' names and sizes
+  std::string manifest_sha256;     // which fleet: SHA-256 of the manifest, or of the dumps' names and sizes
 };
 
 // Cuts the manifest whose snapshots are `specs` (read_manifest) by their work.

@@ -24,7 +24,8 @@ namespace ptwalk {
 struct shard_part {
   std::string command;       // "walk", "roots", "import", "compact" or "archive add"
   shard_plan plan;
-  nlohmann::json options;    // what changes the output's bytes (walk: va_range; compact: policy; roots, import: dump options)
+  nlohmann::json options;    // what changes the output's bytes (walk: va_range; compact: policy;
+                             // roots, import: how dumps are read and discovered)
 
   [[nodiscard]] nlohmann::ordered_json to_json() const;
   // Throws input_error("WHERE: not a shard part: ...") when `record` is not one.

@@ -33,7 +33,8 @@ inline std::vector<std::string> write_dump_fleet(const temp_dir& dir, const std:
     const auto* bytes = reinterpret_cast<const std::byte*>(image.data());
     elf_core_builder elf;
     const u64 cr4 = spec.format == paging_format::x86_64_la57 ? cr4_la57 : cr4_4level;
-    elf.set_notes({{"CORE", NT_PRSTATUS, prstatus_note(1, 0)}, {"QEMU", 0, qemu_note(paging_on, spec.roots.front(), cr4)}});
+    elf.set_notes({{"CORE", NT_PRSTATUS, prstatus_note(1, 0)},
+                   {"QEMU", 0, qemu_note(paging_on, spec.roots.front(), cr4)}});
     elf.add_load(0, std::vector<std::byte>(bytes, bytes + image.size()));
     const auto core = elf.build();
     paths.push_back(dir.write(fmt::format("dumps/{}.core", spec.id), core).string());
