@@ -1,8 +1,9 @@
 // The cluster paths on the real engines, started by the test: a single-node
 // Slurm cluster from Debian's packages (scripts/slurm/local-cluster.sh) runs
 // the shipped job scripts — array jobs of compact and walk over a generated
-// fleet, one task killed mid-write and requeued, the dependent merge — and
-// Open MPI's mpirun runs walk on 3 ranks, directly and inside a Slurm job.
+// fleet, one task killed mid-write and requeued, the dependent merge; array
+// jobs of import and roots over generated ELF cores — and Open MPI's mpirun
+// runs walk on 3 ranks, directly and inside a Slurm job, and roots and import.
 // Every output must be byte-identical to one process's. Nothing is mocked
 // and nothing is skipped: a machine where an engine cannot start fails here.
 #include <gtest/gtest.h>
@@ -16,6 +17,7 @@
 
 #include "generate/fleet_generator.hpp"
 #include "input/manifest.hpp"
+#include "support/dump_fleet.hpp"
 #include "support/run_cli.hpp"
 #include "support/shell.hpp"
 #include "support/temp_dir.hpp"
@@ -165,6 +167,58 @@ TEST(slurm_cluster, array_jobs_with_a_killed_and_requeued_task_merge_to_one_proc
   EXPECT_NE(read_text(dir / "mpi.log").find("shard 2/3 (OMPI_COMM_WORLD_RANK=2 of 3)"), std::string::npos);
 }
 
+// The dumps of a generated fleet of ELF cores, and a file listing them as submit.sh takes them.
+std::vector<std::string> dumps_in(const temp_dir& dir) {
+  const auto dumps = testing::write_dump_fleet(dir, "linux,snapshots=5,spaces=8,pages=64,kernel=64,large=0,la57=some");
+  std::string list;
+  for (const auto& dump : dumps) list += dump + "\n";
+  (void)dir.write("dumps.txt", list);
+  return dumps;
+}
+
+std::string joined(const std::vector<std::string>& words) {
+  std::string out;
+  for (const auto& w : words) out += " " + w;
+  return out;
+}
+
+TEST(slurm_cluster, import_and_roots_array_jobs_merge_to_one_process) {
+  const temp_dir dir;
+  const local_slurm slurm(fmt::format("/tmp/ptwalk-slurm-dumps-{}", ::getpid()));
+  ASSERT_EQ(slurm.started().status, 0) << slurm.started().out;
+  const auto dumps = dumps_in(dir);
+  fs::create_directories(dir / "fleet");
+  for (const auto& [command, out] : {std::pair{"import", "fleet/single.jsonl"}, std::pair{"roots", "single.txt"}}) {
+    const auto single =
+        shell(fmt::format("{} {}{} --out {}", PTWALK_BINARY, command, joined(dumps), (dir / out).string()));
+    ASSERT_EQ(single.status, 0) << single.out;
+  }
+
+  // The shipped submit script: 3 array tasks and the merge job after them, for each command.
+  std::vector<std::string> jobs;
+  for (const std::string command : {"import", "roots"}) {
+    const std::string out = (dir / (command == "import" ? "fleet/manifest.jsonl" : "roots.txt")).string();
+    const auto submitted = slurm.run(fmt::format("cd {} && PTWALK={} PTWALK_GPUS_PER_TASK=0 {}/submit.sh {} {} {} 3",
+                                                 dir.path().string(), PTWALK_BINARY, scripts.string(), command,
+                                                 (dir / "dumps.txt").string(), out));
+    ASSERT_EQ(submitted.status, 0) << submitted.out;
+    const auto space = submitted.out.find(' ');
+    jobs.push_back(submitted.out.substr(0, space));
+    jobs.push_back(submitted.out.substr(space + 1, submitted.out.find('\n') - space - 1));
+  }
+  ASSERT_TRUE(slurm.wait_done(fmt::format("{},{},{},{}", jobs[0], jobs[1], jobs[2], jobs[3])))
+      << slurm.run("squeue; scontrol show jobs").out;
+  for (const char* part : {"fleet/manifest.jsonl.parts/part-00000", "fleet/manifest.jsonl.parts/part-00002",
+                           "roots.txt.parts/part-00001"})
+    EXPECT_TRUE(fs::exists(dir / part)) << part;
+  const std::string manifest = read_text(dir / "fleet/single.jsonl");
+  EXPECT_EQ(read_text(dir / "fleet/manifest.jsonl"), manifest) << shell("cat " + (dir / "*.log").string()).out;
+  EXPECT_EQ(read_text(dir / "roots.txt"), read_text(dir / "single.txt"));
+  EXPECT_EQ(read_manifest(dir / "fleet/manifest.jsonl").size(), dumps.size());
+  const std::string logs = shell("cat " + (dir / "ptwalk-shard-*.log").string()).out;
+  EXPECT_NE(logs.find("ptwalk import: shard 2/3 (SLURM_ARRAY_TASK_ID=2 of 3): dumps "), std::string::npos) << logs;
+}
+
 std::string mpirun_walk(const fs::path& manifest, const fs::path& out) {
   return fmt::format("mpirun --allow-run-as-root --oversubscribe -np 3 {} walk {} --out {}", PTWALK_BINARY,
                      manifest.string(), out.string());
@@ -195,6 +249,26 @@ TEST(mpi_launch, a_failing_rank_leaves_nothing_written) {
   EXPECT_NE(r.out.find(last.id), std::string::npos) << r.out;  // the failing rank names the snapshot
   for (const auto& entry : fs::directory_iterator(dir.path()))
     EXPECT_TRUE(entry.path().filename() == "fleet") << entry.path();
+}
+
+TEST(mpi_launch, roots_and_import_on_three_ranks_write_the_bytes_of_one_process) {
+  const temp_dir dir;
+  const auto dumps = dumps_in(dir);
+  fs::create_directories(dir / "fleet");
+  for (const std::string command : {"import", "roots"}) {
+    const std::string single = (dir / ("fleet/single-" + command)).string();
+    const std::string mpi = (dir / ("fleet/mpi-" + command)).string();
+    const auto one = shell(fmt::format("{} {}{} --out {}", PTWALK_BINARY, command, joined(dumps), single));
+    ASSERT_EQ(one.status, 0) << one.out;
+    const auto r = shell(fmt::format("mpirun --allow-run-as-root --oversubscribe -np 3 {} {}{} --out {}", PTWALK_BINARY,
+                                     command, joined(dumps), mpi));
+    ASSERT_EQ(r.status, 0) << r.out;
+    EXPECT_EQ(read_text(mpi), read_text(single)) << command;
+    EXPECT_GT(read_text(single).size(), 1000u) << command;
+    for (const char* rank : {"(OMPI_COMM_WORLD_RANK=0 of 3): dumps", "(OMPI_COMM_WORLD_RANK=2 of 3): dumps"})
+      EXPECT_NE(r.out.find(rank), std::string::npos) << r.out;
+  }
+  EXPECT_EQ(read_manifest(dir / "fleet/mpi-import").size(), dumps.size());
 }
 
 }  // namespace

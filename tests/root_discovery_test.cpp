@@ -443,7 +443,9 @@ TEST(ImportCommand, WritesAManifestThatLoadsWithEveryRootAndLabel) {
   EXPECT_EQ(specs[0].meta["source"], "ptwalk import");
   EXPECT_EQ(specs[0].meta["kind"], "raw");
   EXPECT_EQ(specs[0].meta["discovery"]["pages_scanned"], 64);
-  EXPECT_EQ(specs[0].meta["discovery"]["backend"], gpu_visible() ? "cuda" : "cpu");
+  // What changes from run to run (the backend, times) goes to stderr: shards merge to one process's bytes.
+  for (const char* varying : {"backend", "seconds", "scan_seconds"})
+    EXPECT_FALSE(specs[0].meta["discovery"].contains(varying)) << varying;
   EXPECT_EQ(load_manifest(manifest).at(0).roots().size(), 3u);
 }
 

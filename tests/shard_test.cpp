@@ -1,24 +1,28 @@
 // Sharding and merging: the launcher's variables read as each engine sets
 // them, cuts checked against an independent computation of the balance, and
 // the real binary's shards of generated fleets merged back to exactly the
-// bytes one process writes (walk files, compact directories, the report);
-// sets that are incomplete, mixed or not parts refused with nothing written.
+// bytes one process writes (walk files, compact directories, the report,
+// roots listings and import manifests of generated ELF cores); sets that
+// are incomplete, mixed or not parts refused with nothing written.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <numeric>
 #include <thread>
 
 #include <sys/stat.h>
 
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "cluster/gpu_choice.hpp"
 #include "cluster/shard.hpp"
 #include "generate/fleet_generator.hpp"
 #include "input/manifest.hpp"
+#include "support/dump_fleet.hpp"
 #include "support/error_of.hpp"
 #include "support/run_cli.hpp"
 #include "support/temp_dir.hpp"
@@ -284,6 +288,208 @@ TEST_F(sharded_cli, an_output_that_is_a_pipe_is_written_not_replaced) {
   EXPECT_TRUE(fs::is_fifo(fifo));
   run_ok({"walk", fleet.string(), "--out", (dir / "file.jsonl").string()});
   EXPECT_EQ(received, read_text(dir / "file.jsonl"));
+}
+
+// A list of dumps is cut by file size, and its identity is its names and sizes.
+TEST(dump_shards, cut_by_file_size_and_known_by_names_and_sizes) {
+  const temp_dir dir;
+  std::vector<std::string> dumps;
+  for (const std::size_t size : {1000u, 1u, 1u, 1u, 1u, 1u, 1u, 1u, 1u, 1u})
+    dumps.push_back(dir.write(fmt::format("d{}", dumps.size()), std::string(size, 'x')).string());
+  const auto first = plan_dump_shard(dumps, {0, 2}), second = plan_dump_shard(dumps, {1, 2});
+  EXPECT_EQ(first.first, 0u);
+  EXPECT_EQ(first.end, 1u);  // the big dump alone, not 5 dumps
+  EXPECT_EQ(second.first, 1u);
+  EXPECT_EQ(second.end, 10u);
+  EXPECT_EQ(first.snapshots, 10u);
+  EXPECT_EQ(first.manifest_sha256, second.manifest_sha256);
+  EXPECT_EQ(first.manifest, fmt::format("the 10 dumps {} .. {}", dumps.front(), dumps.back()));
+  EXPECT_EQ(describe_dump_shard(first, "--shard 0/2", dumps),
+            fmt::format("shard 0/2 (--shard 0/2): dumps 0..0 of 10 ({} .. {})", dumps[0], dumps[0]));
+  // Another size, another order or another list is another job.
+  (void)dir.write("d3", std::string(2, 'x'));
+  const auto grown = plan_dump_shard(dumps, {0, 2});
+  EXPECT_NE(grown.manifest_sha256, first.manifest_sha256);
+  std::swap(dumps[1], dumps[2]);
+  EXPECT_NE(plan_dump_shard(dumps, {0, 2}).manifest_sha256, grown.manifest_sha256);
+  dumps.pop_back();
+  EXPECT_NE(plan_dump_shard(dumps, {0, 2}).manifest_sha256, grown.manifest_sha256);
+  dumps.push_back((dir / "missing").string());
+  EXPECT_NE(error_of([&] { (void)plan_dump_shard(dumps, {0, 2}); }).find("missing: cannot read its size"),
+            std::string::npos);
+}
+
+class sharded_dumps : public ::testing::Test {
+ protected:
+  temp_dir dir;
+  // Five ELF cores (LA57 every other one) and the first again from another
+  // folder: one process names it snap-0000-2, whichever shard imports it.
+  std::vector<std::string> dumps = [&] {
+    auto paths = testing::write_dump_fleet(dir, "linux,snapshots=5,spaces=6,pages=24,kernel=64,large=0,la57=some");
+    fs::create_directories(dir / "again");
+    const fs::path copy = dir / "again" / fs::path(paths.front()).filename();
+    fs::copy_file(paths.front(), copy);
+    paths.push_back(copy.string());
+    return paths;
+  }();
+
+  void run_ok(const std::vector<std::string>& args) {
+    const auto r = run_ptwalk(dir, args);
+    ASSERT_EQ(r.status, 0) << r.err;
+  }
+  // `command DUMPS... --out OUT EXTRA...`
+  std::vector<std::string> args(const std::string& command, const fs::path& out,
+                                const std::vector<std::string>& extra = {}, std::vector<std::string> inputs = {}) {
+    if (inputs.empty()) inputs = dumps;
+    std::vector<std::string> a{command};
+    a.insert(a.end(), inputs.begin(), inputs.end());
+    a.insert(a.end(), {"--out", out.string()});
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  }
+  // The n parts of `command`, in a folder of their own (not the merged output's).
+  std::vector<std::string> parts(const std::string& command, std::size_t n,
+                                 const std::vector<std::string>& extra = {}) {
+    const fs::path folder = dir / fmt::format("{}-parts-{}{}", command, n, fmt::join(extra, ""));
+    fs::create_directories(folder);
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < n; ++i) {
+      out.push_back((folder / fmt::format("part-{}", i)).string());
+      auto a = args(command, out.back(), extra);
+      a.insert(a.end(), {"--shard", fmt::format("{}/{}", i, n)});
+      run_ok(a);
+    }
+    return out;
+  }
+  testing::run_result merge(const fs::path& out, std::vector<std::string> parts) {
+    parts.insert(parts.begin(), {"merge", "--out", out.string()});
+    return run_ptwalk(dir, parts);
+  }
+};
+
+TEST_F(sharded_dumps, roots_and_import_shards_merge_to_the_single_process_bytes) {
+  fs::create_directories(dir / "fleet");
+  run_ok(args("roots", dir / "single.txt"));
+  run_ok(args("import", dir / "fleet/manifest.jsonl"));
+  const std::string roots = read_text(dir / "single.txt"), manifest = read_text(dir / "fleet/manifest.jsonl");
+  // Independently: one block per dump in order, each starting at its CPU's root; a manifest
+  // naming each dump relative to itself, with unique ids, that walks.
+  std::size_t at = 0;
+  for (const auto& dump : dumps) {
+    const auto block = roots.find(fmt::format("# {}: format ", dump), at);
+    ASSERT_NE(block, std::string::npos) << dump;
+    at = block + 1;
+  }
+  EXPECT_NE(roots.find(" cpu0 "), std::string::npos);
+  const auto specs = read_manifest(dir / "fleet/manifest.jsonl");
+  ASSERT_EQ(specs.size(), dumps.size());
+  EXPECT_EQ(specs.front().id, "snap-0000");
+  EXPECT_EQ(specs.back().id, "snap-0000-2");
+  EXPECT_EQ(std::get<elf_source>(specs.front().memory).path, "../dumps/snap-0000.core");
+  EXPECT_EQ(std::get<elf_source>(specs.back().memory).path, "../again/snap-0000.core");
+  EXPECT_EQ(specs[1].format, paging_format::x86_64_la57);
+  for (const auto& spec : specs) EXPECT_EQ(spec.roots.size(), 6u) << spec.id;
+  EXPECT_EQ(manifest.find("seconds"), std::string::npos);  // nothing that changes from run to run
+  EXPECT_EQ(manifest.find("backend"), std::string::npos);
+  run_ok({"walk", (dir / "fleet/manifest.jsonl").string(), "--out", (dir / "walk.jsonl").string()});
+
+  // 7 shards of 6 dumps: some are empty.
+  for (std::size_t n : {1u, 2u, 3u, 7u}) {
+    auto roots_parts = parts("roots", n), import_parts = parts("import", n);
+    std::reverse(roots_parts.begin(), roots_parts.end());  // any order
+    auto r = merge(dir / fmt::format("roots-{}.txt", n), roots_parts);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(read_text(dir / fmt::format("roots-{}.txt", n)), roots) << n << " shards";
+    r = merge(dir / fmt::format("fleet/import-{}.jsonl", n), import_parts);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(read_text(dir / fmt::format("fleet/import-{}.jsonl", n)), manifest) << n << " shards";
+  }
+  // Options that change the bytes merge to their own single-process bytes.
+  run_ok(args("import", dir / "fleet/kept.jsonl", {"--keep-kernel-only"}));
+  ASSERT_EQ(merge(dir / "fleet/kept-merged.jsonl", parts("import", 2, {"--keep-kernel-only"})).status, 0);
+  EXPECT_EQ(read_text(dir / "fleet/kept-merged.jsonl"), read_text(dir / "fleet/kept.jsonl"));
+}
+
+TEST_F(sharded_dumps, one_dump_lists_as_before_on_stdout_or_in_out) {
+  const auto r = run_ptwalk(dir, {"roots", dumps[1]});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::string header = fmt::format("# {}: format x86_64-la57 (CR4.LA57 of the vCPUs); references:\n", dumps[1]);
+  EXPECT_EQ(r.out.rfind(header, 0), 0u) << r.out;
+  EXPECT_EQ(r.out.find("\"type\""), std::string::npos);
+  run_ok({"roots", dumps[1], "--out", (dir / "one.txt").string()});
+  EXPECT_EQ(read_text(dir / "one.txt"), r.out);
+}
+
+// A dump that cannot be read fails the run (sharded or not) with one line
+// naming it, and leaves no output, not even the other dumps' part.
+TEST_F(sharded_dumps, a_bad_dump_fails_naming_it_and_writes_nothing) {
+  const fs::path bad = dir.write("dumps/broken.core", std::string_view("\x7f" "ELF and then nothing"));
+  auto with_bad = dumps;
+  with_bad.push_back(bad.string());
+  for (const std::string command : {"roots", "import"})
+    for (const std::vector<std::string>& shard : {std::vector<std::string>{}, {"--shard", "1/2"}}) {
+      const fs::path out = dir / (command + "-out");
+      const auto r = run_ptwalk(dir, args(command, out, shard, with_bad));
+      EXPECT_EQ(r.status, 1) << command;
+      EXPECT_NE(r.err.find("ptwalk: " + bad.string() + ": "), std::string::npos) << r.err;
+      EXPECT_FALSE(fs::exists(out)) << command;
+    }
+  const auto r = run_ptwalk(dir, args("import", dir / "out", {"--shard", "0/2"}, {dumps[0], (dir / "gone").string()}));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find((dir / "gone").string() + ": cannot read its size"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "out"));
+}
+
+TEST_F(sharded_dumps, the_launchers_variables_shard_roots_and_import) {
+  ::setenv("SLURM_ARRAY_TASK_ID", "1", 1);
+  ::setenv("SLURM_ARRAY_TASK_COUNT", "2", 1);
+  const auto sharded = run_ptwalk(dir, args("import", dir / "task1"));
+  ::unsetenv("SLURM_ARRAY_TASK_ID");
+  ::unsetenv("SLURM_ARRAY_TASK_COUNT");
+  ASSERT_EQ(sharded.status, 0) << sharded.err;
+  EXPECT_NE(sharded.err.find("ptwalk import: shard 1/2 (SLURM_ARRAY_TASK_ID=1 of 2): dumps "), std::string::npos)
+      << sharded.err;
+  EXPECT_NE(sharded.err.find("; GPU: "), std::string::npos) << sharded.err;
+  EXPECT_EQ(read_text(dir / "task1"), read_text(parts("import", 2)[1]));
+}
+
+TEST_F(sharded_dumps, incomplete_or_mismatched_sets_are_refused_with_nothing_written) {
+  const auto imported = parts("import", 3);
+  const fs::path out = dir / "merged.jsonl";
+  auto r = merge(out, {imported[0], imported[2]});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.err, fmt::format("ptwalk: merge: incomplete set: shard 1 of 3 missing (parts of the 6 dumps {} .. {}); "
+                               "rerun it and merge again\n",
+                               dumps.front(), dumps.back()));
+  r = merge(out, {imported[1]});
+  EXPECT_NE(r.err.find("shards 0, 2 of 3 missing"), std::string::npos) << r.err;
+  // Roots parts are no import parts.
+  const auto listed = parts("roots", 3);
+  r = merge(out, {imported[0], listed[1], imported[2]});
+  EXPECT_NE(r.err.find("are not parts of one job: commands (import vs roots) differ"), std::string::npos) << r.err;
+  // Other options, another list of dumps, another size of one of them.
+  const auto hinted = parts("import", 3, {"--keep-kernel-only"});
+  r = merge(out, {imported[0], imported[1], hinted[2]});
+  EXPECT_NE(r.err.find("are not parts of one job: options ("), std::string::npos) << r.err;
+  auto fewer = dumps;
+  fewer.pop_back();
+  auto a = args("import", dir / "fewer-2", {"--shard", "2/3"}, fewer);
+  run_ok(a);
+  r = merge(out, {imported[0], imported[1], (dir / "fewer-2").string()});
+  EXPECT_NE(r.err.find("are not parts of one job: manifests ("), std::string::npos) << r.err;
+  std::ofstream(dumps.back(), std::ios::app) << "grown";
+  run_ok(args("import", dir / "grown-2", {"--shard", "2/3"}));
+  r = merge(out, {imported[0], imported[1], (dir / "grown-2").string()});
+  EXPECT_NE(r.err.find("are not parts of one job: manifests ("), std::string::npos) << r.err;
+  // A part cut short by hand (a line lost) is refused, not merged.
+  const std::string whole = read_text(imported[2]);
+  const fs::path cut = dir / "cut-2";
+  (void)dir.write("cut-2", whole.substr(0, whole.rfind('\n', whole.size() - 2) + 1));
+  r = merge(out, {imported[0], imported[1], cut.string()});
+  EXPECT_NE(r.err.find("manifest lines for the shard's"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out));
+  for (const auto& entry : fs::directory_iterator(dir.path()))
+    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
 }
 
 }  // namespace

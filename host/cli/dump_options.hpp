@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "command.hpp"
 #include "input/manifest.hpp"
@@ -52,6 +53,19 @@ struct dump_options {
     const auto value = parse_hex(base_text);
     if (!value) throw input_error(fmt::format("--base: bad hex \"{}\"", base_text));
     return *value;
+  }
+  // What changes the bytes `roots` and `import` write: a shard part records
+  // it so `ptwalk merge` refuses parts run with other options.
+  [[nodiscard]] nlohmann::json part_options() const {
+    nlohmann::json hex_hints = nlohmann::json::array();
+    for (const u64 hint : hints()) hex_hints.push_back(hex(hint));
+    const auto chosen = format();
+    const auto kernel = ttbr1();
+    return {{"format", chosen ? nlohmann::json(std::string(format_name(*chosen))) : nlohmann::json()},
+            {"base", hex(raw_base())},
+            {"ttbr1", kernel ? nlohmann::json(hex(*kernel)) : nlohmann::json()},
+            {"hints", std::move(hex_hints)},
+            {"keep_kernel_only", keep_kernel_only}};
   }
 };
 

@@ -11,11 +11,12 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "common/atomic_file.hpp"
+#include "cluster/shard_part.hpp"
 #include "command.hpp"
 #include "dump_options.hpp"
 #include "input/manifest.hpp"
 #include "discovery/root_discovery.hpp"
+#include "shard_options.hpp"
 
 namespace ptwalk::cli {
 namespace {
@@ -23,6 +24,7 @@ namespace {
 struct import_options {
   std::vector<std::string> dumps;
   std::string out;
+  std::string shard;
   dump_options dump;
 };
 
@@ -56,46 +58,64 @@ nlohmann::json provenance(const opened_dump& dump, const root_discovery_result& 
   meta["discovery"] = {{"references", found.references},
                        {"evidence", std::move(evidence)},
                        {"pages_scanned", found.pages_scanned},
-                       {"kernel_only_skipped", found.kernel_only_skipped},
-                       {"backend", scan_backend_name(found.backend)},
-                       {"scan_seconds", found.scan_seconds},
-                       {"seconds", found.seconds}};
+                       {"kernel_only_skipped", found.kernel_only_skipped}};
   return meta;
 }
 
-void run_import(const import_options& o) {
-  const std::filesystem::path manifest(o.out);
-  // Created first so an unwritable destination fails before the scans.
-  atomic_output_file out(manifest);
-  const auto manifest_dir = std::filesystem::absolute(manifest).parent_path();
+// Every dump's snapshot id as one process names them: open_dump's (the
+// file's stem), with -2, -3, ... on repeats; every shard computes all of them.
+std::vector<std::string> snapshot_ids(const std::vector<std::string>& dumps) {
   std::map<std::string, unsigned> ids_used;
-  const auto hints = o.dump.hints();
-  for (const auto& path : o.dumps) {
-    auto dump = open_dump(path, o.dump.raw_base(), o.dump.format(), o.dump.ttbr1());
-    const auto found = discover_dump_roots(dump, hints, o.dump.keep_kernel_only, o.dump.jobs, o.dump.backend());
-    fmt::print(stderr, "{}", format_discovery_summary(found, path));
-
-    snapshot_spec spec;
-    spec.id = dump.snapshot.id();
-    if (const unsigned n = ++ids_used[spec.id]; n > 1) spec.id += fmt::format("-{}", n);
-    spec.format = dump.snapshot.format();
-    const auto relative = std::filesystem::absolute(path).lexically_relative(manifest_dir).string();
-    // The dump's own source (ELF core, kdump file or raw with its base), named relative to the manifest.
-    spec.memory = dump.snapshot.spec.memory;
-    std::visit(
-        [&](auto& source) {
-          if constexpr (requires { source.path; }) source.path = relative;
-        },
-        spec.memory);
-    for (const auto& root : found.roots) {
-      spec.roots.push_back(root.root);
-      spec.labels.push_back(root.label);
-    }
-    if (dump.ttbr1) spec.upper_roots.assign(spec.roots.size(), *dump.ttbr1);
-    spec.meta = provenance(dump, found);
-    out.stream() << format_manifest_line(spec) << '\n';
+  std::vector<std::string> ids;
+  for (const auto& path : dumps) {
+    std::string id = std::filesystem::path(path).stem().string();
+    if (const unsigned n = ++ids_used[id]; n > 1) id += fmt::format("-{}", n);
+    ids.push_back(std::move(id));
   }
-  out.commit();
+  return ids;
+}
+
+// The manifest line of one dump; `name_file` names the dump's file in it.
+std::string manifest_line(const import_options& o, const std::string& path, std::string id,
+                          const std::function<std::string(const std::string&)>& name_file) {
+  auto dump = open_dump(path, o.dump.raw_base(), o.dump.format(), o.dump.ttbr1());
+  const auto found = discover_dump_roots(dump, o.dump.hints(), o.dump.keep_kernel_only, o.dump.jobs, o.dump.backend());
+  fmt::print(stderr, "{}", format_discovery_summary(found, path));
+
+  snapshot_spec spec;
+  spec.id = std::move(id);
+  spec.format = dump.snapshot.format();
+  // The dump's own source (ELF core, kdump file or raw with its base).
+  spec.memory = dump.snapshot.spec.memory;
+  rename_memory_files(spec.memory, [&](const std::string&) { return name_file(path); });
+  for (const auto& root : found.roots) {
+    spec.roots.push_back(root.root);
+    spec.labels.push_back(root.label);
+  }
+  if (dump.ttbr1) spec.upper_roots.assign(spec.roots.size(), *dump.ttbr1);
+  spec.meta = provenance(dump, found);
+  return format_manifest_line(spec);
+}
+
+void run_import(const import_options& o) {
+  const sharding shard = resolve_dump_shard("import", o.shard, o.dumps);
+  const std::size_t first = shard.plan ? shard.plan->first : 0, end = shard.plan ? shard.plan->end : o.dumps.size();
+  const auto ids = snapshot_ids(o.dumps);
+  const auto manifest_dir = std::filesystem::absolute(o.out).parent_path();
+  // A part names dumps by absolute path; merge (or one process) relative to the manifest.
+  const bool part = shard.plan && !shard.how.mpi;
+  const auto name_file = [&](const std::string& file) {
+    return part ? std::filesystem::absolute(file).lexically_normal().string()
+                : manifest_relative_path(file, manifest_dir);
+  };
+  const auto import_share = [&](std::ostream& out) {
+    for (std::size_t i = first; i < end; ++i) out << manifest_line(o, o.dumps[i], ids[i], name_file) << '\n';
+  };
+  if (shard.how.mpi) return write_together("import", o.out, import_share);
+  write_output(o.out, [&](std::ostream& out) {
+    if (part) out << shard_part{"import", *shard.plan, o.dump.part_options()}.to_json().dump() << '\n';
+    import_share(out);
+  });
 }
 
 void setup_import(CLI::App& app) {
@@ -105,8 +125,9 @@ void setup_import(CLI::App& app) {
       "Turn dumps (ELF cores, compressed kdump files, raw files) into a fleet manifest: one snapshot per "
       "dump with its discovered roots (vCPU CR3s first), labels, format and provenance.");
   cmd->add_option("dumps", o->dumps, "ELF cores, compressed kdump files or raw memory files")->required();
-  cmd->add_option("--out", o->out, "manifest to write (JSON Lines)")->required();
+  cmd->add_option("--out", o->out, "manifest to write (JSON Lines); a shard's part to merge")->required();
   add_dump_options(*cmd, o->dump);
+  add_shard_option(*cmd, o->shard);
   cmd->callback([o] { run_import(*o); });
 }
 

@@ -1,4 +1,5 @@
-// host/cli/merge.cpp — `ptwalk merge`: shard parts of a walk or compact into the single-process output.
+// host/cli/merge.cpp — `ptwalk merge`: shard parts of a walk, roots, import or compact into the
+// single-process output.
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -37,11 +38,13 @@ void setup_merge(CLI::App& app) {
   auto o = std::make_shared<merge_options>();
   auto* cmd = app.add_subcommand(
       "merge",
-      "Combine the parts the shards of a cluster job wrote (walk JSON Lines files, or compact output\n"
-      "directories) into the bytes one process writes for the whole manifest. Refuses a set that is\n"
-      "incomplete or mixes jobs, naming the missing shards; writes nothing then.");
+      "Combine the parts the shards of a cluster job wrote (walk JSON Lines files, roots listings,\n"
+      "import manifests, or compact output directories) into the bytes one process writes for the\n"
+      "whole manifest or list of dumps. Refuses a set that is incomplete or mixes jobs, naming the\n"
+      "missing shards; writes nothing then.");
   cmd->add_option("parts", o->parts, "the shards' outputs, in any order")->required();
-  cmd->add_option("--out", o->out, "merged output: a file for walk parts, a directory for compact parts")
+  cmd->add_option("--out", o->out,
+                  "merged output: a file for walk, roots and import parts, a directory for compact parts")
       ->required();
   cmd->add_option("--report", o->report, "compact parts: also write the summed report as JSON to this file");
   cmd->add_flag("--force", o->force, "compact parts: replace --out if it exists and is not empty");

@@ -1,20 +1,29 @@
 // host/cli/shard_options.hpp — `--shard` and the launcher's variables, one parser for every command.
 //
-// walk, compact and verify add the option with add_shard_option and call
-// resolve_shard once they know their manifest: it reads the launcher's
-// variables (cluster/shard.hpp), picks this process's GPU, cuts the
-// manifest and logs on stderr which shard, which snapshots and which GPU.
+// walk, compact, verify and archive add add the option with
+// add_shard_option and call resolve_shard once they know their manifest
+// (roots and import: resolve_dump_shard with their dumps): it reads the
+// launcher's variables (cluster/shard.hpp), picks this process's GPU, cuts
+// the fleet and logs on stderr which shard, which snapshots and which GPU.
+// Commands that write one stream (walk, roots, import) write it with
+// write_output, or under an MPI launch with write_together.
 #pragma once
 
+#include <exception>
+#include <functional>
+#include <iostream>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include "cluster/gpu_choice.hpp"
+#include "cluster/mpi_world.hpp"
 #include "cluster/shard.hpp"
 #include "command.hpp"
+#include "common/atomic_file.hpp"
 #include "input/manifest.hpp"
 
 namespace ptwalk::cli {
@@ -31,18 +40,74 @@ struct sharding {
   std::optional<shard_plan> plan;  // none: the whole manifest, as one process
 };
 
-// Resolves this process's share of `manifest` (its snapshots: `specs`).
-inline sharding resolve_shard(std::string_view command, const std::string& shard_text,
-                              const std::filesystem::path& manifest, const std::vector<snapshot_spec>& specs) {
+// The launch, the GPU and, when sharded, the plan `plan` cuts and the line `describe` writes for it.
+inline sharding resolve_sharding(std::string_view command, const std::string& shard_text,
+                                 const std::function<shard_plan(shard_id)>& plan,
+                                 const std::function<std::string(const shard_plan&, std::string_view)>& describe) {
   const environment env = process_environment();
   sharding out{detect_launch(shard_text, env), std::nullopt};
   const gpu_choice gpu = choose_gpu(out.how.local_rank, env, nvidia_devices_on_node());
   apply_gpu_choice(gpu);
   if (!out.how.shard) return out;
-  out.plan = plan_shard(manifest, specs, *out.how.shard);
-  fmt::print(stderr, "ptwalk {}: {}; GPU: {}\n", command, describe_shard(*out.plan, out.how.origin, specs),
-             gpu.description);
+  out.plan = plan(*out.how.shard);
+  fmt::print(stderr, "ptwalk {}: {}; GPU: {}\n", command, describe(*out.plan, out.how.origin), gpu.description);
   return out;
+}
+
+// Resolves this process's share of `manifest` (its snapshots: `specs`).
+inline sharding resolve_shard(std::string_view command, const std::string& shard_text,
+                              const std::filesystem::path& manifest, const std::vector<snapshot_spec>& specs) {
+  return resolve_sharding(
+      command, shard_text, [&](shard_id shard) { return plan_shard(manifest, specs, shard); },
+      [&](const shard_plan& plan, std::string_view origin) { return describe_shard(plan, origin, specs); });
+}
+
+// Resolves this process's share of the dumps `roots` or `import` was given.
+inline sharding resolve_dump_shard(std::string_view command, const std::string& shard_text,
+                                   const std::vector<std::string>& dumps) {
+  return resolve_sharding(
+      command, shard_text, [&](shard_id shard) { return plan_dump_shard(dumps, shard); },
+      [&](const shard_plan& plan, std::string_view origin) { return describe_dump_shard(plan, origin, dumps); });
+}
+
+// Writes to `out`, or stdout when empty. The file is created first, so an
+// unwritable destination fails before a long run, and appears only on commit.
+inline void write_output(const std::string& out, const std::function<void(std::ostream&)>& write) {
+  if (out.empty()) {
+    write(std::cout);
+    if (!std::cout.flush()) throw input_error("stdout: write failed");
+    return;
+  }
+  atomic_output_file file(out);
+  write(file.stream());
+  file.commit();
+}
+
+// The ranks of one MPI launch each `produce` their shard's bytes and rank 0
+// writes them, in rank order, to `out` (stdout when empty) as the
+// single-process output; if any rank fails, nothing is written.
+inline void write_together(std::string_view command, const std::string& out,
+                           const std::function<void(std::ostream&)>& produce) {
+  const mpi_world world;
+  std::string bytes;
+  std::exception_ptr error;
+  try {
+    // Rank 0 opens the output first, so an unwritable destination fails before the work.
+    std::optional<atomic_output_file> probe;
+    if (world.rank() == 0 && !out.empty()) probe.emplace(out);
+    std::ostringstream records;
+    produce(records);
+    bytes = std::move(records).str();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  if (!world.all_succeeded(error == nullptr)) {
+    if (error) std::rethrow_exception(error);
+    throw input_error(fmt::format("{}: rank {} of {}: another rank failed; {} was not written", command, world.rank(),
+                                  world.size(), out.empty() ? "stdout" : out));
+  }
+  world.gather_to_root(bytes);
+  if (world.rank() == 0) write_output(out, [&](std::ostream& stream) { stream << bytes; });
 }
 
 }  // namespace ptwalk::cli

@@ -5,16 +5,12 @@
 // format its CPU state implies unless --format is given; stderr says so.
 #include <algorithm>
 #include <chrono>
-#include <iostream>
 #include <memory>
 #include <optional>
-#include <sstream>
 
 #include <fmt/format.h>
 
-#include "cluster/mpi_world.hpp"
 #include "cluster/shard_part.hpp"
-#include "common/atomic_file.hpp"
 #include "walk/batch_walk.hpp"
 #include "command.hpp"
 #include "discovery/root_discovery.hpp"
@@ -159,49 +155,8 @@ void walk_and_write(const walk_options& o, const std::vector<loaded_snapshot>& f
   fmt::print(stderr, "{}", format_walk_summary(walks, levels, o.backend, elapsed.count()));
 }
 
-// Writes to --out or stdout. The file is created first, so an unwritable
-// destination fails before a long walk, and appears only on commit.
-template <class Write>
-void write_output(const std::string& out, Write&& write) {
-  if (out.empty()) {
-    write(std::cout);
-    if (!std::cout.flush()) throw input_error("stdout: write failed");
-    return;
-  }
-  atomic_output_file file(out);
-  write(file.stream());
-  file.commit();
-}
-
 // What a shard's record says changes the bytes of a walk.
 nlohmann::json walk_part_options(va_range range) { return {{"va_range", {hex(range.first), hex(range.last)}}}; }
-
-// The ranks of one MPI launch walk their shards and rank 0 writes them, in
-// order, as the single-process output; if any rank fails, none is written.
-void run_mpi_walk(const walk_options& o, const std::vector<snapshot_spec>& specs, const shard_plan& plan,
-                  va_range range) {
-  const mpi_world world;
-  std::string bytes;
-  std::exception_ptr error;
-  try {
-    // Rank 0 opens the output first, so an unwritable destination fails before the walks.
-    std::optional<atomic_output_file> probe;
-    if (world.rank() == 0 && !o.out.empty()) probe.emplace(o.out);
-    std::ostringstream records;
-    walk_and_write(o, load_specs(std::span(specs).subspan(plan.first, plan.end - plan.first), o.manifest), range,
-                   records);
-    bytes = std::move(records).str();
-  } catch (...) {
-    error = std::current_exception();
-  }
-  if (!world.all_succeeded(error == nullptr)) {
-    if (error) std::rethrow_exception(error);
-    throw input_error(fmt::format("walk: rank {} of {}: another rank failed; {} was not written", world.rank(),
-                                  world.size(), o.out.empty() ? "stdout" : o.out));
-  }
-  world.gather_to_root(bytes);
-  if (world.rank() == 0) write_output(o.out, [&](std::ostream& out) { out << bytes; });
-}
 
 void run_walk(const walk_options& o) {
   if (o.manifest.empty() == (o.elf.empty() && o.kdump.empty() && o.raw.empty()))
@@ -211,16 +166,20 @@ void run_walk(const walk_options& o) {
   const va_range range = o.va_range_text.empty() ? va_range{} : parse_va_range(o.va_range_text);
   if (o.manifest.empty() || !o.snapshot.empty()) {
     if (!o.shard.empty() && o.shard != "none") throw input_error("walk: --shard needs a MANIFEST and no --snapshot");
-    write_output(o.out, [&, fleet = load_fleet(o)](std::ostream& out) { walk_and_write(o, fleet, range, out); });
+    const auto fleet = load_fleet(o);
+    write_output(o.out, [&](std::ostream& out) { walk_and_write(o, fleet, range, out); });
     return;
   }
   const std::vector<snapshot_spec> specs = read_manifest(o.manifest);
   const sharding shard = resolve_shard("walk", o.shard, o.manifest, specs);
-  if (shard.how.mpi) return run_mpi_walk(o, specs, *shard.plan, range);
   const std::size_t first = shard.plan ? shard.plan->first : 0, end = shard.plan ? shard.plan->end : specs.size();
+  const auto walk_share = [&](std::ostream& out) {
+    walk_and_write(o, load_specs(std::span(specs).subspan(first, end - first), o.manifest), range, out);
+  };
+  if (shard.how.mpi) return write_together("walk", o.out, walk_share);
   write_output(o.out, [&](std::ostream& out) {
     if (shard.plan) out << shard_part{"walk", *shard.plan, walk_part_options(range)}.to_json().dump() << '\n';
-    walk_and_write(o, load_specs(std::span(specs).subspan(first, end - first), o.manifest), range, out);
+    walk_share(out);
   });
 }
 

@@ -11,6 +11,7 @@
 
 #include "cluster/shard_part.hpp"
 #include "common/atomic_file.hpp"
+#include "input/manifest.hpp"
 #include "input/memory_image.hpp"
 
 namespace ptwalk {
@@ -94,13 +95,42 @@ std::vector<located_part> check_set(std::vector<located_part> parts) {
   return ordered;
 }
 
-void merge_walk(const fs::path& out, const std::vector<located_part>& parts) {
+// Walk and roots parts: each part's bytes after its shard record, in shard order.
+void merge_lines(const fs::path& out, const std::vector<located_part>& parts) {
   atomic_output_file file(out);
   for (const auto& p : parts) {
     std::ifstream in(p.path, std::ios::binary);
     in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');  // the shard record
     if (in.peek() != std::ifstream::traits_type::eof()) file.stream() << in.rdbuf();
     if (in.bad()) throw input_error(fmt::format("{}: read failed", p.path.string()));
+  }
+  file.commit();
+}
+
+// Import parts: their manifest lines in shard order, each dump (named by
+// its absolute path in the part) named relative to the merged manifest as
+// `ptwalk import --out OUT` names it.
+void merge_import(const fs::path& out, const std::vector<located_part>& parts) {
+  atomic_output_file file(out);
+  const fs::path manifest_dir = fs::absolute(out).parent_path();
+  for (const auto& p : parts) {
+    std::ifstream in(p.path, std::ios::binary);
+    std::string line;
+    std::getline(in, line);  // the shard record
+    std::size_t line_number = 1, lines = 0;
+    while (std::getline(in, line)) {
+      ++line_number;
+      if (line.empty()) continue;
+      snapshot_spec spec = parse_manifest_line(line, p.path, line_number);
+      rename_memory_files(spec.memory,
+                          [&](const std::string& name) { return manifest_relative_path(name, manifest_dir); });
+      file.stream() << format_manifest_line(spec) << '\n';
+      ++lines;
+    }
+    if (in.bad()) throw input_error(fmt::format("{}: read failed", p.path.string()));
+    if (lines != p.part.plan.end - p.part.plan.first)
+      throw input_error(fmt::format("{}: {} manifest lines for the shard's {} dumps", p.path.string(), lines,
+                                    p.part.plan.end - p.part.plan.first));
   }
   file.commit();
 }
@@ -169,7 +199,8 @@ merge_result merge_parts(const fs::path& out, std::span<const std::string> part_
   const auto parts = read_set(part_paths);
   const shard_part& first = parts.front().part;
   merge_result result{first.command, first.plan.shard.count, first.plan.snapshots, first.plan.manifest, {}};
-  if (first.command == "walk") merge_walk(out, parts);
+  if (first.command == "walk" || first.command == "roots") merge_lines(out, parts);
+  else if (first.command == "import") merge_import(out, parts);
   else if (first.command == "compact") result.report = merge_compact(out, parts, replace);
   else if (first.command == "archive add")
     throw input_error("merge: shard archives are merged by `ptwalk archive merge OUT PART...`");

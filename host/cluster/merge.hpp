@@ -1,7 +1,8 @@
 // host/cluster/merge.hpp — `ptwalk merge`: shards' parts back into the single-process output.
 //
-// Walk parts (JSON Lines files) merge into one file: each part's records
-// after its shard record, in shard order. Compact parts (directories)
+// Walk and roots parts (files) merge into one file: each part's bytes
+// after its shard record, in shard order. Import parts merge into one
+// manifest: their lines in shard order, each dump named relative to it. Compact parts (directories)
 // merge into one directory: every image (hard-linked when the file system
 // allows, else copied), manifest.jsonl as the parts' manifests in shard
 // order, and the shards' reports summed. Shards are contiguous ranges of
@@ -24,7 +25,7 @@
 namespace ptwalk {
 
 struct merge_result {
-  std::string command;  // "walk" or "compact"
+  std::string command;  // "walk", "roots", "import" or "compact"
   std::size_t shards = 0;
   std::size_t snapshots = 0;
   std::string manifest;

@@ -89,14 +89,12 @@ std::optional<std::size_t> detect_local_rank(const environment& env) {
   return std::nullopt;
 }
 
-std::string sha256_of_file(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw input_error(fmt::format("{}: cannot read", file.string()));
+// SHA-256 of what `feed` gives it, as lowercase hex.
+template <class Feed>
+std::string sha256_hex(Feed&& feed) {
   EVP_MD_CTX* context = EVP_MD_CTX_new();
   EVP_DigestInit_ex(context, EVP_sha256(), nullptr);
-  char buffer[1 << 16];
-  while (in.read(buffer, sizeof buffer) || in.gcount() > 0)
-    EVP_DigestUpdate(context, buffer, static_cast<std::size_t>(in.gcount()));
+  feed([&](const void* data, std::size_t size) { EVP_DigestUpdate(context, data, size); });
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
   EVP_DigestFinal_ex(context, digest, &length);
@@ -104,6 +102,36 @@ std::string sha256_of_file(const std::filesystem::path& file) {
   std::string out;
   for (unsigned i = 0; i < length; ++i) out += fmt::format("{:02x}", digest[i]);
   return out;
+}
+
+std::string sha256_of_file(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw input_error(fmt::format("{}: cannot read", file.string()));
+  return sha256_hex([&](const auto& update) {
+    char buffer[1 << 16];
+    while (in.read(buffer, sizeof buffer) || in.gcount() > 0) update(buffer, static_cast<std::size_t>(in.gcount()));
+  });
+}
+
+std::uint64_t file_bytes(const std::filesystem::path& path, std::string_view what) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) throw input_error(fmt::format("{}: {}cannot read its size: {}", path.string(), what, ec.message()));
+  return size;
+}
+
+// The shard `shard` of a fleet whose items have `work`.
+shard_plan cut_fleet(std::span<const std::uint64_t> work, shard_id shard, std::string fleet, std::string identity) {
+  const auto cuts = shard_cuts(work, shard.count);
+  return {shard, cuts[shard.index], cuts[shard.index + 1], work.size(), std::move(fleet), std::move(identity)};
+}
+
+std::string describe(const shard_plan& plan, std::string_view origin, std::string_view items,
+                     std::string_view where, const std::function<std::string(std::size_t)>& name) {
+  std::string text = fmt::format("shard {}/{} ({}): ", plan.shard.index, plan.shard.count, origin);
+  if (plan.first == plan.end) return text + fmt::format("no {} of {}{}", items, plan.snapshots, where);
+  return text + fmt::format("{} {}..{} of {}{} ({} .. {})", items, plan.first, plan.end - 1, plan.snapshots, where,
+                            name(plan.first), name(plan.end - 1));
 }
 
 }  // namespace
@@ -169,13 +197,6 @@ std::uint64_t archived_image_bytes(const archive_source& source, const std::file
 }  // namespace
 
 std::uint64_t snapshot_work(const snapshot_spec& spec, const std::filesystem::path& base_dir) {
-  const auto file_bytes = [&](const std::string& path) -> std::uint64_t {
-    std::error_code ec;
-    const auto size = std::filesystem::file_size(base_dir / path, ec);
-    if (ec) throw input_error(fmt::format("{}: snapshot \"{}\": cannot read its size: {}",
-                                          (base_dir / path).string(), spec.id, ec.message()));
-    return size;
-  };
   std::uint64_t bytes = 0;
   std::visit(
       [&](const auto& source) {
@@ -184,7 +205,7 @@ std::uint64_t snapshot_work(const snapshot_spec& spec, const std::filesystem::pa
         } else if constexpr (requires { source.snapshot; }) {
           bytes += archived_image_bytes(source, base_dir, spec.id);
         } else {
-          bytes += file_bytes(source.path);
+          bytes += file_bytes(base_dir / source.path, fmt::format("snapshot \"{}\": ", spec.id));
         }
       },
       spec.memory);
@@ -213,16 +234,33 @@ shard_plan plan_shard(const std::filesystem::path& manifest, std::span<const sna
   std::vector<std::uint64_t> work;
   work.reserve(specs.size());
   for (const auto& spec : specs) work.push_back(snapshot_work(spec, manifest.parent_path()));
-  const auto cuts = shard_cuts(work, shard.count);
-  return {shard, cuts[shard.index], cuts[shard.index + 1], specs.size(), manifest.string(),
-          sha256_of_file(manifest)};
+  return cut_fleet(work, shard, manifest.string(), sha256_of_file(manifest));
+}
+
+shard_plan plan_dump_shard(std::span<const std::string> dumps, shard_id shard) {
+  std::vector<std::uint64_t> work;
+  work.reserve(dumps.size());
+  for (const auto& dump : dumps) work.push_back(file_bytes(dump, ""));
+  // Names and sizes, each ended by a NUL: another list, order or size is another job.
+  const std::string identity = sha256_hex([&](const auto& update) {
+    for (std::size_t i = 0; i < dumps.size(); ++i) {
+      const std::string item = fmt::format("{}{}{}{}", dumps[i], '\0', work[i], '\0');
+      update(item.data(), item.size());
+    }
+  });
+  const std::string fleet = dumps.size() == 1 ? fmt::format("the dump {}", dumps.front())
+                                              : fmt::format("the {} dumps {} .. {}", dumps.size(), dumps.front(),
+                                                            dumps.back());
+  return cut_fleet(work, shard, fleet, identity);
 }
 
 std::string describe_shard(const shard_plan& plan, std::string_view origin, std::span<const snapshot_spec> specs) {
-  std::string text = fmt::format("shard {}/{} ({}): ", plan.shard.index, plan.shard.count, origin);
-  if (plan.first == plan.end) return text + fmt::format("no snapshots of {} in {}", plan.snapshots, plan.manifest);
-  return text + fmt::format("snapshots {}..{} of {} in {} ({} .. {})", plan.first, plan.end - 1, plan.snapshots,
-                            plan.manifest, specs[plan.first].id, specs[plan.end - 1].id);
+  return describe(plan, origin, "snapshots", fmt::format(" in {}", plan.manifest),
+                  [&](std::size_t i) { return specs[i].id; });
+}
+
+std::string describe_dump_shard(const shard_plan& plan, std::string_view origin, std::span<const std::string> dumps) {
+  return describe(plan, origin, "dumps", "", [&](std::size_t i) { return dumps[i]; });
 }
 
 }  // namespace ptwalk

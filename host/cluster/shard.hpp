@@ -1,6 +1,7 @@
 // host/cluster/shard.hpp — which share of a manifest this process takes in a cluster job.
 //
-// A shard is a contiguous range of the manifest's snapshots. The ranges are
+// A shard is a contiguous range of the manifest's snapshots (for `roots`
+// and `import`, of the dumps named on the command line). The ranges are
 // cut where the running sum of the snapshots' work crosses i/N of the total
 // (work: image bytes plus a per-root cost), so every process given the same
 // manifest and N computes the same ranges without talking to the others,
@@ -60,21 +61,27 @@ inline constexpr std::uint64_t root_work_bytes = std::uint64_t{1} << 20;
 // at the snapshot boundary nearest to i/N of the total work, never before the previous one.
 [[nodiscard]] std::vector<std::size_t> shard_cuts(std::span<const std::uint64_t> work, std::size_t count);
 
-// One shard of one manifest: what the process walks, compacts or verifies.
+// One shard of one fleet: what the process walks, compacts, verifies, imports.
 struct shard_plan {
   shard_id shard;
   std::size_t first = 0, end = 0;  // manifest indexes [first, end)
   std::size_t snapshots = 0;       // in the whole manifest
-  std::string manifest;            // as given
-  std::string manifest_sha256;     // of the manifest's bytes: which manifest this is a shard of
+  std::string manifest;            // as given; a dump list: "the N dumps FIRST .. LAST"
+  std::string manifest_sha256;     // which fleet: SHA-256 of the manifest, or of the dumps' names and sizes
 };
 
 // Cuts the manifest whose snapshots are `specs` (read_manifest) by their work.
 [[nodiscard]] shard_plan plan_shard(const std::filesystem::path& manifest, std::span<const snapshot_spec> specs,
                                     shard_id shard);
+// Cuts a list of dumps (`roots`, `import`) by their file sizes; the fleet's
+// identity is the SHA-256 of their names as given and their sizes.
+[[nodiscard]] shard_plan plan_dump_shard(std::span<const std::string> dumps, shard_id shard);
 
-// "shard 1/3 (SLURM_ARRAY_TASK_ID=1 of 3): snapshots 4..7 of 12 (a .. d)"
+// "shard 1/3 (SLURM_ARRAY_TASK_ID=1 of 3): snapshots 4..7 of 12 in M (a .. d)"
 [[nodiscard]] std::string describe_shard(const shard_plan& plan, std::string_view origin,
                                          std::span<const snapshot_spec> specs);
+// "shard 1/3 (--shard 1/3): dumps 2..3 of 5 (b.core .. c.core)"
+[[nodiscard]] std::string describe_dump_shard(const shard_plan& plan, std::string_view origin,
+                                              std::span<const std::string> dumps);
 
 }  // namespace ptwalk

@@ -392,4 +392,25 @@ std::string format_manifest_line(const snapshot_spec& spec) {
   return line.dump();
 }
 
+std::string manifest_relative_path(const std::filesystem::path& file, const std::filesystem::path& manifest_dir) {
+  return std::filesystem::absolute(file)
+      .lexically_normal()
+      .lexically_relative(std::filesystem::absolute(manifest_dir).lexically_normal())
+      .string();
+}
+
+void rename_memory_files(memory_source& memory, const std::function<std::string(const std::string&)>& rename) {
+  std::visit(
+      [&](auto& source) {
+        if constexpr (requires { source.regions; }) {
+          for (auto& region : source.regions) region.path = rename(region.path);
+        } else if constexpr (requires { source.archive; }) {
+          source.archive = rename(source.archive);
+        } else {
+          source.path = rename(source.path);
+        }
+      },
+      memory);
+}
+
 }  // namespace ptwalk

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -47,5 +48,12 @@ namespace ptwalk {
 // against `base_dir` (a manifest's folder), in the order the spec names them.
 [[nodiscard]] std::vector<std::filesystem::path> memory_files(const memory_source& memory,
                                                               const std::filesystem::path& base_dir);
+
+// `file` as a manifest in `manifest_dir` names it: relative to that folder,
+// both made absolute and normal (`import` and `merge` of import parts).
+[[nodiscard]] std::string manifest_relative_path(const std::filesystem::path& file,
+                                                 const std::filesystem::path& manifest_dir);
+// Replaces every file name `memory` holds by `rename(name)`.
+void rename_memory_files(memory_source& memory, const std::function<std::string(const std::string&)>& rename);
 
 }  // namespace ptwalk

@@ -145,11 +145,16 @@ start() {
   rm -rf "$STATE"
   mkdir -p "$STATE"
   start_munge
+  # Clusters started at once (tests run in parallel) would pick the same free
+  # ports: one start at a time, from picking them until its daemons hold them.
+  exec 9>/tmp/ptwalk-local-cluster.lock
+  flock 9
   write_conf
-  # -c: no saved state; -i: ignore stale state files.
-  slurmctld -c -i -f "$CONF"
-  slurmd -c -f "$CONF"
+  # -c: no saved state; -i: ignore stale state files. 9>&-: the daemons do not hold the lock.
+  slurmctld -c -i -f "$CONF" 9>&-
+  slurmd -c -f "$CONF" 9>&-
   wait_for_node
+  flock -u 9
   log "running: export SLURM_CONF=$CONF"
 }
 

@@ -3,7 +3,9 @@
 #
 #   scripts/slurm/submit.sh COMMAND MANIFEST OUT SHARDS [OPTION...]
 #
-# COMMAND: walk (OUT is a JSON Lines file) or compact (OUT is a directory).
+# COMMAND: walk (OUT is a JSON Lines file) or compact (OUT is a directory);
+# roots (OUT: the listing) or import (OUT: the manifest), where MANIFEST is a
+# file naming the dumps, one per line.
 # SHARDS array tasks run at most PTWALK_PARALLEL (default: all) at a time,
 # each on PTWALK_GPUS_PER_TASK GPUs (default 1; 0 on a cluster without GPUs)
 # and PTWALK_CPUS_PER_TASK cores (default 1; compaction uses every core it gets);
