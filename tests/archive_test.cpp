@@ -182,7 +182,7 @@ TEST(archive_cli, bench_archive_reports_every_row_and_cleans_up) {
       dir, {"bench", manifest.string(), "--archive", "--threads", "2", "--job-dir", (dir / "scratch").string()});
   ASSERT_EQ(bench.status, 0) << bench.err;
   for (const char* row : {"archive add", "zstd -3, each image", "zstd -3 --long=27, concat", "archive restore",
-                          "load from archive"})
+                          "load from archive", "walk from archive (eager)", "walk from archive (lazy)"})
     EXPECT_NE(bench.out.find(row), std::string::npos) << row << "\n" << bench.out;
   EXPECT_TRUE(std::filesystem::is_empty(dir / "scratch"));
 }
