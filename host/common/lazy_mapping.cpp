@@ -20,6 +20,7 @@
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -51,6 +52,7 @@ std::size_t parse_byte_size(const std::string& text, const std::string& what) {
 namespace {
 
 constexpr std::size_t minimum_resident_pages = 16;
+constexpr std::size_t fill_window = 16;  // pages one fault may fill (64 KiB, aligned)
 
 std::size_t default_resident_limit() {
   if (const char* text = std::getenv("PTWALK_ARCHIVE_CACHE"); text != nullptr && *text != '\0')
@@ -88,19 +90,22 @@ class pager {
     if (::ioctl(fd_, UFFDIO_REGISTER, &reg) != 0) return fmt::format("UFFDIO_REGISTER: {}", std::strerror(errno));
     const std::lock_guard lock(mutex_);
     m.serial_ = ++last_serial_;
-    live_[m.serial_] = {&m, {}, 0};
+    live_[m.serial_] = {&m, {}, 0, std::vector<bool>(m.reserved_ / lazy_page_size)};
     return {};
   }
 
   // Unregisters the mapping before it is unmapped; no thread reads it any more.
+  // Under the lock, so the pager never fills a range just unregistered (a
+  // fault event can outlive its reader: two readers of one page make two
+  // events, and one fill answers both).
   lazy_stats remove(lazy_mapping& m) {
-    uffdio_range range{reinterpret_cast<std::uint64_t>(m.data_), m.reserved_};
-    ::ioctl(fd_, UFFDIO_UNREGISTER, &range);
     const std::lock_guard lock(mutex_);
     const auto found = live_.find(m.serial_);
     const lazy_stats stats = found->second.stats;
     resident_pages_ -= found->second.resident;
     live_.erase(found);  // its entries in filled_ are skipped when they come up
+    uffdio_range range{reinterpret_cast<std::uint64_t>(m.data_), m.reserved_};
+    ::ioctl(fd_, UFFDIO_UNREGISTER, &range);
     return stats;
   }
 
@@ -113,7 +118,8 @@ class pager {
   struct live_mapping {
     lazy_mapping* mapping;
     lazy_stats stats;
-    std::size_t resident;  // filled pages present now
+    std::size_t resident;       // data pages present now
+    std::vector<bool> present;  // by page: filled (data or zero) and not evicted since
   };
   struct filled_page {
     std::uint64_t serial;
@@ -138,7 +144,7 @@ class pager {
   }
 
   void serve() {
-    alignas(lazy_page_size) static std::byte buffer[lazy_page_size];
+    alignas(lazy_page_size) static std::byte buffer[fill_window * lazy_page_size];
     for (;;) {
       pollfd p{fd_, POLLIN, 0};
       if (::poll(&p, 1, -1) < 0) continue;
@@ -160,45 +166,69 @@ class pager {
     if (owner == nullptr) return;  // unregistered meanwhile
     lazy_mapping& m = *owner->mapping;
     const std::size_t page = (address - reinterpret_cast<std::uint64_t>(m.data_)) / lazy_page_size;
-    const std::uint64_t page_address = reinterpret_cast<std::uint64_t>(m.data_) + page * lazy_page_size;
-    bool data = false;
-    try {
-      data = m.source_->fill(page, std::span<std::byte, lazy_page_size>(buffer, lazy_page_size));
-    } catch (const std::exception& e) {
-      // The reader is blocked in the fault: nobody can catch this but the process.
-      exit_after_cleanup(e.what());
-    }
-    int result;
-    if (data) {
-      uffdio_copy copy{};
-      copy.dst = page_address;
-      copy.src = reinterpret_cast<std::uint64_t>(buffer);
-      copy.len = lazy_page_size;
-      result = ::ioctl(fd_, UFFDIO_COPY, &copy);
-    } else {
-      uffdio_zeropage zero{};
-      zero.range = {page_address, lazy_page_size};
-      result = ::ioctl(fd_, UFFDIO_ZEROPAGE, &zero);
-    }
-    if (result != 0) {
-      // EEXIST: two readers faulted on the page and the first fill served
-      // both; wake any reader still queued on it.
-      if (errno != EEXIST) {
-        const std::string message = fmt::format("{}: cannot fill page {}: {}", m.name_, page, std::strerror(errno));
-        exit_after_cleanup(message.c_str());
-      }
-      uffdio_range range{page_address, lazy_page_size};
+    if (owner->present[page]) {
+      // Two readers faulted on the page and the first fill served both;
+      // wake any reader still queued on it.
+      uffdio_range range{reinterpret_cast<std::uint64_t>(m.data_) + page * lazy_page_size, lazy_page_size};
       ::ioctl(fd_, UFFDIO_WAKE, &range);
       return;
     }
-    if (!data) {
-      ++owner->stats.zero;  // the shared zero page costs no memory: not counted against the bound
-      return;
+    // The absent pages around `page` within its aligned window: neighbours
+    // are usually read next (a compaction copies whole runs), and one fill
+    // costs one round trip instead of a fault each.
+    const std::size_t window = std::min(fill_window, limit_pages_.load(std::memory_order_relaxed) / 2);
+    const std::size_t window_start = page - page % window;
+    const std::size_t window_end = std::min(window_start + window, owner->present.size());
+    std::size_t first = page, end = page + 1;
+    while (first > window_start && !owner->present[first - 1]) --first;
+    while (end < window_end && !owner->present[end]) ++end;
+    ++owner->stats.faults;
+    bool data[fill_window];
+    for (std::size_t p = first; p < end; ++p) {
+      try {
+        data[p - first] = m.source_->fill(
+            p, std::span<std::byte, lazy_page_size>(buffer + (p - first) * lazy_page_size, lazy_page_size));
+      } catch (const std::exception& e) {
+        // The reader is blocked in the fault: nobody can catch this but the process.
+        exit_after_cleanup(e.what());
+      }
     }
-    ++owner->stats.faulted;
-    ++owner->resident;
-    ++resident_pages_;
-    filled_.push_back({m.serial_, page});
+    // Stretches of data pages are copied in, stretches of zero pages map the zero page.
+    for (std::size_t p = first; p < end;) {
+      std::size_t q = p + 1;
+      while (q < end && data[q - first] == data[p - first]) ++q;
+      const std::uint64_t dst = reinterpret_cast<std::uint64_t>(m.data_) + p * lazy_page_size;
+      const std::uint64_t len = (q - p) * lazy_page_size;
+      int result;
+      if (data[p - first]) {
+        uffdio_copy copy{};
+        copy.dst = dst;
+        copy.src = reinterpret_cast<std::uint64_t>(buffer + (p - first) * lazy_page_size);
+        copy.len = len;
+        result = ::ioctl(fd_, UFFDIO_COPY, &copy);
+      } else {
+        uffdio_zeropage zero{};
+        zero.range = {dst, len};
+        result = ::ioctl(fd_, UFFDIO_ZEROPAGE, &zero);
+      }
+      if (result != 0) {
+        const std::string message =
+            fmt::format("{}: cannot fill pages {}..{}: {}", m.name_, p, q - 1, std::strerror(errno));
+        exit_after_cleanup(message.c_str());
+      }
+      for (std::size_t r = p; r < q; ++r) {
+        owner->present[r] = true;
+        if (!data[p - first]) {
+          ++owner->stats.zero;  // the shared zero page costs no memory: not counted against the bound
+          continue;
+        }
+        ++owner->stats.filled;
+        ++owner->resident;
+        ++resident_pages_;
+        filled_.push_back({m.serial_, r});
+      }
+      p = q;
+    }
     evict_down_to(limit_pages_.load(std::memory_order_relaxed));
   }
 
@@ -212,6 +242,7 @@ class pager {
       if (found == live_.end()) continue;
       lazy_mapping& m = *found->second.mapping;
       ::madvise(m.data_ + oldest.page * lazy_page_size, lazy_page_size, MADV_DONTNEED);
+      found->second.present[oldest.page] = false;
       ++found->second.stats.evicted;
       --found->second.resident;
       --resident_pages_;
@@ -254,8 +285,8 @@ lazy_mapping::~lazy_mapping() {
   const lazy_stats s = pager::instance().remove(*this);
   ::munmap(data_, reserved_);
   if (print_stats_)
-    fmt::print(stderr, "ptwalk: {}: {} pages faulted, {} zero pages, {} evicted (cache {} MiB)\n", name_, s.faulted,
-               s.zero, s.evicted, resident_limit() >> 20);
+    fmt::print(stderr, "ptwalk: {}: {} faults, {} pages filled, {} zero pages, {} evicted (cache {} KiB)\n", name_,
+               s.faults, s.filled, s.zero, s.evicted, resident_limit() >> 10);
 }
 
 lazy_stats lazy_mapping::stats() const { return pager::instance().stats(*this); }

@@ -4,7 +4,8 @@
 // tables. A lazy mapping reserves the image's size of anonymous memory and
 // registers it with userfaultfd: the first read of a page blocks the reading
 // thread while one pager thread asks the mapping's page_source for the bytes
-// and copies them in (all-zero pages map the shared zero page). Readers see
+// of the absent pages of its aligned 64 KiB window and copies them in
+// (all-zero pages map the shared zero page). Readers see
 // ordinary memory, so nothing downstream needs to know.
 //
 // Filled pages count against one process-wide bound (resident_limit): past
@@ -43,7 +44,8 @@ class page_source {
 };
 
 struct lazy_stats {
-  std::uint64_t faulted = 0;  // pages filled with data
+  std::uint64_t faults = 0;   // page faults served (each fills up to 16 absent pages around it)
+  std::uint64_t filled = 0;   // pages filled with data
   std::uint64_t zero = 0;     // pages mapped to the zero page
   std::uint64_t evicted = 0;  // filled pages dropped to stay under the bound
 };
@@ -62,7 +64,7 @@ class lazy_mapping {
   [[nodiscard]] std::size_t size() const { return size_; }
   [[nodiscard]] const std::string& name() const { return name_; }
   [[nodiscard]] lazy_stats stats() const;
-  // On release, prints "ptwalk: NAME: N pages faulted, ..." on stderr.
+  // On release, prints "ptwalk: NAME: N faults, N pages filled, ..." on stderr.
   void print_stats_when_released() { print_stats_ = true; }
 
   // Bytes of filled pages all lazy mappings together keep resident; at
