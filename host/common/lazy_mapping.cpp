@@ -284,9 +284,12 @@ lazy_mapping::~lazy_mapping() {
   if (data_ == nullptr) return;
   const lazy_stats s = pager::instance().remove(*this);
   ::munmap(data_, reserved_);
-  if (print_stats_)
-    fmt::print(stderr, "ptwalk: {}: {} faults, {} pages filled, {} zero pages, {} evicted (cache {} KiB)\n", name_,
-               s.faults, s.filled, s.zero, s.evicted, resident_limit() >> 10);
+  if (print_stats_) {
+    const std::size_t limit = resident_limit();
+    fmt::print(stderr, "ptwalk: {}: {} faults, {} pages filled, {} zero pages, {} evicted (cache {})\n", name_,
+               s.faults, s.filled, s.zero, s.evicted,
+               limit % (1 << 20) == 0 ? fmt::format("{} MiB", limit >> 20) : fmt::format("{} KiB", limit >> 10));
+  }
 }
 
 lazy_stats lazy_mapping::stats() const { return pager::instance().stats(*this); }
