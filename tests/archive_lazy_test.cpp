@@ -5,8 +5,11 @@
 // snapshots print what they print for the originals, lazily, through a
 // 64 KiB cache and eagerly; a damaged stored frame found lazily is a
 // one-line error naming archive, snapshot and page, with no output left.
-// Tests skip where userfaultfd is refused (the eager path is tested anyway).
+// Where userfaultfd is refused, reading falls back to eager with one note
+// and the same output; the lazy tests skip there (eager is tested anyway).
 #include <gtest/gtest.h>
+
+#include <unistd.h>
 
 #include <atomic>
 #include <fstream>
@@ -20,6 +23,7 @@
 #include "support/real_guest.hpp"
 #include "support/run_cli.hpp"
 #include "support/scoped_env.hpp"
+#include "support/shell.hpp"
 
 namespace ptwalk {
 namespace {
@@ -214,6 +218,29 @@ TEST(archive_lazy, a_damaged_frame_read_lazily_is_a_one_line_error_and_leaves_no
   EXPECT_FALSE(fs::exists(out));
   for (const auto& entry : fs::directory_iterator(dir.path()))
     EXPECT_EQ(entry.path().filename().string().find("compacted"), std::string::npos) << entry.path();
+}
+
+TEST(archive_lazy, refused_userfaultfd_falls_back_to_eager_with_one_note_and_the_same_output) {
+  // Root without CAP_SYS_PTRACE, where unprivileged userfaultfd is off, is refused it.
+  if (::geteuid() != 0 || testing::read_file("/proc/sys/vm/unprivileged_userfaultfd") != "0\n" ||
+      testing::shell("command -v setpriv").status != 0)
+    GTEST_SKIP() << "needs root, vm.unprivileged_userfaultfd=0 and setpriv";
+  const temp_dir dir;
+  const auto manifest = testing::write_sandbox_fleet(dir, 2, 0);
+  const auto archived = archive_fleet(dir, manifest);
+  const auto original = run_ptwalk(dir, {"walk", manifest.string(), "--backend", "reference"});
+  ASSERT_EQ(original.status, 0) << original.err;
+  const auto refused = testing::shell(fmt::format(
+      "cd '{}' && (PTWALK_ARCHIVE_STATS=1 setpriv --inh-caps=-sys_ptrace --bounding-set=-sys_ptrace {} walk '{}' "
+      "--backend reference 2>stderr.txt)",
+      dir.path().string(), PTWALK_BINARY, archived.string()));
+  ASSERT_EQ(refused.status, 0) << refused.out;
+  EXPECT_EQ(refused.out, original.out);
+  const std::string err = testing::read_text(dir / "stderr.txt");
+  const std::string note = "ptwalk: note: userfaultfd: Operation not permitted: archived snapshots are decompressed whole";
+  EXPECT_NE(err.find(note), std::string::npos) << err;
+  EXPECT_EQ(err.find(note), err.rfind(note)) << "one note for all snapshots: " << err;
+  EXPECT_EQ(err.find("pages filled"), std::string::npos) << err;
 }
 
 TEST(archive_lazy, real_linux_dumps_walk_and_compact_the_same_from_the_archive) {
