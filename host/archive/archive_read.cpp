@@ -44,11 +44,10 @@ std::shared_ptr<const pack_reader> archive_reader::shared_pack(const std::string
 
 namespace {
 
-// Throws input_error when a run of `index` names pages its pack does not have.
+// Throws input_error when a run of `index` names pages its pack does not
+// have (decode_index has checked the pack numbers).
 void check_runs(const snapshot_index& index, std::span<const pack_reader* const> packs) {
   for (const auto& run : index.runs) {
-    if (run.pack >= packs.size())
-      throw input_error(fmt::format("snapshot index refers to pack {} of {}", run.pack, packs.size()));
     const pack_reader& p = *packs[run.pack];
     if (run.first_page + run.count > p.pages() || run.first_page + run.count < run.first_page)
       throw input_error(fmt::format("{}: snapshot index refers to page {} of {} pages", p.path().string(),
@@ -69,6 +68,7 @@ class archived_pages final : public page_source {
     for (const auto& p : packs_) plain.push_back(p.get());
     check_runs(index_, plain);
     u64 at = 0;
+    cache_.reserve(cached_frames);
     for (const auto& e : index_.extras) {
       extra_starts_.push_back(at);
       at += e.size;

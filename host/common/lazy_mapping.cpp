@@ -104,6 +104,10 @@ class pager {
     const lazy_stats stats = found->second.stats;
     resident_pages_ -= found->second.resident;
     live_.erase(found);  // its entries in filled_ are skipped when they come up
+    // ... or dropped here once they outnumber the live ones, so a process
+    // reading many snapshots under a large bound keeps filled_ small.
+    if (filled_.size() > 2 * resident_pages_ + 4096)
+      std::erase_if(filled_, [&](const filled_page& f) { return !live_.contains(f.serial); });
     uffdio_range range{reinterpret_cast<std::uint64_t>(m.data_), m.reserved_};
     ::ioctl(fd_, UFFDIO_UNREGISTER, &range);
     return stats;
