@@ -87,6 +87,17 @@ TEST(lazy_mapping, pages_read_from_many_threads_through_a_tiny_cache_are_the_sou
   EXPECT_GE(stats.zero, 1u);
 }
 
+TEST(lazy_mapping, a_size_no_address_space_holds_is_an_error_naming_the_mapping) {
+  const auto probe = lazy_mapping::create("probe", 4096, std::make_unique<numbered_pages>());
+  if (const auto* why = std::get_if<std::string>(&probe)) GTEST_SKIP() << "userfaultfd refused: " << *why;
+  try {
+    (void)lazy_mapping::create("huge image", std::size_t{1} << 60, std::make_unique<numbered_pages>());
+    ADD_FAILURE() << "2^60 bytes were reserved";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("huge image: cannot reserve"), std::string::npos) << e.what();
+  }
+}
+
 TEST(lazy_mapping, byte_sizes_parse_with_suffixes_and_refuse_nonsense) {
   EXPECT_EQ(parse_byte_size("4096", "X"), 4096u);
   EXPECT_EQ(parse_byte_size("64K", "X"), 64u << 10);

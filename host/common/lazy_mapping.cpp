@@ -272,7 +272,8 @@ std::variant<std::unique_ptr<lazy_mapping>, std::string> lazy_mapping::create(st
   if (!p.refusal().empty()) return p.refusal();
   const std::size_t reserved = std::max<std::size_t>(lazy_page_size, (size + lazy_page_size - 1) & ~(lazy_page_size - 1));
   void* memory = ::mmap(nullptr, reserved, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (memory == MAP_FAILED) return fmt::format("mmap of {} bytes: {}", reserved, std::strerror(errno));
+  if (memory == MAP_FAILED)  // not a refusal of userfaultfd: an eager rebuild would not fit either
+    throw std::runtime_error(fmt::format("{}: cannot reserve {} bytes: {}", name, reserved, std::strerror(errno)));
   std::unique_ptr<lazy_mapping> m(new lazy_mapping(std::move(name), static_cast<std::byte*>(memory), size,
                                                    std::move(source)));
   m->reserved_ = reserved;

@@ -53,7 +53,8 @@ struct lazy_stats {
 class lazy_mapping {
  public:
   // A mapping of `size` bytes filled from `source`, or why userfaultfd cannot do it.
-  // `name` stands for the mapping in the statistics line.
+  // `name` stands for the mapping in messages. Throws std::runtime_error when
+  // the address space cannot hold `size` bytes.
   static std::variant<std::unique_ptr<lazy_mapping>, std::string> create(std::string name, std::size_t size,
                                                                          std::unique_ptr<page_source> source);
   ~lazy_mapping();
