@@ -106,6 +106,8 @@ TEST(archive_mpi, three_ranks_store_each_page_once_like_one_process) {
   for (const char* rank : {"RANK=0 of 3", "RANK=1 of 3", "RANK=2 of 3"})
     EXPECT_NE(r.out.find(rank), std::string::npos) << r.out;
   EXPECT_EQ(archive::read_catalog(dir / "mpi").packs.size(), 3u) << "every rank owns some pages";
+  // Every rank hashed on one core: the report says so once.
+  EXPECT_NE(r.out.find("pages hashed by cpu (1 thread)\n"), std::string::npos) << r.out;
   expect_logically_equal(dir / "single", dir / "mpi");
   testing::expect_round_trip(dir, dir / "mpi", manifest);
   const auto check = run_ptwalk(dir, {"archive", "check", (dir / "mpi").string()});

@@ -8,6 +8,9 @@
 #include <regex>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
+#include "archive/catalog.hpp"
 #include "input/manifest.hpp"
 #include "support/archive_fleets.hpp"
 #include "support/real_guest.hpp"
@@ -63,6 +66,36 @@ TEST(archive_cli, sandbox_fleet_round_trips_and_reports_independent_counts) {
   const auto ls = run_ptwalk(dir, {"archive", "ls", (dir / "arc").string()});
   ASSERT_EQ(ls.status, 0) << ls.err;
   EXPECT_NE(ls.out.find("cow4"), std::string::npos) << ls.out;
+}
+
+TEST(archive_cli, the_add_report_names_the_hash_backend_and_goes_to_a_json_file_whole) {
+  const temp_dir dir;
+  const auto manifest = testing::write_sandbox_fleet(dir, 2, 1);
+  // An unwritable --report fails before the archive is created.
+  const auto refused = run_ptwalk(dir, {"archive", "add", (dir / "arc").string(), manifest.string(), "--report",
+                                        (dir / "missing-dir/report.json").string()});
+  EXPECT_NE(refused.status, 0);
+  EXPECT_NE(refused.err.find("missing-dir/report.json"), std::string::npos) << refused.err;
+  EXPECT_FALSE(fs::exists(dir / "arc"));
+
+  const auto add = run_ptwalk(dir, {"archive", "add", (dir / "arc").string(), manifest.string(), "--backend", "cpu",
+                                    "--jobs", "2", "--report", (dir / "report.json").string()});
+  ASSERT_EQ(add.status, 0) << add.err;
+  EXPECT_NE(add.out.find("  pages hashed by cpu (2 threads)\n"), std::string::npos) << add.out;
+  const auto report = nlohmann::json::parse(read_text(dir / "report.json"));
+  const page_census expected = census(manifest);
+  EXPECT_EQ(report.at("hash_backend"), "cpu");
+  EXPECT_EQ(report.at("hash_threads"), 2);
+  EXPECT_EQ(report.at("snapshots"), read_manifest(manifest).size());
+  EXPECT_EQ(report.at("pages"), expected.pages);
+  EXPECT_EQ(report.at("zero_pages"), expected.zero);
+  EXPECT_EQ(report.at("newly_stored"), expected.distinct);
+  EXPECT_EQ(report.at("already_stored"), expected.pages - expected.zero - expected.distinct);
+  EXPECT_EQ(report.at("archive_stored_pages"), expected.distinct);
+  EXPECT_EQ(report.at("archive_bytes").get<u64>(), archive::read_catalog(dir / "arc").stored_bytes());
+  // Nothing but the report beside the archive: the atomic writer's temporary is gone.
+  for (const auto& entry : fs::directory_iterator(dir.path()))
+    EXPECT_EQ(entry.path().filename().string().find(".report.json.tmp"), std::string::npos) << entry.path();
 }
 
 TEST(archive_cli, adding_again_stores_nothing_new_and_duplicate_ids_change_nothing) {
@@ -182,7 +215,7 @@ TEST(archive_cli, bench_archive_reports_every_row_and_cleans_up) {
       dir, {"bench", manifest.string(), "--archive", "--threads", "2", "--job-dir", (dir / "scratch").string()});
   ASSERT_EQ(bench.status, 0) << bench.err;
   for (const char* row : {"archive add", "zstd -3, each image", "zstd -3 --long=27, concat", "archive restore",
-                          "load from archive"})
+                          "load from archive", "walk from archive (eager)", "walk from archive (lazy)"})
     EXPECT_NE(bench.out.find(row), std::string::npos) << row << "\n" << bench.out;
   EXPECT_TRUE(std::filesystem::is_empty(dir / "scratch"));
 }

@@ -184,6 +184,22 @@ std::string write_index(const std::filesystem::path& archive, snapshot_index& in
   return name;
 }
 
+nlohmann::ordered_json add_report::to_json() const {
+  return {{"snapshots", snapshots},
+          {"input_bytes", input_bytes},
+          {"pages", pages},
+          {"zero_pages", zero_pages},
+          {"already_stored", already_stored},
+          {"newly_stored", newly_stored},
+          {"written_bytes", written_bytes},
+          {"archive_bytes", archive_bytes},
+          {"archive_nonzero_pages", archive_nonzero_pages},
+          {"archive_stored_pages", archive_stored_pages},
+          {"seconds", seconds},
+          {"hash_backend", hash_backend.name},
+          {"hash_threads", hash_backend.threads}};
+}
+
 add_report add_snapshots(const std::filesystem::path& archive, const std::vector<snapshot_spec>& specs,
                          const std::filesystem::path& base_dir, const add_options& options) {
   const auto start = std::chrono::steady_clock::now();
@@ -224,6 +240,7 @@ add_report add_snapshots(const std::filesystem::path& archive, const std::vector
   for (const auto& s : next.snapshots) report.archive_nonzero_pages += s.pages - s.zero_pages;
   for (const auto& p : next.packs) report.archive_stored_pages += p.pages;
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report.hash_backend = hash_backend_for(options.jobs, options.hash_backend);
   return report;
 }
 

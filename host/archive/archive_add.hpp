@@ -15,6 +15,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "archive/catalog.hpp"
 #include "archive/page_hash.hpp"
 #include "archive/snapshot_index.hpp"
@@ -91,6 +93,12 @@ struct add_report {
   u64 archive_nonzero_pages = 0;  // non-zero pages of every snapshot the archive holds
   u64 archive_stored_pages = 0;   // distinct pages it stores
   double seconds = 0;
+  // Who hashed the pages; under MPI every rank's distinct choice, joined by ", ".
+  hash_backend_used hash_backend;
+
+  // The report for `archive add --report`: these fields by name, hash_backend
+  // as its name (hash_threads beside it, 0 for a GPU).
+  [[nodiscard]] nlohmann::ordered_json to_json() const;
 };
 
 // Adds every snapshot (paths relative to `base_dir`); nothing is visible

@@ -74,6 +74,15 @@ std::vector<page_sha256> hash_on_device(std::span<const std::byte* const> pages,
 
 }  // namespace
 
+std::string hash_backend_used::describe() const {
+  return threads > 0 ? fmt::format("{} ({} thread{})", name, threads, threads == 1 ? "" : "s") : name;
+}
+
+hash_backend_used hash_backend_for(unsigned jobs, scan_backend backend) {
+  backend = resolve_scan_backend(backend);
+  return {std::string(scan_backend_name(backend)), backend == scan_backend::cpu ? resolve_jobs(jobs) : 0};
+}
+
 std::vector<page_identity> identify_pages(std::span<const std::byte* const> pages, unsigned jobs,
                                           scan_backend backend) {
   backend = resolve_scan_backend(backend);

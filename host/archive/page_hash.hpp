@@ -49,6 +49,15 @@ struct page_identity {
 // `jobs` threads gather pages for it), auto (cuda when a GPU is visible) and
 // thrust-cpu (the GPU algorithm on the CPU, for tests). Throws
 // std::runtime_error when cuda is asked for and cannot run.
+// Who identify_pages(…, jobs, backend) has hash the pages, for reports:
+// "cpu" with its threads, or "cuda" / "thrust-cpu" (threads: 0).
+struct hash_backend_used {
+  std::string name;
+  unsigned threads = 0;
+  [[nodiscard]] std::string describe() const;  // "cpu (2 threads)", "cuda"
+};
+[[nodiscard]] hash_backend_used hash_backend_for(unsigned jobs, scan_backend backend);
+
 [[nodiscard]] std::vector<page_identity> identify_pages(std::span<const std::byte* const> pages, unsigned jobs,
                                                         scan_backend backend);
 

@@ -4,6 +4,8 @@
 #include <zstd.h>
 
 #include <chrono>
+#include <fstream>
+#include <stdexcept>
 #include <memory>
 #include <vector>
 
@@ -13,6 +15,7 @@
 #include "archive/archive_read.hpp"
 #include "common/parallel_for.hpp"
 #include "input/manifest.hpp"
+#include "walk/batch_walk.hpp"
 
 namespace ptwalk {
 
@@ -47,6 +50,47 @@ u64 zstd_stream_bytes(const std::vector<std::shared_ptr<const mapped_file>>& inp
     }
   }
   return total;
+}
+
+// A /proc/self/status field in bytes (VmRSS, VmHWM), 0 when unknown.
+u64 status_bytes(std::string_view field) {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.starts_with(field) && line.size() > field.size() && line[field.size()] == ':')
+      return std::stoull(line.substr(field.size() + 1)) * 1024;
+  return 0;
+}
+
+// How far the resident memory rises above where it is now while `fn` runs
+// (clear_refs 5 restarts VmHWM from VmRSS); 0 when unknown.
+template <class Fn>
+u64 peak_rss_rise(Fn&& fn) {
+  std::ofstream("/proc/self/clear_refs") << "5";
+  const u64 before = status_bytes("VmRSS");
+  fn();
+  const u64 peak = status_bytes("VmHWM");
+  return peak > before ? peak - before : 0;
+}
+
+// Walks every snapshot of `specs`, read from `archive` the way `mode` says;
+// returns whether it was lazy (false: userfaultfd refused, `refused` says why).
+bool walk_from_archive(const std::filesystem::path& archive, const std::vector<snapshot_spec>& specs, unsigned jobs,
+                       archive::archive_read_mode mode, std::string& refused) {
+  const auto reader = std::make_shared<archive::archive_reader>(archive);
+  walk_options options;
+  options.threads = static_cast<int>(jobs);
+  for (const auto& spec : specs) {
+    loaded_snapshot snapshot{spec, {}};
+    try {
+      archive::add_archived_regions(snapshot.image, archive_source{archive.string(), spec.id}, {}, mode);
+    } catch (const std::runtime_error& e) {
+      if (mode != archive::archive_read_mode::lazy) throw;
+      refused = e.what();
+      return false;
+    }
+    (void)walk_snapshots(std::span(&snapshot, 1), walk_backend::cpu, options);
+  }
+  return true;
 }
 
 }  // namespace
@@ -84,6 +128,16 @@ archive_bench_report run_archive_bench(const std::filesystem::path& manifest, co
   r.load_seconds = seconds_of([&] {
     for (const auto& spec : specs) (void)reader.load(spec.id, jobs);
   });
+  r.walk_eager_peak_rss = peak_rss_rise([&] {
+    r.walk_eager_seconds = seconds_of([&] {
+      (void)walk_from_archive(archive, specs, jobs, archive::archive_read_mode::eager, r.lazy_refused);
+    });
+  });
+  r.walk_lazy_peak_rss = peak_rss_rise([&] {
+    r.walk_lazy_seconds = seconds_of([&] {
+      (void)walk_from_archive(archive, specs, jobs, archive::archive_read_mode::lazy, r.lazy_refused);
+    });
+  });
   r.zstd_each_seconds = seconds_of([&] {
     for (const auto& f : files) r.zstd_each_bytes += zstd_stream_bytes({f}, false, jobs);
   });
@@ -104,7 +158,14 @@ std::string format_archive_bench(const archive_bench_report& r, unsigned jobs) {
   row("zstd -3, each image", r.zstd_each_bytes, r.zstd_each_seconds);
   row("zstd -3 --long=27, concat", r.zstd_long_bytes, r.zstd_long_seconds);
   out += fmt::format("  {:<28} {:>12} {:>8} {:>10.2f}\n", "archive restore (all)", "", "", gbps(r.restore_seconds));
-  out += fmt::format("  {:<28} {:>12} {:>8} {:>10.2f}\n", "load from archive (walk)", "", "", gbps(r.load_seconds));
+  out += fmt::format("  {:<28} {:>12} {:>8} {:>10.2f}\n", "load from archive (whole)", "", "", gbps(r.load_seconds));
+  const auto walk_row = [&](std::string_view name, double seconds, u64 peak) {
+    out += fmt::format("  {:<28} {:>12} {:>8} {:>10.2f}  {:.2f} s, peak RSS +{:.0f} MiB\n", name, "", "", gbps(seconds),
+                       seconds, static_cast<double>(peak) / (1 << 20));
+  };
+  walk_row("walk from archive (eager)", r.walk_eager_seconds, r.walk_eager_peak_rss);
+  if (r.lazy_refused.empty()) walk_row("walk from archive (lazy)", r.walk_lazy_seconds, r.walk_lazy_peak_rss);
+  else out += fmt::format("  {:<28} not measured: {}\n", "walk from archive (lazy)", r.lazy_refused);
   return out;
 }
 

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "archive/archive_maintenance.hpp"
 #include "archive/archive_read.hpp"
 #include "cluster/archive_merge.hpp"
+#include "common/atomic_file.hpp"
 #include "cluster/distributed_add.hpp"
 #include "command.hpp"
 #include "compact/compact_job.hpp"
@@ -24,7 +26,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct archive_cli_options {
-  std::string archive, manifest, snapshot, out, shard;
+  std::string archive, manifest, snapshot, out, shard, report;
   std::vector<std::string> ids, parts;
   std::string backend = "auto";
   unsigned jobs = 0;
@@ -34,7 +36,7 @@ struct archive_cli_options {
 
 double mib(u64 bytes) { return static_cast<double>(bytes) / (1 << 20); }
 
-void print_add_report(const archive::add_report& r) {
+void print_add_report(const archive::add_report& r, std::optional<atomic_output_file>& report_file) {
   const double gbps = r.seconds > 0 ? static_cast<double>(r.input_bytes) / r.seconds / 1e9 : 0;
   fmt::print("archive add: {} snapshots, {:.1f} MiB of images in {:.2f} s ({:.2f} GB/s)\n", r.snapshots,
              mib(r.input_bytes), r.seconds, gbps);
@@ -44,6 +46,17 @@ void print_add_report(const archive::add_report& r) {
   fmt::print("  fleet dedup: {} non-zero pages held as {} distinct ({:.2f}x)\n", r.archive_nonzero_pages,
              r.archive_stored_pages,
              r.archive_stored_pages ? static_cast<double>(r.archive_nonzero_pages) / r.archive_stored_pages : 0.0);
+  fmt::print("  pages hashed by {}\n", r.hash_backend.describe());
+  std::fflush(stdout);
+  if (report_file) {
+    report_file->stream() << r.to_json().dump(2) << '\n';
+    report_file->commit();
+  }
+}
+
+void print_add_report(const archive::add_report& r) {
+  std::optional<atomic_output_file> none;
+  print_add_report(r, none);
 }
 
 void run_add(const archive_cli_options& o) {
@@ -51,6 +64,9 @@ void run_add(const archive_cli_options& o) {
   options.level = o.level;
   options.jobs = o.jobs;
   options.hash_backend = *parse_scan_backend(o.backend);
+  // Opened first, so an unwritable --report fails before the archive changes.
+  std::optional<atomic_output_file> report_file;
+  if (!o.report.empty()) report_file.emplace(o.report);
   if (!o.compact) {
     const auto specs = read_manifest(o.manifest);
     const fs::path base_dir = fs::path(o.manifest).parent_path();
@@ -58,11 +74,11 @@ void run_add(const archive_cli_options& o) {
     if (shard.how.mpi) {
       const mpi_world world;
       const auto report = add_snapshots_distributed(world, o.archive, specs, *shard.plan, base_dir, options);
-      if (world.rank() == 0) print_add_report(report);
+      if (world.rank() == 0) print_add_report(report, report_file);
       return;
     }
-    if (!shard.plan) return print_add_report(archive::add_snapshots(o.archive, specs, base_dir, options));
-    return print_add_report(add_shard_archive(o.archive, specs, *shard.plan, base_dir, options));
+    if (!shard.plan) return print_add_report(archive::add_snapshots(o.archive, specs, base_dir, options), report_file);
+    return print_add_report(add_shard_archive(o.archive, specs, *shard.plan, base_dir, options), report_file);
   }
   if (!o.shard.empty() && o.shard != "none")
     throw input_error("archive add: --compact takes the whole manifest (no --shard); compact by shard first");
@@ -81,7 +97,8 @@ void run_add(const archive_cli_options& o) {
   compact.jobs = o.jobs;
   const compact_report compacted = run_compact_job(o.manifest, staging, compact);
   fmt::print("compact: {} snapshots\n", compacted.snapshots);
-  print_add_report(archive::add_snapshots(o.archive, read_manifest(staging / "manifest.jsonl"), staging, options));
+  print_add_report(archive::add_snapshots(o.archive, read_manifest(staging / "manifest.jsonl"), staging, options),
+                   report_file);
 }
 
 void run_ls(const archive_cli_options& o) {
@@ -132,6 +149,7 @@ void setup_archive(CLI::App& app) {
                   "who hashes the pages: cpu (every core), cuda (the GPU), auto (cuda when a GPU is visible)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
       ->capture_default_str();
+  add->add_option("--report", o->report, "also write the report as JSON to this file (hash_backend included)");
   add_shard_option(*add, o->shard);
   add->callback([o] { run_add(*o); });
 

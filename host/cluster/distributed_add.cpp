@@ -1,6 +1,7 @@
 // host/cluster/distributed_add.cpp — the phases of an MPI `archive add`, each closed by an all-ranks vote.
 #include "cluster/distributed_add.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <exception>
@@ -8,6 +9,7 @@
 #include <unordered_map>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "archive/pack.hpp"
@@ -218,6 +220,10 @@ archive::add_report add_snapshots_distributed(const mpi_world& world, const std:
 
   // 5. Rank 0 commits once, in manifest order (shards are contiguous, gathered by rank).
   world.gather_to_root(entries);
+  // Ranks may hash differently (a GPU on some nodes only): the report names each choice once.
+  const archive::hash_backend_used my_backend = archive::hash_backend_for(options.jobs, options.hash_backend);
+  std::string backends = my_backend.describe() + "\n";
+  world.gather_to_root(backends);
   archive::add_report report;
   phase(world, archive, [&] {
     if (world.rank() != 0) return;
@@ -245,6 +251,12 @@ archive::add_report add_snapshots_distributed(const mpi_world& world, const std:
   for (const auto& s : next.snapshots) report.archive_nonzero_pages += s.pages - s.zero_pages;
   for (const auto& p : next.packs) report.archive_stored_pages += p.pages;
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report.hash_backend = my_backend;
+  std::vector<std::string> distinct;
+  for (std::size_t at = 0, end; (end = backends.find('\n', at)) != std::string::npos; at = end + 1)
+    if (std::find(distinct.begin(), distinct.end(), backends.substr(at, end - at)) == distinct.end())
+      distinct.push_back(backends.substr(at, end - at));
+  if (distinct.size() > 1) report.hash_backend = {fmt::format("{}", fmt::join(distinct, ", ")), 0};
   return report;
 }
 

@@ -202,6 +202,14 @@ registered_mapping::registered_mapping(const std::filesystem::path& path, const 
 
 registered_mapping::~registered_mapping() { mappings.remove(slot_); }
 
+void exit_after_cleanup(const char* message) {
+  temporaries.for_each(remove_temporary);
+  signal_message line;
+  (line << "ptwalk: " << message) << "\n";
+  line.write_to_stderr();
+  ::_exit(1);
+}
+
 void install_signal_cleanup() {
   struct sigaction action {};
   action.sa_sigaction = on_fatal_signal;

@@ -66,4 +66,9 @@ class registered_mapping {
 // parent still sees the process die of it.
 void install_signal_cleanup();
 
+// Removes the registered temporaries, writes "ptwalk: MESSAGE" on stderr
+// and exits 1 without unwinding: for a thread that must end the process
+// while others are blocked mid-read (lazy_mapping's pager).
+[[noreturn]] void exit_after_cleanup(const char* message);
+
 }  // namespace ptwalk

@@ -13,6 +13,8 @@
 
 #include <fmt/format.h>
 
+#include "common/lazy_mapping.hpp"
+
 namespace ptwalk {
 
 namespace {
@@ -68,8 +70,11 @@ mapped_file::mapped_file(std::filesystem::path name, std::size_t size,
   ::mprotect(p, size_, PROT_READ);
 }
 
+mapped_file::mapped_file(std::unique_ptr<lazy_mapping> pages)
+    : path_(pages->name()), data_(pages->data()), size_(pages->size()), lazy_(std::move(pages)) {}
+
 mapped_file::~mapped_file() {
-  if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
+  if (data_ != nullptr && !lazy_) ::munmap(const_cast<std::byte*>(data_), size_);
 }
 
 void memory_image::add_file_region(std::shared_ptr<const mapped_file> file, u64 offset, u64 size,

@@ -21,6 +21,8 @@
 
 namespace ptwalk {
 
+class lazy_mapping;
+
 // Bad input: the message names the file and the problem, on one line.
 class input_error : public std::runtime_error {
  public:
@@ -39,6 +41,9 @@ class mapped_file {
   // memory); pages `fill` leaves alone cost nothing. `name` stands for the
   // file in messages.
   mapped_file(std::filesystem::path name, std::size_t size, const std::function<void(std::span<std::byte>)>& fill);
+  // Bytes filled on first touch (an archived image file read in place);
+  // its name stands for the file.
+  explicit mapped_file(std::unique_ptr<lazy_mapping> pages);
   ~mapped_file();
   mapped_file(const mapped_file&) = delete;
   mapped_file& operator=(const mapped_file&) = delete;
@@ -51,6 +56,7 @@ class mapped_file {
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;
   std::optional<registered_mapping> registration_;
+  std::unique_ptr<lazy_mapping> lazy_;  // owns data_ when set
 };
 
 struct image_region {
