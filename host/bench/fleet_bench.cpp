@@ -307,11 +307,11 @@ std::string format_bytes_moved(const bench_report& report) {
   for (const auto& b : report.backends) {
     if (b.skipped || b.profile.phases.empty()) continue;
     if (out.empty())
-      out = fmt::format("\n{:<15} {:<15} {:>9} {:>10} {:>10} {:>10} {:>14}\n", "bytes moved", "phase", "s here",
+      out = fmt::format("\n{:<19} {:<15} {:>9} {:>10} {:>10} {:>10} {:>14}\n", "bytes moved", "phase", "s here",
                         "PCIe MB", "device MB", "host MB", "H200 PCIe/HBM s");
     const auto rows = [&](const std::string& label, const walk_profile& profile) {
       for (const walk_phase& p : profile.phases)
-        out += fmt::format("{:<15} {:<15} {:>9.4f} {:>10.2f} {:>10.2f} {:>10.2f} {:>14.6f}\n", label, p.name,
+        out += fmt::format("{:<19} {:<15} {:>9.4f} {:>10.2f} {:>10.2f} {:>10.2f} {:>14.6f}\n", label, p.name,
                            p.seconds, p.pcie_bytes / 1e6, p.device_bytes / 1e6, p.host_bytes / 1e6,
                            p.pcie_bytes / pcie5_pinned_bytes_per_s + p.device_bytes / h200_hbm_bytes_per_s);
     };
