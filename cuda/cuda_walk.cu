@@ -9,6 +9,7 @@
 
 #include "cuda/cuda_system.cuh"
 #include "kernels/detail/level_walk_impl.hpp"
+#include "kernels/detail/resident_image.hpp"
 
 namespace ptwalk {
 namespace {
@@ -90,6 +91,13 @@ std::vector<snapshot_walk> level_walk_cuda(std::span<const walk_input> snapshots
   cuda_check(cudaSetDevice(0), "cudaSetDevice(0)");
   detail::cuda_system system(options.device_memory_limit);
   return kernels::detail::level_walk(system, snapshots, options);
+}
+
+std::unique_ptr<resident_fleet> make_resident_fleet_cuda(std::span<const walk_input> snapshots,
+                                                         u64 device_memory_limit) {
+  require_device("resident walk on cuda");
+  cuda_check(cudaSetDevice(0), "cudaSetDevice(0)");
+  return std::make_unique<kernels::detail::resident_fleet_on<detail::cuda_system>>(snapshots, device_memory_limit);
 }
 
 }  // namespace ptwalk

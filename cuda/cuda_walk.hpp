@@ -6,6 +6,7 @@
 // source the thrust-cpu build runs in CI.
 #pragma once
 
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -29,5 +30,13 @@ namespace ptwalk {
 // batch on any CUDA error, or when no device is visible.
 [[nodiscard]] std::vector<snapshot_walk> level_walk_cuda(std::span<const walk_input> snapshots,
                                                          const level_walk_options& options);
+
+// Uploads the snapshots' images to device 0 for repeated resident walks
+// (kernels/level_walk.hpp); `device_memory_limit` as for the walk. While it
+// lives it holds the process's CUDA context lock: other CUDA walks of this
+// process wait for it. Throws resident_does_not_fit when the images do not
+// fit, std::runtime_error without a device.
+[[nodiscard]] std::unique_ptr<resident_fleet> make_resident_fleet_cuda(std::span<const walk_input> snapshots,
+                                                                       u64 device_memory_limit = 0);
 
 }  // namespace ptwalk

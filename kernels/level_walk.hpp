@@ -9,7 +9,10 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
+#include <memory>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,9 +24,13 @@ namespace ptwalk {
 
 // Where a snapshot's tables are read from: bytes_at returns [pa, pa+len) if
 // one backed range of the image holds all of it, else nullptr.
+// for_each_range visits every backed range of the image (gpa, size),
+// ascending and disjoint: what a resident walk uploads.
 struct table_source {
+  using range_visitor = std::function<void(u64 gpa, u64 size)>;
   const void* context = nullptr;
   const std::byte* (*bytes_at)(const void* context, u64 pa, u64 len) = nullptr;
+  void (*for_each_range)(const void* context, const range_visitor& visit) = nullptr;
 };
 
 struct walk_input {
@@ -94,5 +101,38 @@ struct level_walk_options {
 // The CPU build (Thrust OMP system) of the GPU algorithm.
 [[nodiscard]] std::vector<snapshot_walk> level_walk_thrust_cpu(std::span<const walk_input> snapshots,
                                                                const level_walk_options& options);
+
+// A fleet whose images live in device memory (README "Resident walks"):
+// made once — every non-zero page of every image uploaded, see
+// resident_steps.hpp — then walked any number of times by the same
+// level-synchronous algorithm, with the tables gathered on the device from
+// the resident pages instead of on the host, and the frontier kept on the
+// device across levels. Results are byte-identical to the streaming walk.
+// The snapshots' roots and images must outlive it; it holds its device
+// system (on CUDA, the process's device lock) until destroyed, and is used
+// from the thread that made it.
+class resident_fleet {
+ public:
+  virtual ~resident_fleet() = default;
+  // Walks every snapshot it was made of (options.device_memory_limit is the
+  // one given at upload and is ignored here).
+  [[nodiscard]] virtual std::vector<snapshot_walk> walk(const level_walk_options& options) = 0;
+  // The one upload: its time and the bytes it moved ("resident upload").
+  [[nodiscard]] virtual const walk_profile& upload_profile() const = 0;
+  // Device bytes the resident images hold (pages and lookup tables).
+  [[nodiscard]] virtual u64 device_bytes() const = 0;
+};
+
+// The images do not fit in the device memory the walk may use; the message
+// says how much they need and what there is. Walk the fleet streaming.
+class resident_does_not_fit : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The CPU build of the resident walk: "device" memory is host RAM within
+// `device_memory_limit` bytes (0 = no limit), as for level_walk_thrust_cpu.
+[[nodiscard]] std::unique_ptr<resident_fleet> make_resident_fleet_thrust_cpu(std::span<const walk_input> snapshots,
+                                                                             u64 device_memory_limit = 0);
 
 }  // namespace ptwalk

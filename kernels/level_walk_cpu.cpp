@@ -6,6 +6,7 @@
 // without a GPU; it is also measured as a candidate cpu backend (README).
 #include "kernels/detail/level_walk_impl.hpp"
 #include "kernels/detail/omp_system.hpp"
+#include "kernels/detail/resident_image.hpp"
 
 namespace ptwalk {
 
@@ -13,6 +14,12 @@ std::vector<snapshot_walk> level_walk_thrust_cpu(std::span<const walk_input> sna
                                                  const level_walk_options& options) {
   kernels::detail::omp_system system(options.device_memory_limit);
   return kernels::detail::level_walk(system, snapshots, options);
+}
+
+std::unique_ptr<resident_fleet> make_resident_fleet_thrust_cpu(std::span<const walk_input> snapshots,
+                                                               u64 device_memory_limit) {
+  return std::make_unique<kernels::detail::resident_fleet_on<kernels::detail::omp_system>>(snapshots,
+                                                                                           device_memory_limit);
 }
 
 }  // namespace ptwalk

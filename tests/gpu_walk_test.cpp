@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "generate/fleet_generator.hpp"
 #include "walk/batch_walk.hpp"
 #include "support/backend_compare.hpp"
 #include "support/random_forest.hpp"
@@ -68,6 +69,39 @@ TEST(gpu_walk, va_ranges_and_auto_picks_cuda) {
   for (const va_range range : {va_range{0, 0}, va_range{0x1000, u64{1} << 50}, va_range{~u64{0} << 48, ~u64{0}}})
     testing::expect_same_walks(walk_snapshots(fleet, walk_backend::reference, range),
                                walk_snapshots(fleet, walk_backend::automatic, range));
+}
+
+// Resident on the GPU: images uploaded once, walked repeatedly, equal to the
+// streaming cuda walk and the reference on forests cut mid-table and on
+// generated fleets (hostile, LA57, AArch64); a budget too small is refused.
+TEST(gpu_walk, resident_matches_streaming_and_reference) {
+  PTWALK_REQUIRE_GPU();
+  std::vector<std::vector<loaded_snapshot>> fleets;
+  testing::forest_shape shape;
+  shape.cut_pages = 0.3;
+  fleets.push_back(forest_fleet(shape, 31, 5));
+  shape.levels = 5;
+  fleets.push_back(forest_fleet(shape, 32, 3));
+  for (const char* text : {"hyperlight,self_ref,hostile", "linux,la57=all", "small,arm=mixed,snapshots=6"}) {
+    fleet_shape generated = parse_fleet_shape(text);
+    generated.snapshots = std::min<u32>(generated.snapshots, 6);
+    generated.spaces_per_snapshot = std::min<u32>(generated.spaces_per_snapshot, 40);
+    fleets.push_back(std::move(generate_fleet(generated).snapshots));
+  }
+  for (std::size_t f = 0; f < fleets.size(); ++f) {
+    SCOPED_TRACE(fmt::format("fleet {}", f));
+    const auto expected = walk_snapshots(fleets[f], walk_backend::reference);
+    testing::expect_same_walks(expected, walk_snapshots(fleets[f], walk_backend::cuda));
+    const auto resident = make_resident_fleet(fleets[f], walk_backend::cuda);
+    for (int run = 0; run < 2; ++run) {
+      walk_profile profile;
+      testing::expect_same_walks(expected, resident->walk(level_walk_options{.profile = &profile}));
+      EXPECT_GT(profile.phase("device gather").seconds, 0.0);
+    }
+    testing::expect_same_walks(expected,
+                               resident->walk(level_walk_options{.max_batch_spaces = 7, .chunk_tables = 5}));
+  }
+  EXPECT_THROW((void)make_resident_fleet(fleets[0], walk_backend::cuda, 4096), resident_does_not_fit);
 }
 
 }  // namespace

@@ -131,7 +131,58 @@ job_overlap measure_job_overlap(std::span<const loaded_snapshot> fleet, std::spa
   return out;
 }
 
+// Uploads the fleet to `backend`'s device once and times `repeat` walks
+// from there, each checked by `check`.
+template <class Check>
+resident_bench measure_resident(std::span<const loaded_snapshot> fleet, walk_backend backend,
+                                const bench_options& options, const Check& check) {
+  resident_bench out;
+  std::unique_ptr<resident_fleet> resident;
+  try {
+    resident = make_resident_fleet(fleet, backend);
+  } catch (const resident_does_not_fit& e) {
+    out.skipped = e.what();
+    return out;
+  }
+  out.upload = resident->upload_profile();
+  out.upload_s = out.upload.seconds("resident upload");
+  out.device_bytes = resident->device_bytes();
+  std::vector<double> samples;
+  for (unsigned r = 0; r < std::max(options.repeat, 1u); ++r) {
+    walk_profile profile;
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<snapshot_walk> walks;
+    try {
+      walks = resident->walk(level_walk_options{.profile = &profile, .max_batch_spaces = options.max_batch_spaces});
+    } catch (const std::runtime_error& e) {
+      // Images that fit can leave too little beside them for one snapshot's walk.
+      out.skipped = fmt::format("the walk failed with the images resident ({} MB): {}", out.device_bytes / 1e6,
+                                e.what());
+      return out;
+    }
+    samples.push_back(seconds_since(start));
+    check(walks);
+    out.profile = std::move(profile);
+  }
+  out.walk = phase_times::of(std::move(samples));
+  return out;
+}
+
 }  // namespace
+
+double resident_bench::device_seconds() const {
+  double seconds = 0;
+  for (const walk_phase& p : profile.phases)
+    if (p.on_device) seconds += p.seconds;
+  return seconds;
+}
+
+double h200_counter_seconds(const walk_profile& profile) {
+  double seconds = 0;
+  for (const walk_phase& p : profile.phases)
+    seconds += p.pcie_bytes / pcie5_pinned_bytes_per_s + p.device_bytes / h200_hbm_bytes_per_s;
+  return seconds;
+}
 
 phase_times phase_times::of(std::vector<double> samples) {
   if (samples.empty()) return {};
@@ -179,22 +230,25 @@ bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string
       b.skipped = std::move(why);
       continue;
     }
-    // One timed walk, checked against the first backend's output.
+    // Every walk is checked against the first backend's output.
+    const auto check = [&](const std::vector<snapshot_walk>& walks, std::string_view mode) {
+      if (baseline_name.empty()) {
+        baseline = walks;
+        baseline_name = b.name;
+        return;
+      }
+      for (std::size_t i = 0; i < fleet.size(); ++i)
+        if (!(walks[i] == baseline[i]))
+          throw std::runtime_error(fmt::format("bench: backend {}{} differs from {} on snapshot {} ({})", b.name,
+                                               mode, baseline_name, i, fleet[i].id()));
+    };
     const auto timed_walk = [&](walk_profile& profile) {
       const auto start = std::chrono::steady_clock::now();
       auto walks = walk_snapshots(fleet, backend,
                                   walk_options{.profile = &profile, .threads = options.threads,
                                                .max_batch_spaces = options.max_batch_spaces});
       const double seconds = seconds_since(start);
-      if (baseline_name.empty()) {
-        baseline = std::move(walks);
-        baseline_name = b.name;
-      } else {
-        for (std::size_t i = 0; i < fleet.size(); ++i)
-          if (!(walks[i] == baseline[i]))
-            throw std::runtime_error(fmt::format("bench: backend {} differs from {} on snapshot {} ({})", b.name,
-                                                 baseline_name, i, fleet[i].id()));
-      }
+      check(walks, "");
       return seconds;
     };
     std::vector<double> cold, walk, upload, download, gather, kernel;
@@ -219,6 +273,9 @@ bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string
     b.download = phase_times::of(download);
     b.gather = phase_times::of(gather);
     b.kernel = phase_times::of(kernel);
+    if (options.resident && (backend == walk_backend::thrust_cpu || backend == walk_backend::cuda))
+      b.resident = measure_resident(fleet, backend, options,
+                                    [&](const std::vector<snapshot_walk>& walks) { check(walks, " (resident)"); });
   }
   for (std::size_t i = 0; i < baseline.size(); ++i)
     report.fleet.bytes_of_tables += visit_format(fleet[i].format(), [&]<class F>() {
@@ -257,14 +314,59 @@ std::string format_bytes_moved(const bench_report& report) {
   for (const auto& b : report.backends) {
     if (b.skipped || b.profile.phases.empty()) continue;
     if (out.empty())
-      out = fmt::format("\n{:<11} {:<9} {:>9} {:>10} {:>10} {:>10} {:>14}\n", "bytes moved", "phase", "s here",
+      out = fmt::format("\n{:<19} {:<15} {:>9} {:>10} {:>10} {:>10} {:>14}\n", "bytes moved", "phase", "s here",
                         "PCIe MB", "device MB", "host MB", "H200 PCIe/HBM s");
-    for (const walk_phase& p : b.profile.phases)
-      out += fmt::format("{:<11} {:<9} {:>9.4f} {:>10.2f} {:>10.2f} {:>10.2f} {:>14.6f}\n", b.name, p.name, p.seconds,
-                         p.pcie_bytes / 1e6, p.device_bytes / 1e6, p.host_bytes / 1e6,
-                         p.pcie_bytes / pcie5_pinned_bytes_per_s + p.device_bytes / h200_hbm_bytes_per_s);
+    const auto rows = [&](const std::string& label, const walk_profile& profile) {
+      for (const walk_phase& p : profile.phases)
+        out += fmt::format("{:<19} {:<15} {:>9.4f} {:>10.2f} {:>10.2f} {:>10.2f} {:>14.6f}\n", label, p.name,
+                           p.seconds, p.pcie_bytes / 1e6, p.device_bytes / 1e6, p.host_bytes / 1e6,
+                           p.pcie_bytes / pcie5_pinned_bytes_per_s + p.device_bytes / h200_hbm_bytes_per_s);
+    };
+    rows(b.name, b.profile);
+    if (b.resident && !b.resident->skipped) {
+      rows(b.name + " resident", b.resident->upload);
+      rows(b.name + " resident", b.resident->profile);
+    }
   }
   return out.empty() ? out : out + "\n";
+}
+
+// The copy bandwidth a backend's resident walk is measured against: the
+// device's (cuda) or this host's DRAM copy, probed around it (thrust-cpu).
+double resident_copy_bandwidth(const machine_info& machine, const backend_bench& b) {
+  if (b.name == "cuda") return machine.device_copy_bytes_per_s;
+  return (b.before.copy_bytes_per_s + b.after.copy_bytes_per_s) / 2;
+}
+
+// Resident walks: upload once, then walks from device memory; their rate
+// against the copy bandwidth, and what the counted bytes take on an H200
+// against the time the goal (half the device's copy bandwidth) allows.
+std::string format_resident(const machine_info& machine, const bench_report& report) {
+  std::string out;
+  const fleet_info& f = report.fleet;
+  for (const auto& b : report.backends) {
+    if (b.skipped || !b.resident) continue;
+    if (out.empty())
+      out = fmt::format("\nresident: the images uploaded to the device once, then each walk from device memory "
+                        "(records back on the host)\n{:<11} {:>9} {:>10} {:>9} {:>21} {:>9} {:>9} {:>8} {:>13} "
+                        "{:>13}\n",
+                        "backend", "upload s", "device MB", "walk med", "[min .. max] s", "device s", "PT GB/s",
+                        "% copy", "H200 ctr s", "H200 goal s");
+    const resident_bench& r = *b.resident;
+    if (r.skipped) {
+      out += fmt::format("{:<11} skipped: {}\n", b.name, *r.skipped);
+      continue;
+    }
+    const double rate = f.table_bytes() / r.walk.median_s;
+    const double copy = resident_copy_bandwidth(machine, b);
+    out += fmt::format("{:<11} {:>9.4f} {:>10.2f} {:>9.4f} {:>21} {:>9.4f} {:>9.2f} {:>8} {:>13.6f} {:>13.6f}\n",
+                       b.name, r.upload_s, r.device_bytes / 1e6, r.walk.median_s, span_text(r.walk),
+                       r.device_seconds(), rate / 1e9,
+                       copy > 0 ? fmt::format("{:.1f}", 100 * rate / copy) : std::string("-"),
+                       h200_counter_seconds(r.profile),
+                       f.table_bytes() / (device_copy_goal_fraction * h200_hbm_bytes_per_s));
+  }
+  return out;
 }
 
 }  // namespace
@@ -312,6 +414,7 @@ std::string format_report(const machine_info& machine, const bench_report& repor
       out += fmt::format("{:<11} DRAM read {:.1f} -> {:.1f} GB/s, copy {:.1f} -> {:.1f} GB/s\n", b.name,
                          b.before.read_bytes_per_s / 1e9, b.after.read_bytes_per_s / 1e9,
                          b.before.copy_bytes_per_s / 1e9, b.after.copy_bytes_per_s / 1e9);
+  out += format_resident(machine, report);
   out += format_bytes_moved(report);
   if (report.compaction)
     out += fmt::format("{:<11} {:>9.4f} {:>21}   (relink + compact, CPU, after any backend)\n", "compaction",
@@ -348,6 +451,33 @@ nlohmann::json walk_json(const fleet_info& f, const backend_bench& b, const phas
           {"copy_fraction", table_bytes_per_s / copy}};
 }
 
+nlohmann::json bytes_moved_json(const walk_profile& profile, nlohmann::json moved = nlohmann::json::object()) {
+  for (const walk_phase& p : profile.phases)
+    moved[p.name] = {{"seconds", p.seconds},     {"on_device", p.on_device},
+                     {"pcie_bytes", p.pcie_bytes}, {"device_bytes", p.device_bytes},
+                     {"host_bytes", p.host_bytes}};
+  return moved;
+}
+
+nlohmann::json resident_json(const machine_info& machine, const bench_report& report, const backend_bench& b) {
+  const resident_bench& r = *b.resident;
+  if (r.skipped) return {{"skipped", *r.skipped}};
+  const fleet_info& f = report.fleet;
+  const double rate = f.table_bytes() / r.walk.median_s;
+  const double copy = resident_copy_bandwidth(machine, b);
+  return {{"upload_s", r.upload_s},
+          {"device_bytes", r.device_bytes},
+          {"walk", phase_json(r.walk)},
+          {"device_s", r.device_seconds()},
+          {"tables_per_s", f.tables / r.walk.median_s},
+          {"table_bytes_per_s", rate},
+          {"copy_bytes_per_s", copy},
+          {"copy_fraction", copy > 0 ? nlohmann::json(rate / copy) : nlohmann::json(nullptr)},
+          {"h200_counter_s", h200_counter_seconds(r.profile)},
+          {"h200_goal_s", f.table_bytes() / (device_copy_goal_fraction * h200_hbm_bytes_per_s)},
+          {"bytes_moved", bytes_moved_json(r.profile, bytes_moved_json(r.upload))}};
+}
+
 nlohmann::json backend_json(const machine_info& machine, const bench_report& report, const backend_bench& b) {
   if (b.skipped) return {{"skipped", *b.skipped}};
   const fleet_info& f = report.fleet;
@@ -375,12 +505,8 @@ nlohmann::json backend_json(const machine_info& machine, const bench_report& rep
       {"batches", b.batches},
   };
   // The walk's own counters, per phase (README "Bytes moved").
-  nlohmann::json moved = nlohmann::json::object();
-  for (const walk_phase& p : b.profile.phases)
-    moved[p.name] = {{"seconds", p.seconds},     {"on_device", p.on_device},
-                     {"pcie_bytes", p.pcie_bytes}, {"device_bytes", p.device_bytes},
-                     {"host_bytes", p.host_bytes}};
-  j["bytes_moved"] = std::move(moved);
+  j["bytes_moved"] = bytes_moved_json(b.profile);
+  if (b.resident) j["resident"] = resident_json(machine, report, b);
   if (b.name == "cuda" && machine.device_copy_bytes_per_s > 0) {
     j["device_copy_fraction"] = table_bytes_per_s / machine.device_copy_bytes_per_s;
     j["upload_fraction"] = table_bytes_per_s / machine.upload_bytes_per_s;

@@ -9,7 +9,10 @@
 // bandwidth beside it; on a GPU, device-to-device copy and pinned
 // host-to-device copy), and each backend's speedup over the others. Walks
 // are timed warm (right after another walk of the same fleet) and cold (after
-// a streaming pass that evicts every cache), and labelled so.
+// a streaming pass that evicts every cache), and labelled so. The device
+// backends (thrust-cpu, cuda) are also timed resident: the fleet's images
+// uploaded to the device once, then walked N times from device memory
+// (README "Resident walks"), which is what the device-copy goal is about.
 #pragma once
 
 #include <filesystem>
@@ -30,6 +33,7 @@ struct bench_options {
   int threads = 0;               // cpu backends; 0 = all cores
   u64 max_batch_spaces = 0;      // cuda: 0 = as device memory allows
   bool compaction = true;        // time relink+compact (compact_all) on the walk
+  bool resident = true;          // thrust-cpu and cuda: also time resident walks
   // When set (the fleet's manifest on disk), also time the whole `ptwalk
   // compact` job on it against its compaction stage alone, output written
   // under `job_work_dir` (removed after each run).
@@ -43,6 +47,18 @@ struct phase_times {
   static phase_times of(std::vector<double> samples);
 };
 
+// A backend's resident walks: one upload, then the timed walks.
+struct resident_bench {
+  std::optional<std::string> skipped;  // why not (the images do not fit)
+  double upload_s = 0;
+  u64 device_bytes = 0;  // the resident pages and their lookup tables
+  phase_times walk;      // each from device memory, records back on the host
+  walk_profile upload;   // "resident upload"
+  walk_profile profile;  // the last walk's phases and bytes
+  // Seconds the last walk's device phases took (kernels, device gather).
+  [[nodiscard]] double device_seconds() const;
+};
+
 struct backend_bench {
   std::string name;
   std::optional<std::string> skipped;  // why it did not run here
@@ -51,6 +67,7 @@ struct backend_bench {
   host_bandwidth before, after;                        // probed around this backend's walks
   u64 batches = 0;
   walk_profile profile;  // the last run's phases and the bytes each moved
+  std::optional<resident_bench> resident;  // device backends, unless bench_options::resident is off
 };
 
 struct machine_info {
@@ -105,6 +122,12 @@ struct bench_report {
 // (README "Bytes moved"): H200 HBM3e and PCIe Gen5 x16 from pinned memory.
 inline constexpr double h200_hbm_bytes_per_s = 4.8e12;
 inline constexpr double pcie5_pinned_bytes_per_s = 50e9;
+// The goal for a resident walk: page-table bytes per second at least
+// half the device's copy bandwidth (here the H200's published HBM figure).
+inline constexpr double device_copy_goal_fraction = 0.5;
+
+// Seconds `profile`'s counted bytes take at the H200's published bandwidths.
+[[nodiscard]] double h200_counter_seconds(const walk_profile& profile);
 
 // Stdout table for one fleet.
 [[nodiscard]] std::string format_report(const machine_info& machine, const bench_report& report);

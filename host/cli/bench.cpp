@@ -31,6 +31,7 @@ struct bench_cli {
   int threads = 0;
   u64 max_batch_spaces = 0;
   bool no_compaction = false;
+  bool no_resident = false;
   bool job = false;
   std::string job_dir;
   std::string json, plot;
@@ -99,6 +100,7 @@ void run_bench(const bench_cli& o) {
   options.threads = o.threads;
   options.max_batch_spaces = o.max_batch_spaces;
   options.compaction = !o.no_compaction;
+  options.resident = !o.no_resident;
   if (o.job)
     options.job_work_dir = o.job_dir.empty() ? std::filesystem::temp_directory_path()
                                              : std::filesystem::path(o.job_dir);
@@ -158,6 +160,9 @@ void setup_bench(CLI::App& app) {
   cmd->add_option("--max-batch-spaces", o->max_batch_spaces,
                   "cuda: at most this many spaces per device batch (default: as memory allows)");
   cmd->add_flag("--no-compaction", o->no_compaction, "skip timing relink + compaction");
+  cmd->add_flag("--no-resident", o->no_resident,
+                "skip the resident walks of thrust-cpu and cuda (images uploaded to the device once, then walked "
+                "--repeat times from there)");
   cmd->add_flag("--job", o->job,
                 "also time the whole `ptwalk compact` job against its compaction stage alone "
                 "(writes the fleet and the outputs to --job-dir)");

@@ -3,6 +3,8 @@
 
 #include <stdexcept>
 
+#include <fmt/format.h>
+
 #include "walk/cpu_walk.hpp"
 #include "ptwalk/walk.hpp"
 #include "input/table_views.hpp"
@@ -78,13 +80,35 @@ std::vector<walk_input> level_walk_inputs(std::span<const loaded_snapshot> snaps
   inputs.reserve(snapshots.size());
   for (const auto& s : snapshots)
     inputs.push_back({s.format(), s.roots(), s.upper_roots(),
-                      {&s.image, [](const void* image, u64 pa, u64 len) {
+                      {&s.image,
+                       [](const void* image, u64 pa, u64 len) {
                          return static_cast<const memory_image*>(image)->bytes_at(pa, len);
+                       },
+                       [](const void* image, const table_source::range_visitor& visit) {
+                         for (const image_region& r : static_cast<const memory_image*>(image)->regions())
+                           visit(r.gpa, r.size);
                        }}});
   return inputs;
 }
 
 }  // namespace
+
+std::unique_ptr<resident_fleet> make_resident_fleet(std::span<const loaded_snapshot> snapshots,
+                                                    walk_backend backend, u64 device_memory_limit) {
+  switch (resolve_backend(backend)) {
+    case walk_backend::thrust_cpu:
+      return make_resident_fleet_thrust_cpu(level_walk_inputs(snapshots), device_memory_limit);
+    case walk_backend::cuda:
+#if PTWALK_WITH_CUDA
+      return make_resident_fleet_cuda(level_walk_inputs(snapshots), device_memory_limit);
+#else
+      throw std::runtime_error("walk backend cuda: this ptwalk was built without CUDA (-DPTWALK_CUDA=ON)");
+#endif
+    default:
+      throw std::invalid_argument(fmt::format("resident walk: backend {} has no device to keep images on",
+                                              backend_name(backend)));
+  }
+}
 
 std::vector<snapshot_walk> walk_snapshots(std::span<const loaded_snapshot> snapshots, walk_backend backend,
                                           va_range range) {

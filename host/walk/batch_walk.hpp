@@ -12,6 +12,7 @@
 // `thrust-cpu` for tests and benchmarks; it is not a user-facing choice.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -55,5 +56,14 @@ struct walk_options {
                                                         walk_backend backend, va_range range = {});
 [[nodiscard]] std::vector<snapshot_walk> walk_snapshots(std::span<const loaded_snapshot> snapshots,
                                                         walk_backend backend, const walk_options& options);
+
+// Uploads the snapshots' images to the backend's device once, for repeated
+// resident walks (`ptwalk bench`; kernels/level_walk.hpp): thrust-cpu or
+// cuda (automatic resolves as for walk_snapshots). The snapshots must
+// outlive it. Throws resident_does_not_fit when the images do not fit in
+// `device_memory_limit` bytes (0 = what the device has free).
+[[nodiscard]] std::unique_ptr<resident_fleet> make_resident_fleet(std::span<const loaded_snapshot> snapshots,
+                                                                  walk_backend backend,
+                                                                  u64 device_memory_limit = 0);
 
 }  // namespace ptwalk

@@ -52,8 +52,9 @@ void size_step(System& system, unsigned long long items) {
   if constexpr (requires { system.size_step(items); }) system.size_step(items);
 }
 
-enum class device_phase : unsigned { upload, kernel, download };
-inline constexpr unsigned device_phases = 3;
+// `gather`: a resident walk's gather of table pages on the device.
+enum class device_phase : unsigned { upload, kernel, download, gather };
+inline constexpr unsigned device_phases = 4;
 
 // Bytes a system's pool may hand out (vectors and Thrust temporaries
 // together) and how many it has handed out; the batch driver sizes batches

@@ -14,6 +14,10 @@
 // per-snapshot statistics are binary searches over the runs. Batches are
 // sized from the device's memory so a fleet larger than the device streams
 // through, and a batch that runs out of device memory is split.
+// A resident walk (resident_image.hpp) runs the same steps with the images
+// already in device memory: each chunk's tables are gathered there
+// (resident_steps.hpp), the frontier never leaves the device, and the
+// per-snapshot table counts are summed there at the end of each level.
 #pragma once
 
 #include <thrust/binary_search.h>
@@ -22,6 +26,7 @@
 #include <thrust/fill.h>
 #include <thrust/for_each.h>
 #include <thrust/merge.h>
+#include <thrust/reduce.h>
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/iterator/transform_iterator.h>
 #include <thrust/iterator/transform_output_iterator.h>
@@ -38,6 +43,7 @@
 
 #include "kernels/detail/device_system.hpp"
 #include "kernels/level_walk.hpp"
+#include "kernels/resident_steps.hpp"
 #include "kernels/walk_steps.hpp"
 #include "ptwalk/walk.hpp"
 
@@ -89,7 +95,9 @@ struct record_run {
   unsigned depth;  // of the leaf entries, or of the shared tables
 };
 
-// One batch of snapshots of one format.
+// One batch of snapshots of one format. With `resident` the tables come from
+// images in device memory; `resident_index` then names each batch
+// snapshot's place in the resident image.
 template <class Format, class System>
 class batch_walk {
   template <class T>
@@ -100,20 +108,24 @@ class batch_walk {
   static constexpr u64 frontier_bytes = 2 * sizeof(u32) + 2 * sizeof(u64) + sizeof(u8);
 
  public:
-  batch_walk(System& system, std::span<const walk_input> batch, const level_walk_options& options)
+  batch_walk(System& system, std::span<const walk_input> batch, const level_walk_options& options,
+             const resident_image_ref* resident = nullptr, std::span<const std::size_t> resident_index = {})
       : sys_(system),
         batch_(batch),
         range_(to_linear<Format>(options.range)),
         chunk_(std::max<std::size_t>(options.chunk_tables, 1)),
-        out_(batch.size()) {}
+        out_(batch.size()),
+        resident_(resident),
+        resident_index_(resident_index) {}
 
   std::vector<snapshot_walk> run() {
     seed_roots();
     for (unsigned depth = 0; depth < Format::levels && frontier_ != 0; ++depth) walk_level(depth);
     collect_records();
     for (const auto& [phase, name] : {std::pair{device_phase::upload, "upload"}, {device_phase::kernel, "kernel"},
-                                     {device_phase::download, "download"}})
-      profile_.phase(name, true).seconds += sys_.take_seconds(phase);
+                                     {device_phase::download, "download"}, {device_phase::gather, "device gather"}})
+      if (phase != device_phase::gather || resident_ != nullptr)
+        profile_.phase(name, true).seconds += sys_.take_seconds(phase);
     profile_.records = record_count_;
     profile_.batches = 1;
     return std::move(out_);
@@ -162,9 +174,14 @@ class batch_walk {
       record_count_ = records.size();
       to_device(d_records_, records);
       to_device(d_record_space_, spaces);
+      if (resident_ != nullptr) {  // the gather reads the frontier's addresses on the device from here on
+        to_device(d_pa_, h_pa_);
+        to_device(d_resident_index_, std::vector<u32>(resident_index_.begin(), resident_index_.end()));
+      }
     });
     runs_.push_back({0, record_count_, false, 0});
-    const u64 bytes = space_base.size() * 4 + frontier_ * frontier_bytes + record_count_ * record_bytes;
+    const u64 bytes = space_base.size() * 4 + frontier_ * frontier_bytes + record_count_ * record_bytes +
+                      (resident_ != nullptr ? resident_index_.size() * 4 : 0);
     phase("upload").pcie_bytes += bytes;
     phase("upload").device_bytes += bytes;
   }
@@ -189,7 +206,29 @@ class batch_walk {
     return std::max<u64>(1, chunk_ * 4096 / Format::table_bytes(depth));
   }
 
+  // One level: every frontier table expanded, chunk by chunk, then the
+  // owners of the child tables resolved into the next frontier.
   void walk_level(unsigned depth) {
+    visit_count_ = 0;
+    const u64 leaves_begin = record_count_;
+    if (resident_ != nullptr) expand_level_resident(depth);
+    else expand_level_streaming(depth);
+    runs_.push_back({leaves_begin, record_count_, true, depth});
+    profile_.tables += frontier_;
+    if (Format::is_last_depth(depth)) {
+      frontier_ = 0;
+      return;
+    }
+    sys_.timed(device_phase::kernel, [&] { resolve_owners(depth + 1); });
+    if (resident_ != nullptr) return;  // the next gather reads the frontier on the device
+    to_host(h_snapshot_, d_snapshot_, frontier_);
+    to_host(h_pa_, d_pa_, frontier_);
+    to_host(h_va_, d_va_, frontier_);
+  }
+
+  // The host gathers chunk k+1's tables from the images while chunk k is
+  // uploaded and expanded; the table counts are summed on the host.
+  void expand_level_streaming(unsigned depth) {
     const u64 chunk = chunk_tables(depth);
     const u64 words = std::min<u64>(chunk, frontier_) * Format::entries(depth);
     size_step(words);  // the gather's threads
@@ -207,10 +246,8 @@ class batch_walk {
     // expanded; staging() waits on the event of the buffer's last upload
     // before handing it out again. A level of one chunk (most levels) has
     // nothing to overlap with.
-    visit_count_ = 0;
     std::future<double> pending;
     phase("gather").seconds += gather(0, 0);
-    const u64 leaves_begin = record_count_;
     for (u64 first = 0, k = 0; first < frontier_; first += chunk, ++k) {
       const u64 count = std::min<u64>(chunk, frontier_ - first);
       if (k != 0) phase("gather").seconds += pending.get();
@@ -221,7 +258,6 @@ class batch_walk {
         pending = std::async(std::launch::async, gather, first + count, unsigned((k + 1) % 2));
       sys_.timed(device_phase::kernel, [&] { expand_chunk(depth, first, count); });
     }
-    runs_.push_back({leaves_begin, record_count_, true, depth});
     const stopwatch clock;
     for (u64 t = 0; t < frontier_; ++t) {
       walk_stats& stats = out_[h_snapshot_[t]].stats;
@@ -232,18 +268,80 @@ class batch_walk {
     phase("host").seconds += clock.seconds();
     phase("host").host_bytes += frontier_ * 12;
     const u64 table_bytes = frontier_ * Format::table_bytes(depth);
-    profile_.tables += frontier_;
     phase("gather").host_bytes += 2 * table_bytes + frontier_ * (4 + 8 + 8 + 8);  // image → staging, counts
     phase("upload").pcie_bytes += table_bytes;
     phase("upload").device_bytes += table_bytes;
-    if (Format::is_last_depth(depth)) {
-      frontier_ = 0;
-      return;
+  }
+
+  // The device gathers each chunk's tables from the resident pages into the
+  // buffer the streaming walk uploads to, and expands it; the table counts
+  // are summed per snapshot on the device.
+  void expand_level_resident(unsigned depth) {
+    const u64 chunk = chunk_tables(depth);
+    const u64 pages = pages_per_table<Format>(depth);
+    const u64 largest = std::min<u64>(chunk, frontier_);
+    grow(d_entries_, largest * Format::entries(depth));
+    grow(d_table_slots_, largest * pages);
+    grow(d_entries_read_, frontier_);
+    grow(d_dangling_, frontier_);
+    for (u64 first = 0; first < frontier_; first += chunk) {
+      const u64 count = std::min<u64>(chunk, frontier_ - first);
+      sys_.timed(device_phase::gather, [&] { gather_resident(depth, first, count); });
+      sys_.timed(device_phase::kernel, [&] { expand_chunk(depth, first, count); });
     }
-    sys_.timed(device_phase::kernel, [&] { resolve_owners(depth + 1); });
-    to_host(h_snapshot_, d_snapshot_, frontier_);
-    to_host(h_pa_, d_pa_, frontier_);
-    to_host(h_va_, d_va_, frontier_);
+    sys_.timed(device_phase::kernel, [&] { sum_table_counts(depth); });
+  }
+
+  void gather_resident(unsigned depth, u64 first, u64 count) {
+    const u64 pages = pages_per_table<Format>(depth);
+    size_step(count);
+    thrust::for_each(sys_.policy(), thrust::counting_iterator<u64>(0), thrust::counting_iterator<u64>(count),
+                     resolve_resident_table<Format>{*resident_, raw(d_resident_index_), raw(d_snapshot_) + first,
+                                                    raw(d_pa_) + first, raw(d_va_) + first, range_, depth,
+                                                    raw(d_table_slots_), raw(d_entries_read_) + first,
+                                                    raw(d_dangling_) + first});
+    const u64 entries = count * Format::entries(depth);
+    size_step(entries);
+    thrust::for_each(sys_.policy(), thrust::counting_iterator<u64>(0), thrust::counting_iterator<u64>(entries),
+                     gather_resident_entry<Format>{*resident_, raw(d_pa_) + first, raw(d_table_slots_),
+                                                   raw(d_entries_), depth,
+                                                   static_cast<unsigned>(std::countr_zero(Format::entries(depth)))});
+    // Per table: its frontier entry, a binary search of the page frames per
+    // page and of the regions, its slots and counts; per entry: the page
+    // word read and the entry written.
+    const u64 search = 8 * u64{resident_->search_steps};
+    walk_phase& gathered = phase("device gather");
+    gathered.device_bytes +=
+        count * (frontier_bytes + 4 + pages * (search + 8) + 2 * search + 8) + 2 * count * Format::table_bytes(depth);
+  }
+
+  // Adds this level's tables, entries read and dangling reads to each
+  // snapshot's statistics: one reduction by snapshot over the frontier
+  // (sorted by global space, so by snapshot), a few numbers downloaded.
+  void sum_table_counts(unsigned depth) {
+    size_step(frontier_);
+    vector<u32> d_keys(frontier_);
+    vector<u64> d_tables(frontier_), d_read(frontier_), d_dangling(frontier_);
+    const auto values = thrust::make_transform_iterator(thrust::counting_iterator<u64>(0),
+                                                        table_counts{raw(d_entries_read_), raw(d_dangling_)});
+    const auto end = thrust::reduce_by_key(
+        sys_.policy(), d_snapshot_.begin(), d_snapshot_.begin() + frontier_, values, d_keys.begin(),
+        thrust::make_zip_iterator(d_tables.begin(), d_read.begin(), d_dangling.begin()),
+        thrust::equal_to<u32>{}, add_table_counts{});
+    const u64 runs = static_cast<u64>(end.first - d_keys.begin());
+    phase("kernel").device_bytes += frontier_ * (4 + 8) + runs * 28;
+    std::vector<u32> keys;
+    std::vector<u64> tables, read, dangling;
+    to_host(keys, d_keys, runs);
+    to_host(tables, d_tables, runs);
+    to_host(read, d_read, runs);
+    to_host(dangling, d_dangling, runs);
+    for (u64 r = 0; r < runs; ++r) {
+      walk_stats& stats = out_[keys[r]].stats;
+      stats.tables[depth] += tables[r];
+      stats.entries_read += read[r];
+      stats.dangling_reads += dangling[r];
+    }
   }
 
   void size_step(u64 items) { detail::size_step(sys_, items); }
@@ -469,6 +567,14 @@ class batch_walk {
   walk_profile profile_;
   u64 total_spaces_ = 0;
 
+  // Resident walks only: the images, per frontier chunk the page slots of
+  // its tables, and per table the counts summed at the end of the level.
+  const resident_image_ref* resident_;
+  std::span<const std::size_t> resident_index_;
+  vector<u32> d_resident_index_;
+  vector<u64> d_table_slots_;
+  vector<u32> d_entries_read_, d_dangling_;
+
   // The frontier: on the device for the kernels, (snapshot, pa, va) on the
   // host for the gather.
   u64 frontier_ = 0;
@@ -499,8 +605,8 @@ template <class Format, class System>
 class batch_driver {
  public:
   batch_driver(System& system, std::span<const walk_input> snapshots, const level_walk_options& options,
-               std::vector<snapshot_walk>& out)
-      : sys_(system), snapshots_(snapshots), options_(options), out_(out) {}
+               std::vector<snapshot_walk>& out, const resident_image_ref* resident)
+      : sys_(system), snapshots_(snapshots), options_(options), out_(out), resident_(resident) {}
 
   void run(const std::vector<std::size_t>& indices) {
     std::vector<std::size_t> batch;
@@ -578,7 +684,7 @@ class batch_driver {
     std::vector<snapshot_walk> walks;
     walk_profile profile;
     {
-      batch_walk<Format, System> walker(sys_, inputs, options_);
+      batch_walk<Format, System> walker(sys_, inputs, options_, resident_, batch);
       try {
         walks = walker.run();
       } catch (...) {
@@ -603,14 +709,18 @@ class batch_driver {
   std::span<const walk_input> snapshots_;
   const level_walk_options& options_;
   std::vector<snapshot_walk>& out_;
+  const resident_image_ref* resident_;  // the images in device memory, or nullptr: streaming
   u64 bytes_per_space_ = 0;  // peak device memory per space of the batches so far
 };
 
 // Entry point for one device system: snapshots are grouped by format (the
-// format is a compile-time parameter of every step) and walked in batches.
+// format is a compile-time parameter of every step) and walked in batches;
+// with `resident`, from those images in device memory (snapshot i of
+// `snapshots` is snapshot i of the resident image).
 template <class System>
 std::vector<snapshot_walk> level_walk(System& system, std::span<const walk_input> snapshots,
-                                      const level_walk_options& options) {
+                                      const level_walk_options& options,
+                                      const resident_image_ref* resident = nullptr) {
   std::vector<snapshot_walk> out(snapshots.size());
   for (const paging_format format : all_formats) {
     std::vector<std::size_t> indices;
@@ -618,7 +728,7 @@ std::vector<snapshot_walk> level_walk(System& system, std::span<const walk_input
       if (snapshots[i].format == format) indices.push_back(i);
     if (indices.empty()) continue;
     visit_format(format, [&]<class F>() {
-      batch_driver<F, System>(system, snapshots, options, out).run(indices);
+      batch_driver<F, System>(system, snapshots, options, out, resident).run(indices);
     });
   }
   return out;
