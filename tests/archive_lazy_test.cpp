@@ -264,20 +264,10 @@ TEST(archive_lazy, refused_userfaultfd_falls_back_to_eager_with_one_note_and_the
 }
 
 TEST(archive_lazy, real_linux_dumps_walk_and_compact_the_same_from_the_archive) {
-  const fs::path real = testing::real_guest_dir();
-  std::string manifest;
-  for (const char* variant : {"default", "la57", "pti"}) {
-    const fs::path elf = real / variant / (std::string(variant) + ".elf");
-    if (!fs::exists(elf)) GTEST_SKIP() << "no real dumps in " << real;
-    const auto registers = testing::read_file(real / variant / "registers-cpu0.txt");
-    std::smatch cr3;
-    ASSERT_TRUE(std::regex_search(registers, cr3, std::regex("CR3=([0-9a-f]+)")));
-    const std::string format = std::string(variant) == "la57" ? "x86_64-la57" : "x86_64";
-    manifest += fmt::format(R"({{"id":"{}","format":"{}","memory":{{"elf":"{}"}},"roots":["0x{}"]}})" "\n", variant,
-                            format, elf.string(), cr3[1].str());
-  }
+  const auto manifest = testing::real_x86_manifest();
+  if (!manifest) GTEST_SKIP() << "no real dumps in " << testing::real_guest_dir();
   const temp_dir dir;
-  const auto fleet = dir.write("real.jsonl", manifest);
+  const auto fleet = dir.write("real.jsonl", *manifest);
   const auto archived = archive_fleet(dir, fleet);
   const std::string original = outputs(dir, fleet, "original", true);
   const scoped_env cache("PTWALK_ARCHIVE_CACHE", "1M");

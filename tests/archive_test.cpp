@@ -158,20 +158,10 @@ TEST(archive_cli, bad_archive_sources_are_one_line_errors) {
 }
 
 TEST(archive_cli, real_linux_dumps_round_trip_and_walk_in_place) {
-  const fs::path real = testing::real_guest_dir();
-  std::string manifest;
-  for (const char* variant : {"default", "la57", "pti"}) {
-    const fs::path elf = real / variant / (std::string(variant) + ".elf");
-    if (!fs::exists(elf)) GTEST_SKIP() << "no real dumps in " << real;
-    const auto registers = testing::read_file(real / variant / "registers-cpu0.txt");
-    std::smatch cr3;
-    ASSERT_TRUE(std::regex_search(registers, cr3, std::regex("CR3=([0-9a-f]+)")));
-    const std::string format = std::string(variant) == "la57" ? "x86_64-la57" : "x86_64";
-    manifest += fmt::format(R"({{"id":"{}","format":"{}","memory":{{"elf":"{}"}},"roots":["0x{}"]}})" "\n", variant,
-                            format, elf.string(), cr3[1].str());
-  }
+  const auto manifest = testing::real_x86_manifest();
+  if (!manifest) GTEST_SKIP() << "no real dumps in " << testing::real_guest_dir();
   const temp_dir dir;
-  const auto fleet = dir.write("real.jsonl", manifest);
+  const auto fleet = dir.write("real.jsonl", *manifest);
   const auto add = run_ptwalk(dir, {"archive", "add", (dir / "arc").string(), fleet.string()});
   ASSERT_EQ(add.status, 0) << add.err;
   const page_census expected = census(fleet);

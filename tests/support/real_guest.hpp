@@ -12,10 +12,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <regex>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 namespace ptwalk::testing {
@@ -51,5 +55,24 @@ struct variant_files {
   [[nodiscard]] std::filesystem::path file(std::string_view leaf) const { return dir / leaf; }
   [[nodiscard]] nlohmann::json description() const { return nlohmann::json::parse(read_file(file("variant.json"))); }
 };
+
+// A manifest of the x86 variants' ELF cores (default, la57, pti), each at
+// its vCPU 0's CR3; nullopt when the dumps are not there.
+inline std::optional<std::string> real_x86_manifest() {
+  const std::filesystem::path real = real_guest_dir();
+  std::string manifest;
+  for (const std::string variant : {"default", "la57", "pti"}) {
+    const std::filesystem::path elf = real / variant / (variant + ".elf");
+    if (!std::filesystem::exists(elf)) return std::nullopt;
+    const auto registers = read_file(real / variant / "registers-cpu0.txt");
+    std::smatch cr3;
+    if (!std::regex_search(registers, cr3, std::regex("CR3=([0-9a-f]+)")))
+      throw std::runtime_error("no CR3 in " + (real / variant / "registers-cpu0.txt").string());
+    manifest += fmt::format(R"({{"id":"{}","format":"{}","memory":{{"elf":"{}"}},"roots":["0x{}"]}})"
+                            "\n",
+                            variant, variant == "la57" ? "x86_64-la57" : "x86_64", elf.string(), cr3[1].str());
+  }
+  return manifest;
+}
 
 }  // namespace ptwalk::testing
