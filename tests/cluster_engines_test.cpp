@@ -217,6 +217,18 @@ TEST(slurm_cluster, import_and_roots_array_jobs_merge_to_one_process) {
   EXPECT_EQ(read_manifest(dir / "fleet/manifest.jsonl").size(), dumps.size());
   const std::string logs = shell("cat " + (dir / "ptwalk-shard-*.log").string()).out;
   EXPECT_NE(logs.find("ptwalk import: shard 2/3 (SLURM_ARRAY_TASK_ID=2 of 3): dumps "), std::string::npos) << logs;
+
+  // The MPI job script with import: 3 ranks inside the allocation, one manifest.
+  const auto mpi = slurm.run(fmt::format(
+      "cd {} && PTWALK={} PTWALK_MPIRUN=\"mpirun --allow-run-as-root --oversubscribe\" sbatch --wait -n 3 -o mpi.log "
+      "{}/mpi.sbatch import {} {}",
+      dir.path().string(), PTWALK_BINARY, scripts.string(), (dir / "dumps.txt").string(),
+      (dir / "fleet/mpi.jsonl").string()));
+  ASSERT_EQ(mpi.status, 0) << mpi.out << read_text(dir / "mpi.log");
+  EXPECT_EQ(read_text(dir / "fleet/mpi.jsonl"), manifest);
+  EXPECT_NE(read_text(dir / "mpi.log").find("ptwalk import: shard 2/3 (OMPI_COMM_WORLD_RANK=2 of 3): dumps "),
+            std::string::npos)
+      << read_text(dir / "mpi.log");
 }
 
 std::string mpirun_walk(const fs::path& manifest, const fs::path& out) {
