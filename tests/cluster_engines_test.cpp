@@ -165,6 +165,22 @@ TEST(slurm_cluster, array_jobs_with_a_killed_and_requeued_task_merge_to_one_proc
   ASSERT_EQ(mpi.status, 0) << mpi.out << read_text(dir / "mpi.log");
   EXPECT_EQ(read_text(dir / "mpi.jsonl"), read_text(dir / "single.jsonl"));
   EXPECT_NE(read_text(dir / "mpi.log").find("shard 2/3 (OMPI_COMM_WORLD_RANK=2 of 3)"), std::string::npos);
+
+  // archive add the same way: pack names differ from one process's, so the
+  // archive is checked by what it holds: its snapshots walk as the fleet does.
+  const auto add = slurm.run(fmt::format(
+      "cd {} && PTWALK={} PTWALK_MPIRUN=\"mpirun --allow-run-as-root --oversubscribe\" sbatch --wait -n 3 -o add.log "
+      "{}/mpi.sbatch archive-add {} {}/arc --jobs 1",
+      dir.path().string(), PTWALK_BINARY, scripts.string(), fleet.string(), dir.path().string()));
+  ASSERT_EQ(add.status, 0) << add.out << read_text(dir / "add.log");
+  EXPECT_NE(read_text(dir / "add.log").find("archive add: 6 snapshots"), std::string::npos) << read_text(dir / "add.log");
+  const auto archived = shell(fmt::format("cd {0} && {1} archive check arc && {1} archive ls arc --manifest > arc.jsonl && "
+                                          "{1} walk arc.jsonl --out arc-walk.jsonl",
+                                          dir.path().string(), PTWALK_BINARY));
+  ASSERT_EQ(archived.status, 0) << archived.out;
+  EXPECT_EQ(read_text(dir / "arc-walk.jsonl"), read_text(dir / "single.jsonl"));
+  EXPECT_NE(read_text(dir / "add.log").find("ptwalk archive add: shard 2/3 (OMPI_COMM_WORLD_RANK=2 of 3)"),
+            std::string::npos);
 }
 
 // The dumps of a generated fleet of ELF cores, and a file listing them as submit.sh takes them.
@@ -217,6 +233,18 @@ TEST(slurm_cluster, import_and_roots_array_jobs_merge_to_one_process) {
   EXPECT_EQ(read_manifest(dir / "fleet/manifest.jsonl").size(), dumps.size());
   const std::string logs = shell("cat " + (dir / "ptwalk-shard-*.log").string()).out;
   EXPECT_NE(logs.find("ptwalk import: shard 2/3 (SLURM_ARRAY_TASK_ID=2 of 3): dumps "), std::string::npos) << logs;
+
+  // The MPI job script with import: 3 ranks inside the allocation, one manifest.
+  const auto mpi = slurm.run(fmt::format(
+      "cd {} && PTWALK={} PTWALK_MPIRUN=\"mpirun --allow-run-as-root --oversubscribe\" sbatch --wait -n 3 -o mpi.log "
+      "{}/mpi.sbatch import {} {}",
+      dir.path().string(), PTWALK_BINARY, scripts.string(), (dir / "dumps.txt").string(),
+      (dir / "fleet/mpi.jsonl").string()));
+  ASSERT_EQ(mpi.status, 0) << mpi.out << read_text(dir / "mpi.log");
+  EXPECT_EQ(read_text(dir / "fleet/mpi.jsonl"), manifest);
+  EXPECT_NE(read_text(dir / "mpi.log").find("ptwalk import: shard 2/3 (OMPI_COMM_WORLD_RANK=2 of 3): dumps "),
+            std::string::npos)
+      << read_text(dir / "mpi.log");
 }
 
 std::string mpirun_walk(const fs::path& manifest, const fs::path& out) {

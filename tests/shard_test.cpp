@@ -24,6 +24,7 @@
 #include "input/manifest.hpp"
 #include "support/dump_fleet.hpp"
 #include "support/error_of.hpp"
+#include "support/kdump_builder.hpp"
 #include "support/run_cli.hpp"
 #include "support/temp_dir.hpp"
 
@@ -317,6 +318,57 @@ TEST(dump_shards, cut_by_file_size_and_known_by_names_and_sizes) {
   dumps.push_back((dir / "missing").string());
   EXPECT_NE(error_of([&] { (void)plan_dump_shard(dumps, {0, 2}); }).find("missing: cannot read its size"),
             std::string::npos);
+}
+
+// A compressed kdump weighs the guest memory it yields, counted from its
+// headers: QEMU stores free memory as one shared zero page, so its file
+// says little. The job is still known by the file's size.
+TEST(dump_shards, a_compressed_kdump_weighs_its_dumped_pages_not_its_file) {
+  const temp_dir dir;
+  testing::kdump_builder builder;
+  const std::vector<std::byte> page(builder.block_size, std::byte{0x5a});
+  for (u64 pfn = 0; pfn < 1000; ++pfn) builder.add_zero_page(pfn);
+  builder.add_page(1000, page, kdump_zlib);
+  builder.add_page(1001, page, kdump_zstd);
+  builder.add_page(1003, page, 0);
+  builder.add_filtered_page(1002);  // left out by the dump level: no memory
+  const auto kdump = builder.build();
+  const std::uint64_t memory = 1003 * std::uint64_t{builder.block_size};  // the pages added, counted here
+  ASSERT_LT(kdump.size() * 20, memory);
+  const fs::path file = dir.write("a.kdump", kdump);
+  const fs::path flattened = dir.write("b.kdump", testing::kdump_builder::flatten(kdump, 8192));
+  EXPECT_EQ(dump_work(file), memory);
+  EXPECT_EQ(dump_work(flattened), memory);
+  const fs::path elf = dir.write("c.core", std::string(5000, 'x'));  // not a kdump: its size
+  EXPECT_EQ(dump_work(elf), 5000u);
+  EXPECT_EQ(dump_work(dir.write("tiny", "KD")), 2u);
+
+  // In a manifest too.
+  snapshot_spec spec;
+  spec.memory = kdump_source{"a.kdump"};
+  spec.roots = {0x1000, 0x2000};
+  EXPECT_EQ(snapshot_work(spec, dir.path()), memory + 2 * root_work_bytes);
+
+  // Weighed by memory, the kdump is half the work: a shard of its own. By
+  // file size it would be a sliver, sharing the first shard with a raw dump.
+  const std::vector<std::string> dumps{file.string(), dir.write("r1", std::string(memory / 2, 'r')).string(),
+                                       dir.write("r2", std::string(memory / 2, 'r')).string()};
+  const auto first = plan_dump_shard(dumps, {0, 2}), second = plan_dump_shard(dumps, {1, 2});
+  EXPECT_EQ(first.end, 1u);
+  EXPECT_EQ(second.first, 1u);
+  EXPECT_EQ(second.end, 3u);
+  // The same names and file sizes are the same job, whatever the files decompress to.
+  (void)dir.write("a.kdump", std::string(kdump.size(), 'x'));
+  const auto raw = plan_dump_shard(dumps, {0, 2});
+  EXPECT_EQ(raw.manifest_sha256, first.manifest_sha256);
+  EXPECT_EQ(raw.end, 2u);
+
+  // A damaged kdump is named when the shards are cut.
+  auto broken = kdump;
+  broken.resize(600);
+  (void)dir.write("a.kdump", broken);
+  const std::string error = error_of([&] { (void)plan_dump_shard(dumps, {0, 2}); });
+  EXPECT_EQ(error.rfind(file.string() + ": ", 0), 0u) << error;
 }
 
 class sharded_dumps : public ::testing::Test {

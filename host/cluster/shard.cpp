@@ -4,15 +4,18 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <numeric>
+#include <type_traits>
 
 #include <fmt/format.h>
 
 #include "archive/catalog.hpp"
+#include "input/kdump_compressed.hpp"
 #include "input/memory_image.hpp"
 
 namespace ptwalk {
@@ -120,6 +123,13 @@ std::uint64_t file_bytes(const std::filesystem::path& path, std::string_view wha
   return size;
 }
 
+// Guest memory bytes of a compressed kdump: its dumped pages, counted from
+// its headers and bitmaps; nothing is decompressed.
+std::uint64_t kdump_work(const std::filesystem::path& path) {
+  const kdump_file dump(path);
+  return dump.dumped_pages() * dump.header().block_size;
+}
+
 // The shard `shard` of a fleet whose items have `work`.
 shard_plan cut_fleet(std::span<const std::uint64_t> work, shard_id shard, std::string fleet, std::string identity) {
   const auto cuts = shard_cuts(work, shard.count);
@@ -204,6 +214,8 @@ std::uint64_t snapshot_work(const snapshot_spec& spec, const std::filesystem::pa
           for (const auto& region : source.regions) bytes += region.size;
         } else if constexpr (requires { source.snapshot; }) {
           bytes += archived_image_bytes(source, base_dir, spec.id);
+        } else if constexpr (std::is_same_v<std::decay_t<decltype(source)>, kdump_source>) {
+          bytes += kdump_work(base_dir / source.path);
         } else {
           bytes += file_bytes(base_dir / source.path, fmt::format("snapshot \"{}\": ", spec.id));
         }
@@ -237,14 +249,28 @@ shard_plan plan_shard(const std::filesystem::path& manifest, std::span<const sna
   return cut_fleet(work, shard, manifest.string(), sha256_of_file(manifest));
 }
 
+std::uint64_t dump_work(const std::filesystem::path& dump) {
+  const std::uint64_t size = file_bytes(dump, "");
+  // The first bytes decide, as they do when the dump is opened (open_dump).
+  std::array<std::byte, 16> start{};
+  std::ifstream in(dump, std::ios::binary);
+  in.read(reinterpret_cast<char*>(start.data()), start.size());
+  const auto read = static_cast<std::size_t>(std::max<std::streamsize>(in.gcount(), 0));
+  return has_kdump_signature(std::span(start).first(read)) ? kdump_work(dump) : size;
+}
+
 shard_plan plan_dump_shard(std::span<const std::string> dumps, shard_id shard) {
-  std::vector<std::uint64_t> work;
+  std::vector<std::uint64_t> sizes, work;
+  sizes.reserve(dumps.size());
   work.reserve(dumps.size());
-  for (const auto& dump : dumps) work.push_back(file_bytes(dump, ""));
-  // Names and sizes, each ended by a NUL: another list, order or size is another job.
+  for (const auto& dump : dumps) {
+    sizes.push_back(file_bytes(dump, ""));
+    work.push_back(dump_work(dump));
+  }
+  // Names and file sizes, each ended by a NUL: another list, order or size is another job.
   const std::string identity = sha256_hex([&](const auto& update) {
     for (std::size_t i = 0; i < dumps.size(); ++i) {
-      const std::string item = fmt::format("{}{}{}{}", dumps[i], '\0', work[i], '\0');
+      const std::string item = fmt::format("{}{}{}{}", dumps[i], '\0', sizes[i], '\0');
       update(item.data(), item.size());
     }
   });

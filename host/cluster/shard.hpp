@@ -3,7 +3,7 @@
 // A shard is a contiguous range of the manifest's snapshots (for `roots`
 // and `import`, of the dumps named on the command line). The ranges are
 // cut where the running sum of the snapshots' work crosses i/N of the total
-// (work: image bytes plus a per-root cost), so every process given the same
+// (work: guest memory bytes plus a per-root cost), so every process given the same
 // manifest and N computes the same ranges without talking to the others,
 // shards are balanced by work rather than by line count, and the outputs of
 // shards 0..N-1 laid end to end are the single-process output.
@@ -53,9 +53,18 @@ using environment = std::function<std::optional<std::string>(std::string_view)>;
 // "none" ignores the launcher. Throws input_error naming a malformed variable.
 [[nodiscard]] launch detect_launch(std::string_view explicit_shard, const environment& env);
 
-// Work of one snapshot: the bytes of its memory files plus root_work per root.
+// Work of one snapshot: the bytes of guest memory its source yields (file
+// sizes; a compressed kdump's dumped pages, see dump_work) plus root_work per root.
 inline constexpr std::uint64_t root_work_bytes = std::uint64_t{1} << 20;
 [[nodiscard]] std::uint64_t snapshot_work(const snapshot_spec& spec, const std::filesystem::path& base_dir);
+
+// Work of one dump of `roots` or `import`: the bytes of guest memory it
+// yields. ELF cores and raw files: their size. A compressed kdump (known by
+// its first bytes, as opening it does): its dumped pages times its page
+// size, from its headers and bitmaps without decompressing a page, since
+// its file can be a small fraction of the memory it decompresses to. A
+// damaged kdump throws input_error naming it.
+[[nodiscard]] std::uint64_t dump_work(const std::filesystem::path& dump);
 
 // The N+1 cut points over `work` (cuts[i]..cuts[i+1] is shard i): each cut
 // at the snapshot boundary nearest to i/N of the total work, never before the previous one.
@@ -73,8 +82,8 @@ struct shard_plan {
 // Cuts the manifest whose snapshots are `specs` (read_manifest) by their work.
 [[nodiscard]] shard_plan plan_shard(const std::filesystem::path& manifest, std::span<const snapshot_spec> specs,
                                     shard_id shard);
-// Cuts a list of dumps (`roots`, `import`) by their file sizes; the fleet's
-// identity is the SHA-256 of their names as given and their sizes.
+// Cuts a list of dumps (`roots`, `import`) by their dump_work; the fleet's
+// identity is the SHA-256 of their names as given and their file sizes.
 [[nodiscard]] shard_plan plan_dump_shard(std::span<const std::string> dumps, shard_id shard);
 
 // "shard 1/3 (SLURM_ARRAY_TASK_ID=1 of 3): snapshots 4..7 of 12 in M (a .. d)"
