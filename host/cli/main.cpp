@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "walk/batch_walk.hpp"
+#include "cluster/mpi_world.hpp"
 #include "command.hpp"
 #include "common/signal_cleanup.hpp"
 #include "input/memory_image.hpp"
@@ -46,12 +47,12 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
-  } catch (const ptwalk::input_error& e) {
-    fmt::print(stderr, "ptwalk: {}\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "ptwalk: error: {}\n", e.what());
-    return 2;
+  } catch (const ptwalk::reported_failure& e) {
+    return e.status;
+  } catch (...) {
+    const auto report = ptwalk::describe_failure(std::current_exception());
+    fmt::print(stderr, "{}", report.line);
+    return report.status;
   }
   return 0;
 }

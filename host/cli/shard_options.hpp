@@ -101,11 +101,8 @@ inline void write_together(std::string_view command, const std::string& out,
   } catch (...) {
     error = std::current_exception();
   }
-  if (!world.all_succeeded(error == nullptr)) {
-    if (error) std::rethrow_exception(error);
-    throw input_error(fmt::format("{}: rank {} of {}: another rank failed; {} was not written", command, world.rank(),
-                                  world.size(), out.empty() ? "stdout" : out));
-  }
+  world.succeed_together(error, fmt::format("{}: rank {} of {}: another rank failed; {} was not written", command,
+                                            world.rank(), world.size(), out.empty() ? "stdout" : out));
   world.gather_to_root(bytes);
   if (world.rank() == 0) write_output(out, [&](std::ostream& stream) { stream << bytes; });
 }

@@ -33,10 +33,8 @@ void phase(const mpi_world& world, const std::filesystem::path& archive, Step&& 
   } catch (...) {
     error = std::current_exception();
   }
-  if (world.all_succeeded(error == nullptr)) return;
-  if (error) std::rethrow_exception(error);
-  throw input_error(fmt::format("archive add: rank {} of {}: another rank failed; {} was left as it was",
-                                world.rank(), world.size(), archive.string()));
+  world.succeed_together(error, fmt::format("archive add: rank {} of {}: another rank failed; {} was left as it was",
+                                            world.rank(), world.size(), archive.string()));
 }
 
 int owner_of(const digest& id, int ranks) { return static_cast<int>(archive::digest_hasher{}(id) % ranks); }

@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <cstdio>
+
+#include <fmt/format.h>
 
 #include "input/memory_image.hpp"
 
@@ -13,6 +16,39 @@
 #endif
 
 namespace ptwalk {
+
+failure_report describe_failure(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const input_error& e) {
+    return {fmt::format("ptwalk: {}\n", e.what()), 1};
+  } catch (const std::exception& e) {
+    return {fmt::format("ptwalk: error: {}\n", e.what()), 2};
+  } catch (...) {
+    return {"ptwalk: error: unknown exception\n", 2};
+  }
+}
+
+namespace {
+void wait_for_every_rank() {
+#if PTWALK_WITH_MPI
+  MPI_Barrier(MPI_COMM_WORLD);
+#endif
+}
+}  // namespace
+
+void mpi_world::succeed_together(const std::exception_ptr& mine, const std::string& others_message) const {
+  if (all_succeeded(mine == nullptr)) return;
+  if (mine) {
+    const failure_report report = describe_failure(mine);
+    std::fputs(report.line.c_str(), stderr);
+    std::fflush(stderr);
+    wait_for_every_rank();
+    throw reported_failure(report.status);
+  }
+  wait_for_every_rank();  // the failed ranks have said why
+  throw input_error(others_message);
+}
 
 #if PTWALK_WITH_MPI
 

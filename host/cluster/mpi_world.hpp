@@ -7,12 +7,29 @@
 // Slurm array tasks never touch it.
 #pragma once
 
+#include <exception>
 #include <string>
 #include <vector>
 
 namespace ptwalk {
 
 [[nodiscard]] bool mpi_built();
+
+// The one line main prints for an error that ends a command, and the exit
+// status: 1 for an input_error, 2 for anything else.
+struct failure_report {
+  std::string line;
+  int status = 2;
+};
+[[nodiscard]] failure_report describe_failure(const std::exception_ptr& error);
+
+// Thrown on a rank that has already printed its own error (main prints
+// nothing more and exits with `status`).
+struct reported_failure : std::exception {
+  explicit reported_failure(int exit_status) : status(exit_status) {}
+  [[nodiscard]] const char* what() const noexcept override { return "error already reported"; }
+  int status;
+};
 
 // MPI_Init on construction, MPI_Finalize on destruction (MPI_COMM_WORLD).
 class mpi_world {
@@ -26,6 +43,12 @@ class mpi_world {
   [[nodiscard]] int size() const { return size_; }
   // Whether every rank's `mine` is true (a collective: all ranks call it).
   [[nodiscard]] bool all_succeeded(bool mine) const;
+  // After a step every rank ran (a collective): returns when all succeeded.
+  // Otherwise the failed ranks print their error and throw reported_failure,
+  // and only once they have printed do the others throw input_error
+  // (`others_message`): mpirun ends the job at the first non-zero exit,
+  // which could otherwise cut off the message that says why.
+  void succeed_together(const std::exception_ptr& mine, const std::string& others_message) const;
   // Rank 0 gets every rank's bytes appended to its own, in rank order;
   // the others' are sent (in pieces under 1 GiB) and left as they were.
   void gather_to_root(std::string& bytes) const;
