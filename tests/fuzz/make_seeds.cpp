@@ -110,6 +110,13 @@ void walker_seeds(corpus& out) {
       shape.cut_pages = seed % 3 == 0 ? 0.2 : 0.0;
       out.add(fuzz::encode_snapshot(random_forest(shape, seed).snapshot("seed")));
     }
+  // Every AArch64 granule, with and without a shared TTBR1 (kernel half);
+  // small enough for the walker's -max_len.
+  for (const char* kernel : {"share_kernel=1", "share_kernel=0"})
+    for (const auto& s : generate_fleet(parse_fleet_shape(fmt::format(
+                                            "arm=mixed,snapshots=6,spaces=2,pages=2,kernel=2,large=0,frames=8,{}", kernel)))
+                             .snapshots)
+      out.add(fuzz::encode_snapshot(s, /*skip_zero_pages=*/true));
 }
 
 }  // namespace
