@@ -5,9 +5,10 @@
 // host gather reads it: 0 where no one region holds all 8 bytes), each snapshot's
 // non-zero page frames as a sorted run (a page's slot is its index among all
 // runs), and each snapshot's backed regions as a sorted run of [start, end).
-// Zero pages and unbacked memory take no storage. The walk then gathers its
-// frontier's tables on the device with the steps below: the same bytes and
-// the same dangling counts as the host gather (gather_tables), which reads
+// Zero pages and unbacked memory take no storage. The walk then resolves
+// each frontier table's page slots on the device and its expansion reads the
+// entries from there (resident_entries): the same words and the same
+// dangling counts as the host gather (gather_tables), which reads
 // through memory_image::bytes_at — an 8-byte entry is backed when one
 // region holds all of it, else it reads as 0 (SPEC §1). Everything here is
 // PTWALK_HD and allocation-free, so the CPU build runs it in CI.
@@ -106,26 +107,27 @@ struct resolve_resident_table {
   }
 };
 
-// Per entry of a chunk (item = table * entries + index): its word, from the
-// table's page slots. An unbacked word needs no test: the upload stored it
-// as 0, as the host gather reads it. Tables are aligned to their size (a
-// granule, or a small top table inside one page), so a table's word at
-// offset o lies in its page o / 4096.
+// The expansion's entry source in a resident walk (walk_steps.hpp's
+// staged_entries reads a staging buffer instead): item = table * entries +
+// index of a chunk → its word, read straight from the table's resident page
+// through the slots resolve_resident_table wrote, so no copy of the tables
+// is made. A zero page's slot reads as 0; an unbacked word needs no test:
+// the upload stored it as 0, as the host gather reads it. Tables are
+// aligned to their size (a granule, or a small top table inside one page),
+// so a table's word at offset o lies in its page o / 4096.
 template <class Format>
-struct gather_resident_entry {
+struct resident_entries {
   resident_image_ref image;
   const u64* d_pa;     // frontier, indexed from the chunk's first table
   const u64* d_slots;  // chunk-relative, as resolve_resident_table wrote them
-  u64* d_entries;      // chunk-relative items
   unsigned depth;
   unsigned index_bits;  // log2 Format::entries(depth)
 
-  PTWALK_HD void operator()(u64 item) const {
+  PTWALK_HD u64 operator()(u64 item) const {
     const u64 table = item >> index_bits;
     const u64 offset = 8 * (item & ((u64{1} << index_bits) - 1));
-    const u64 pa = d_pa[table] + offset;
     const u64 slot = d_slots[table * pages_per_table<Format>(depth) + offset / resident_page_bytes];
-    d_entries[item] = image.word(slot, pa);
+    return image.word(slot, d_pa[table] + offset);
   }
 };
 
