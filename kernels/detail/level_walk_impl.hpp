@@ -282,28 +282,28 @@ class batch_walk {
   void expand_level_resident(unsigned depth) {
     const u64 chunk = chunk_tables(depth);
     const u64 pages = pages_per_table<Format>(depth);
-    grow(d_table_slots_, std::min<u64>(chunk, frontier_) * pages);
+    grow(d_page_words_, std::min<u64>(chunk, frontier_) * pages);
     grow(d_entries_read_, frontier_);
     grow(d_dangling_, frontier_);
     const auto index_bits = static_cast<unsigned>(std::countr_zero(Format::entries(depth)));
     for (u64 first = 0; first < frontier_; first += chunk) {
       const u64 count = std::min<u64>(chunk, frontier_ - first);
       sys_.timed(device_phase::gather, [&] { resolve_resident(depth, first, count); });
-      const resident_entries<Format> entries{*resident_, raw(d_pa_) + first, raw(d_table_slots_), depth, index_bits};
-      // Each entry read also reads its table's page slot.
+      const resident_entries entries{resident_->d_words, raw(d_page_words_), pages, index_bits};
+      // Each entry read also reads where its table's page starts.
       sys_.timed(device_phase::kernel, [&] { expand_chunk(depth, first, count, entries, pages * 8); });
     }
     sys_.timed(device_phase::kernel, [&] { sum_table_counts(depth); });
   }
 
-  // Per table of the chunk: its resident page slots and its counts.
+  // Per table of the chunk: where its pages lie in the resident words, and its counts.
   void resolve_resident(unsigned depth, u64 first, u64 count) {
     const u64 pages = pages_per_table<Format>(depth);
     size_step(count);
     thrust::for_each(sys_.policy(), thrust::counting_iterator<u64>(0), thrust::counting_iterator<u64>(count),
                      resolve_resident_table<Format>{*resident_, raw(d_resident_index_), raw(d_snapshot_) + first,
                                                     raw(d_pa_) + first, raw(d_va_) + first, range_, depth,
-                                                    raw(d_table_slots_), raw(d_entries_read_) + first,
+                                                    raw(d_page_words_), raw(d_entries_read_) + first,
                                                     raw(d_dangling_) + first});
     // Per table: its frontier entry, a binary search of the page frames per
     // page and of the regions, its slots and counts written. No table word
@@ -572,12 +572,12 @@ class batch_walk {
   walk_profile profile_;
   u64 total_spaces_ = 0;
 
-  // Resident walks only: the images, per frontier chunk the page slots of
-  // its tables, and per table the counts summed at the end of the level.
+  // Resident walks only: the images, per frontier chunk where its tables'
+  // pages lie in the resident words, and per table the counts summed at the end of the level.
   const resident_image_ref* resident_;
   std::span<const std::size_t> resident_index_;
   vector<u32> d_resident_index_;
-  vector<u64> d_table_slots_;
+  vector<u64> d_page_words_;
   vector<u32> d_entries_read_, d_dangling_;
 
   // The frontier: on the device for the kernels, (snapshot, pa, va) on the
