@@ -172,6 +172,9 @@ TEST(resident_walk, lookups_match_memory_image) {
     if (p != nullptr) std::memcpy(&expected, p, 8);
     if (p != nullptr) {
       EXPECT_EQ(ref.word(ref.page_slot(1, pa / 4096), pa), expected);
+      // The index the resident expansion reads through (resident_entries).
+      const u64 index = ref.word_index(1, pa);
+      EXPECT_EQ(index == resident_image_ref::zero_page ? 0 : words[index], expected);
     }
     for (const u64 len : {u64{64}, u64{4096}}) EXPECT_EQ(ref.backed(1, pa, len), image.bytes_at(pa, len) != nullptr);
   }
