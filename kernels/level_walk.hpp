@@ -105,9 +105,10 @@ struct level_walk_options {
 // A fleet whose images live in device memory (README "Resident walks"):
 // made once — every non-zero page of every image uploaded, see
 // resident_steps.hpp — then walked any number of times by the same
-// level-synchronous algorithm, with the tables gathered on the device from
-// the resident pages instead of on the host, and the frontier kept on the
-// device across levels. Results are byte-identical to the streaming walk.
+// level-synchronous algorithm, with the expansion reading the tables in
+// place from the resident pages instead of from a copy gathered on the host,
+// and the frontier kept on the device across levels. Results are
+// byte-identical to the streaming walk.
 // The snapshots' roots and images must outlive it; it holds its device
 // system (on CUDA, the process's device lock) until destroyed, and is used
 // from the thread that made it.

@@ -5,9 +5,10 @@
 // host gather reads it: 0 where no one region holds all 8 bytes), each snapshot's
 // non-zero page frames as a sorted run (a page's slot is its index among all
 // runs), and each snapshot's backed regions as a sorted run of [start, end).
-// Zero pages and unbacked memory take no storage. The walk then gathers its
-// frontier's tables on the device with the steps below: the same bytes and
-// the same dangling counts as the host gather (gather_tables), which reads
+// Zero pages and unbacked memory take no storage. The walk then resolves
+// each frontier table's page slots on the device and its expansion reads the
+// entries from there (resident_entries): the same words and the same
+// dangling counts as the host gather (gather_tables), which reads
 // through memory_image::bytes_at — an 8-byte entry is backed when one
 // region holds all of it, else it reads as 0 (SPEC §1). Everything here is
 // PTWALK_HD and allocation-free, so the CPU build runs it in CI.
@@ -64,6 +65,12 @@ struct resident_image_ref {
   PTWALK_HD u64 word(u64 slot, u64 pa) const {
     return slot == zero_page ? 0 : d_words[slot * resident_page_words + (pa % resident_page_bytes) / 8];
   }
+  // Where the word at `pa` (8-byte aligned) lies in d_words, or zero_page
+  // when its page holds only zeros.
+  PTWALK_HD u64 word_index(u32 snapshot, u64 pa) const {
+    const u64 slot = page_slot(snapshot, pa / resident_page_bytes);
+    return slot == zero_page ? zero_page : slot * resident_page_words + (pa % resident_page_bytes) / 8;
+  }
 };
 
 // 4 KiB pages one table at `depth` spans: tables of a 16/64 KiB granule span
@@ -73,8 +80,9 @@ PTWALK_HD constexpr u64 pages_per_table(unsigned depth) {
   return Format::table_bytes(depth) > resident_page_bytes ? Format::table_bytes(depth) / resident_page_bytes : 1;
 }
 
-// Per frontier table of a chunk: the slots of its pages, and the counts the
-// host gather keeps per table (in-range entries read, those of them no one
+// Per frontier table of a chunk: where each of its pages starts in the
+// resident words (resident_image_ref::word_index), and the counts the host
+// gather keeps per table (in-range entries read, those of them no one
 // region backs — none when one region backs the whole table).
 template <class Format>
 struct resolve_resident_table {
@@ -85,7 +93,7 @@ struct resolve_resident_table {
   const u64* d_va;
   linear_va_range<Format> range;
   unsigned depth;
-  u64* d_slots;  // chunk-relative: table i's pages at [i * pages_per_table, ...)
+  u64* d_page_words;  // chunk-relative: table i's pages at [i * pages_per_table, ...)
   u32* d_entries_read;
   u32* d_dangling;
 
@@ -94,7 +102,7 @@ struct resolve_resident_table {
     const u64 pa = d_pa[table];
     const u64 pages = pages_per_table<Format>(depth);
     for (u64 p = 0; p < pages; ++p)
-      d_slots[table * pages + p] = image.page_slot(snapshot, (pa + p * resident_page_bytes) / resident_page_bytes);
+      d_page_words[table * pages + p] = image.word_index(snapshot, pa + p * resident_page_bytes);
     const bool whole = image.backed(snapshot, pa, Format::table_bytes(depth));
     const auto bounds = range.entries_in_range(d_va[table], depth);
     u32 unbacked = 0;
@@ -106,26 +114,27 @@ struct resolve_resident_table {
   }
 };
 
-// Per entry of a chunk (item = table * entries + index): its word, from the
-// table's page slots. An unbacked word needs no test: the upload stored it
-// as 0, as the host gather reads it. Tables are aligned to their size (a
-// granule, or a small top table inside one page), so a table's word at
-// offset o lies in its page o / 4096.
-template <class Format>
-struct gather_resident_entry {
-  resident_image_ref image;
-  const u64* d_pa;     // frontier, indexed from the chunk's first table
-  const u64* d_slots;  // chunk-relative, as resolve_resident_table wrote them
-  u64* d_entries;      // chunk-relative items
-  unsigned depth;
+// The expansion's entry source in a resident walk (walk_steps.hpp's
+// staged_entries reads a staging buffer instead): item = table * entries +
+// index of a chunk → its word, read straight from the table's resident page
+// through where resolve_resident_table found it, so no copy of the tables
+// is made. A zero page reads as 0; an unbacked word needs no test: the
+// upload stored it as 0, as the host gather reads it. Tables are aligned to
+// their size (a granule, or a small top table inside one page), so entry i
+// lies in the table's page i / 512, at word i % 512 from where that page's
+// part of the table starts. Kept to four fields: the expansion's functors
+// are copied per item by Thrust's CPU scatter.
+struct resident_entries {
+  const u64* d_words;       // resident_image_ref::d_words
+  const u64* d_page_words;  // chunk-relative, as resolve_resident_table wrote them
+  u64 pages_per_table;
   unsigned index_bits;  // log2 Format::entries(depth)
 
-  PTWALK_HD void operator()(u64 item) const {
+  PTWALK_HD u64 operator()(u64 item) const {
     const u64 table = item >> index_bits;
-    const u64 offset = 8 * (item & ((u64{1} << index_bits) - 1));
-    const u64 pa = d_pa[table] + offset;
-    const u64 slot = d_slots[table * pages_per_table<Format>(depth) + offset / resident_page_bytes];
-    d_entries[item] = image.word(slot, pa);
+    const u64 index = item & ((u64{1} << index_bits) - 1);
+    const u64 first = d_page_words[table * pages_per_table + index / resident_page_words];
+    return first == resident_image_ref::zero_page ? 0 : d_words[first + index % resident_page_words];
   }
 };
 

@@ -106,14 +106,23 @@ PTWALK_HD constexpr u64 hash_u64(u64 x) {
   return x;
 }
 
+// Where the expansion reads a chunk's entries: the streaming walk's staging
+// buffer, one word per item, uploaded chunk by chunk. A resident walk reads
+// them from its resident pages instead (resident_entries, resident_steps.hpp),
+// so the one expansion below serves both without a copy in between.
+struct staged_entries {
+  const u64* d_entries;  // chunk-relative items
+  PTWALK_HD u64 operator()(u64 item) const { return d_entries[item]; }
+};
+
 // The tables of one frontier chunk, as kernels see them. Frontier arrays are
 // indexed by table (chunk-relative); all tables of one step have the same
 // depth, so the same entry count Format::entries(depth) (a power of two: 512
 // on x86-64, up to 8192 on AArch64, fewer in a top table), and
 // item = table * entries + index.
-template <class Format>
+template <class Format, class Entries = staged_entries>
 struct frontier_ref {
-  const u64* d_entries;
+  Entries entries;  // item → its entry word
   const u32* d_snapshot;
   const u32* d_space;
   const u64* d_va;  // linear block start
@@ -127,7 +136,7 @@ struct frontier_ref {
   PTWALK_HD unsigned index(u64 item) const {
     return static_cast<unsigned>(item & (Format::entries(depth) - 1));
   }
-  PTWALK_HD u64 entry(u64 item) const { return d_entries[item]; }
+  PTWALK_HD u64 entry(u64 item) const { return entries(item); }
   PTWALK_HD bool in_range(u64 item) const {
     const auto bounds = range.entries_in_range(d_va[table(item)], depth);
     return bounds.lo <= index(item) && index(item) <= bounds.hi;
@@ -137,18 +146,18 @@ struct frontier_ref {
   }
 };
 
-template <class Format, entry_kind Kind>
+template <class Format, entry_kind Kind, class Entries = staged_entries>
 struct entry_is {
-  frontier_ref<Format> frontier;
+  frontier_ref<Format, Entries> frontier;
   PTWALK_HD bool operator()(u64 item) const {
     return frontier.in_range(item) && Format::classify(frontier.entry(item), frontier.depth) == Kind;
   }
 };
 
 // item → (leaf record, global space).
-template <class Format>
+template <class Format, class Entries = staged_entries>
 struct emit_leaf {
-  frontier_ref<Format> frontier;
+  frontier_ref<Format, Entries> frontier;
   PTWALK_HD thrust::tuple<space_aware_mapping, u32> operator()(u64 item) const {
     const u64 table = frontier.table(item);
     const space_aware_mapping record = make_leaf_record<Format>(
@@ -158,9 +167,9 @@ struct emit_leaf {
 };
 
 // item → child visit (key, rank, accumulated perms).
-template <class Format>
+template <class Format, class Entries = staged_entries>
 struct emit_visit {
-  frontier_ref<Format> frontier;
+  frontier_ref<Format, Entries> frontier;
   PTWALK_HD thrust::tuple<u64, u64, u8> operator()(u64 item) const {
     const u64 table = frontier.table(item);
     const u64 entry = frontier.entry(item);

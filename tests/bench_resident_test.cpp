@@ -49,7 +49,12 @@ TEST(bench_resident, reports_upload_walks_and_bytes_moved) {
   EXPECT_EQ(moved["resident upload"]["pcie_bytes"].get<u64>(), device_bytes);
   // On a walk no table page crosses PCIe: the uploads are the roots' seeds.
   EXPECT_LT(moved["upload"]["pcie_bytes"].get<double>(), table_bytes / 4);
-  EXPECT_GE(moved["device gather"]["device_bytes"].get<double>(), 2 * table_bytes);
+  // The device gather only resolves where each table's pages lie; the
+  // expansion reads the tables in place (it used to copy them: >= 2x the
+  // table bytes), so every table is read by the kernels at least once.
+  EXPECT_GT(moved["device gather"]["device_bytes"].get<double>(), 0);
+  EXPECT_LT(moved["device gather"]["device_bytes"].get<double>(), table_bytes / 4);
+  EXPECT_GE(moved["kernel"]["device_bytes"].get<double>(), table_bytes);
   EXPECT_TRUE(moved["device gather"]["on_device"].get<bool>());
   EXPECT_FALSE(moved.contains("gather"));  // no host gather
   // The counters' time on an H200 is recomputed from them.

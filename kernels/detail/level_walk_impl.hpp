@@ -15,8 +15,9 @@
 // sized from the device's memory so a fleet larger than the device streams
 // through, and a batch that runs out of device memory is split.
 // A resident walk (resident_image.hpp) runs the same steps with the images
-// already in device memory: each chunk's tables are gathered there
-// (resident_steps.hpp), the frontier never leaves the device, and the
+// already in device memory: each chunk's tables are resolved to their
+// resident pages and the expansion reads its entries from there, with no
+// copy (resident_steps.hpp); the frontier never leaves the device, and the
 // per-snapshot table counts are summed there at the end of each level.
 #pragma once
 
@@ -256,7 +257,8 @@ class batch_walk {
       });
       if (first + count < frontier_)
         pending = std::async(std::launch::async, gather, first + count, unsigned((k + 1) % 2));
-      sys_.timed(device_phase::kernel, [&] { expand_chunk(depth, first, count); });
+      sys_.timed(device_phase::kernel,
+                 [&] { expand_chunk(depth, first, count, staged_entries{raw(d_entries_)}, 0); });
     }
     const stopwatch clock;
     for (u64 t = 0; t < frontier_; ++t) {
@@ -273,46 +275,41 @@ class batch_walk {
     phase("upload").device_bytes += table_bytes;
   }
 
-  // The device gathers each chunk's tables from the resident pages into the
-  // buffer the streaming walk uploads to, and expands it; the table counts
-  // are summed per snapshot on the device.
+  // The device resolves each chunk's tables to their resident page slots,
+  // and the expansion reads the entries from the resident pages through
+  // them: the tables are never copied. The table counts are summed per
+  // snapshot on the device.
   void expand_level_resident(unsigned depth) {
     const u64 chunk = chunk_tables(depth);
     const u64 pages = pages_per_table<Format>(depth);
-    const u64 largest = std::min<u64>(chunk, frontier_);
-    grow(d_entries_, largest * Format::entries(depth));
-    grow(d_table_slots_, largest * pages);
+    grow(d_page_words_, std::min<u64>(chunk, frontier_) * pages);
     grow(d_entries_read_, frontier_);
     grow(d_dangling_, frontier_);
+    const auto index_bits = static_cast<unsigned>(std::countr_zero(Format::entries(depth)));
     for (u64 first = 0; first < frontier_; first += chunk) {
       const u64 count = std::min<u64>(chunk, frontier_ - first);
-      sys_.timed(device_phase::gather, [&] { gather_resident(depth, first, count); });
-      sys_.timed(device_phase::kernel, [&] { expand_chunk(depth, first, count); });
+      sys_.timed(device_phase::gather, [&] { resolve_resident(depth, first, count); });
+      const resident_entries entries{resident_->d_words, raw(d_page_words_), pages, index_bits};
+      // Each entry read also reads where its table's page starts.
+      sys_.timed(device_phase::kernel, [&] { expand_chunk(depth, first, count, entries, pages * 8); });
     }
     sys_.timed(device_phase::kernel, [&] { sum_table_counts(depth); });
   }
 
-  void gather_resident(unsigned depth, u64 first, u64 count) {
+  // Per table of the chunk: where its pages lie in the resident words, and its counts.
+  void resolve_resident(unsigned depth, u64 first, u64 count) {
     const u64 pages = pages_per_table<Format>(depth);
     size_step(count);
     thrust::for_each(sys_.policy(), thrust::counting_iterator<u64>(0), thrust::counting_iterator<u64>(count),
                      resolve_resident_table<Format>{*resident_, raw(d_resident_index_), raw(d_snapshot_) + first,
                                                     raw(d_pa_) + first, raw(d_va_) + first, range_, depth,
-                                                    raw(d_table_slots_), raw(d_entries_read_) + first,
+                                                    raw(d_page_words_), raw(d_entries_read_) + first,
                                                     raw(d_dangling_) + first});
-    const u64 entries = count * Format::entries(depth);
-    size_step(entries);
-    thrust::for_each(sys_.policy(), thrust::counting_iterator<u64>(0), thrust::counting_iterator<u64>(entries),
-                     gather_resident_entry<Format>{*resident_, raw(d_pa_) + first, raw(d_table_slots_),
-                                                   raw(d_entries_), depth,
-                                                   static_cast<unsigned>(std::countr_zero(Format::entries(depth)))});
     // Per table: its frontier entry, a binary search of the page frames per
-    // page and of the regions, its slots and counts; per entry: the page
-    // word read and the entry written.
+    // page and of the regions, its slots and counts written. No table word
+    // moves here: the expansion reads them in place.
     const u64 search = 8 * u64{resident_->search_steps};
-    walk_phase& gathered = phase("device gather");
-    gathered.device_bytes +=
-        count * (frontier_bytes + 4 + pages * (search + 8) + 2 * search + 8) + 2 * count * Format::table_bytes(depth);
+    phase("device gather").device_bytes += count * (frontier_bytes + 4 + pages * (search + 8) + 2 * search + 8);
   }
 
   // Adds this level's tables, entries read and dangling reads to each
@@ -346,27 +343,34 @@ class batch_walk {
 
   void size_step(u64 items) { detail::size_step(sys_, items); }
 
-  // Every in-range entry of `count` frontier tables: leaves appended to the
-  // records, child visits to this level's visits.
-  void expand_chunk(unsigned depth, u64 first, u64 count) {
+  // Every in-range entry of `count` frontier tables, read through `source`
+  // (staged_entries or resident_entries): leaves appended to the records,
+  // child visits to this level's visits. `source_table_bytes`: what the
+  // source reads per table per pass besides the entries.
+  template <class Entries>
+  void expand_chunk(unsigned depth, u64 first, u64 count, Entries source, u64 source_table_bytes) {
     const u64 entries = count * Format::entries(depth);
     size_step(entries);
-    const frontier_ref<Format> frontier{raw(d_entries_),     raw(d_snapshot_) + first,
-                                        raw(d_space_) + first, raw(d_va_) + first,
-                                        raw(d_perms_) + first, raw(d_space_base_),
-                                        range_,                depth,
-                                        static_cast<unsigned>(std::countr_zero(Format::entries(depth)))};
+    const frontier_ref<Format, Entries> frontier{source,
+                                                 raw(d_snapshot_) + first,
+                                                 raw(d_space_) + first,
+                                                 raw(d_va_) + first,
+                                                 raw(d_perms_) + first,
+                                                 raw(d_space_base_),
+                                                 range_,
+                                                 depth,
+                                                 static_cast<unsigned>(std::countr_zero(Format::entries(depth)))};
     const thrust::counting_iterator<u64> items(0), items_end(entries);
-    const entry_is<Format, entry_kind::leaf> is_leaf{frontier};
+    const entry_is<Format, entry_kind::leaf, Entries> is_leaf{frontier};
     const u64 leaves = thrust::count_if(sys_.policy(), items, items_end, is_leaf);
     u64 passes = 1;  // over the chunk's entries
     if (leaves != 0) {
-      append_records(leaves, items, items_end, emit_leaf<Format>{frontier}, is_leaf);
+      append_records(leaves, items, items_end, emit_leaf<Format, Entries>{frontier}, is_leaf);
       ++passes;
     }
     u64 visits = 0;
     if (!Format::is_last_depth(depth)) {
-      const entry_is<Format, entry_kind::table> is_table{frontier};
+      const entry_is<Format, entry_kind::table, Entries> is_table{frontier};
       visits = thrust::count_if(sys_.policy(), items, items_end, is_table);
       ++passes;
       if (visits != 0) {
@@ -378,13 +382,14 @@ class batch_walk {
                             thrust::make_zip_iterator(d_visit_key_.begin() + visit_count_,
                                                       d_visit_rank_.begin() + visit_count_,
                                                       d_visit_perms_.begin() + visit_count_),
-                            emit_visit<Format>{frontier}),
+                            emit_visit<Format, Entries>{frontier}),
                         is_table);
         ++passes;
         visit_count_ += visits;
       }
     }
-    phase("kernel").device_bytes += passes * (entries * 8 + count * frontier_bytes) + visits * visit_bytes;
+    phase("kernel").device_bytes +=
+        passes * (entries * 8 + count * (frontier_bytes + source_table_bytes)) + visits * visit_bytes;
   }
 
   // Owners of the depth-`depth` keys visited in this level step; they become
@@ -567,12 +572,12 @@ class batch_walk {
   walk_profile profile_;
   u64 total_spaces_ = 0;
 
-  // Resident walks only: the images, per frontier chunk the page slots of
-  // its tables, and per table the counts summed at the end of the level.
+  // Resident walks only: the images, per frontier chunk where its tables'
+  // pages lie in the resident words, and per table the counts summed at the end of the level.
   const resident_image_ref* resident_;
   std::span<const std::size_t> resident_index_;
   vector<u32> d_resident_index_;
-  vector<u64> d_table_slots_;
+  vector<u64> d_page_words_;
   vector<u32> d_entries_read_, d_dangling_;
 
   // The frontier: on the device for the kernels, (snapshot, pa, va) on the
@@ -583,7 +588,7 @@ class batch_walk {
   vector<u32> d_space_base_, d_snapshot_, d_space_;
   vector<u64> d_pa_, d_va_;
   vector<u8> d_perms_;
-  vector<u64> d_entries_;
+  vector<u64> d_entries_;  // streaming only: the chunk's tables as uploaded
 
   u64 record_count_ = 0;
   std::vector<record_run> runs_;
