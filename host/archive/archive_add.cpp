@@ -126,7 +126,6 @@ struct pending_snapshot {
 pending_snapshot store_snapshot(const snapshot_spec& spec, const std::filesystem::path& base_dir, page_store& store,
                                 pack_writer& writer, u32 new_pack, const add_options& options,
                                 add_report& report) {
-  const unsigned jobs = options.jobs;
   const image_file_layout layout = lay_out_image_file(spec, base_dir, options.open_image);
   const std::byte* base = layout.file->bytes().data();
   std::vector<const std::byte*> pages(layout.page_offsets.size());
