@@ -154,6 +154,26 @@ struct entry_is {
   }
 };
 
+// Leaves and child tables among in-range entries: counted together in one
+// pass, so the expansion reads each entry once to size both outputs.
+struct entry_counts {
+  u64 leaves = 0;
+  u64 tables = 0;
+  PTWALK_HD entry_counts operator+(const entry_counts& other) const {
+    return {leaves + other.leaves, tables + other.tables};
+  }
+};
+
+template <class Format, class Entries = staged_entries>
+struct count_entry {
+  frontier_ref<Format, Entries> frontier;
+  PTWALK_HD entry_counts operator()(u64 item) const {
+    if (!frontier.in_range(item)) return {};
+    const entry_kind kind = Format::classify(frontier.entry(item), frontier.depth);
+    return {kind == entry_kind::leaf ? u64{1} : u64{0}, kind == entry_kind::table ? u64{1} : u64{0}};
+  }
+};
+
 // item → (leaf record, global space).
 template <class Format, class Entries = staged_entries>
 struct emit_leaf {

@@ -129,7 +129,9 @@ TEST(level_walk_limits, byte_counters_match_the_output) {
   EXPECT_GE(profile.phase("gather").host_bytes, 2 * tables * 4096);
   EXPECT_FALSE(profile.phase("gather").on_device);
   EXPECT_GE(profile.phase("download").pcie_bytes, records * sizeof(space_aware_mapping));
-  EXPECT_GE(profile.phase("kernel").device_bytes, 2 * tables * 4096);
+  // Every table is read at least by the counting pass (a table with neither
+  // leaves nor child tables is read by nothing else).
+  EXPECT_GE(profile.phase("kernel").device_bytes, tables * 4096);
   for (const char* device : {"upload", "kernel", "download"}) EXPECT_TRUE(profile.phase(device).on_device);
 }
 

@@ -26,8 +26,10 @@
 #include <thrust/count.h>
 #include <thrust/fill.h>
 #include <thrust/for_each.h>
+#include <thrust/functional.h>
 #include <thrust/merge.h>
 #include <thrust/reduce.h>
+#include <thrust/transform_reduce.h>
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/iterator/transform_iterator.h>
 #include <thrust/iterator/transform_output_iterator.h>
@@ -361,18 +363,22 @@ class batch_walk {
                                                  depth,
                                                  static_cast<unsigned>(std::countr_zero(Format::entries(depth)))};
     const thrust::counting_iterator<u64> items(0), items_end(entries);
-    const entry_is<Format, entry_kind::leaf, Entries> is_leaf{frontier};
-    const u64 leaves = thrust::count_if(sys_.policy(), items, items_end, is_leaf);
+    // One pass classifies every entry and sizes both outputs; each selection
+    // below reads the chunk once more only when it has something to write.
+    const entry_counts counts = thrust::transform_reduce(sys_.policy(), items, items_end,
+                                                         count_entry<Format, Entries>{frontier},
+                                                         entry_counts{}, thrust::plus<entry_counts>{});
     u64 passes = 1;  // over the chunk's entries
+    const u64 leaves = counts.leaves;
     if (leaves != 0) {
+      const entry_is<Format, entry_kind::leaf, Entries> is_leaf{frontier};
       append_records(leaves, items, items_end, emit_leaf<Format, Entries>{frontier}, is_leaf);
       ++passes;
     }
     u64 visits = 0;
     if (!Format::is_last_depth(depth)) {
       const entry_is<Format, entry_kind::table, Entries> is_table{frontier};
-      visits = thrust::count_if(sys_.policy(), items, items_end, is_table);
-      ++passes;
+      visits = counts.tables;
       if (visits != 0) {
         grow(d_visit_key_, visit_count_ + visits);
         grow(d_visit_rank_, visit_count_ + visits);
