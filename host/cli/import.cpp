@@ -11,7 +11,6 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "cluster/shard_part.hpp"
 #include "command.hpp"
 #include "dump_options.hpp"
 #include "input/manifest.hpp"
@@ -99,7 +98,6 @@ std::string manifest_line(const import_options& o, const std::string& path, std:
 
 void run_import(const import_options& o) {
   const sharding shard = resolve_dump_shard("import", o.shard, o.dumps);
-  const std::size_t first = shard.plan ? shard.plan->first : 0, end = shard.plan ? shard.plan->end : o.dumps.size();
   const auto ids = snapshot_ids(o.dumps);
   const auto manifest_dir = std::filesystem::absolute(o.out).parent_path();
   // A part names dumps by absolute path; merge (or one process) relative to the manifest.
@@ -108,13 +106,9 @@ void run_import(const import_options& o) {
     return part ? std::filesystem::absolute(file).lexically_normal().string()
                 : manifest_relative_path(file, manifest_dir);
   };
-  const auto import_share = [&](std::ostream& out) {
-    for (std::size_t i = first; i < end; ++i) out << manifest_line(o, o.dumps[i], ids[i], name_file) << '\n';
-  };
-  if (shard.how.mpi) return write_together("import", o.out, import_share);
-  write_output(o.out, [&](std::ostream& out) {
-    if (part) out << shard_part{"import", *shard.plan, o.dump.part_options()}.to_json().dump() << '\n';
-    import_share(out);
+  write_share("import", shard, o.dump.part_options(), o.out, [&](std::ostream& out) {
+    for (std::size_t i = shard.first(); i < shard.end(o.dumps.size()); ++i)
+      out << manifest_line(o, o.dumps[i], ids[i], name_file) << '\n';
   });
 }
 

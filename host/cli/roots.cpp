@@ -8,7 +8,6 @@
 
 #include <fmt/format.h>
 
-#include "cluster/shard_part.hpp"
 #include "command.hpp"
 #include "dump_options.hpp"
 #include "input/manifest.hpp"
@@ -39,14 +38,8 @@ void write_roots(const roots_options& o, const std::string& image, std::ostream&
 
 void run_roots(const roots_options& o) {
   const sharding shard = resolve_dump_shard("roots", o.shard, o.images);
-  const std::size_t first = shard.plan ? shard.plan->first : 0, end = shard.plan ? shard.plan->end : o.images.size();
-  const auto roots_share = [&](std::ostream& out) {
-    for (std::size_t i = first; i < end; ++i) write_roots(o, o.images[i], out);
-  };
-  if (shard.how.mpi) return write_together("roots", o.out, roots_share);
-  write_output(o.out, [&](std::ostream& out) {
-    if (shard.plan) out << shard_part{"roots", *shard.plan, o.dump.part_options()}.to_json().dump() << '\n';
-    roots_share(out);
+  write_share("roots", shard, o.dump.part_options(), o.out, [&](std::ostream& out) {
+    for (std::size_t i = shard.first(); i < shard.end(o.images.size()); ++i) write_roots(o, o.images[i], out);
   });
 }
 

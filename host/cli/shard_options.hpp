@@ -5,8 +5,8 @@
 // (roots and import: resolve_dump_shard with their dumps): it reads the
 // launcher's variables (cluster/shard.hpp), picks this process's GPU, cuts
 // the fleet and logs on stderr which shard, which snapshots and which GPU.
-// Commands that write one stream (walk, roots, import) write it with
-// write_output, or under an MPI launch with write_together.
+// Commands that write one stream (walk, roots, import) write their share
+// with write_share (write_output, or under an MPI launch write_together).
 #pragma once
 
 #include <exception>
@@ -22,6 +22,7 @@
 #include "cluster/gpu_choice.hpp"
 #include "cluster/mpi_world.hpp"
 #include "cluster/shard.hpp"
+#include "cluster/shard_part.hpp"
 #include "command.hpp"
 #include "common/atomic_file.hpp"
 #include "input/manifest.hpp"
@@ -38,6 +39,10 @@ inline void add_shard_option(CLI::App& cmd, std::string& text) {
 struct sharding {
   launch how;
   std::optional<shard_plan> plan;  // none: the whole manifest, as one process
+
+  // This process's items [first(), end(count)) of `count`: all unless sharded.
+  [[nodiscard]] std::size_t first() const { return plan ? plan->first : 0; }
+  [[nodiscard]] std::size_t end(std::size_t count) const { return plan ? plan->end : count; }
 };
 
 // The launch, the GPU and, when sharded, the plan `plan` cuts and the line `describe` writes for it.
@@ -105,6 +110,18 @@ inline void write_together(std::string_view command, const std::string& out,
                                             world.rank(), world.size(), out.empty() ? "stdout" : out));
   world.gather_to_root(bytes);
   if (world.rank() == 0) write_output(out, [&](std::ostream& stream) { stream << bytes; });
+}
+
+// The output of a one-stream command (walk, roots, import): under an MPI
+// launch every rank's `share` together; else this process's `share` to
+// `out`, after a shard record (with `part_options`) when it is one shard.
+inline void write_share(std::string_view command, const sharding& shard, const nlohmann::json& part_options,
+                        const std::string& out, const std::function<void(std::ostream&)>& share) {
+  if (shard.how.mpi) return write_together(command, out, share);
+  write_output(out, [&](std::ostream& stream) {
+    if (shard.plan) stream << shard_part{std::string(command), *shard.plan, part_options}.to_json().dump() << '\n';
+    share(stream);
+  });
 }
 
 }  // namespace ptwalk::cli

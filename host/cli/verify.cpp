@@ -33,7 +33,7 @@ disk_usage fleet_disk_usage(std::span<const loaded_snapshot> fleet, const std::f
 void run_verify(const verify_cli_options& o) {
   const std::vector<snapshot_spec> specs = read_manifest(o.original);
   const sharding shard = resolve_shard("verify", o.shard, o.original, specs);
-  const std::size_t first = shard.plan ? shard.plan->first : 0, end = shard.plan ? shard.plan->end : specs.size();
+  const std::size_t first = shard.first(), end = shard.end(specs.size());
   const std::vector<loaded_snapshot> original = load_specs(std::span(specs).subspan(first, end - first), o.original);
   // A shard checks its originals against their namesakes (verify_fleet pairs by id).
   std::vector<snapshot_spec> partners = read_manifest(o.compacted);

@@ -10,7 +10,6 @@
 
 #include <fmt/format.h>
 
-#include "cluster/shard_part.hpp"
 #include "walk/batch_walk.hpp"
 #include "command.hpp"
 #include "discovery/root_discovery.hpp"
@@ -172,14 +171,9 @@ void run_walk(const walk_options& o) {
   }
   const std::vector<snapshot_spec> specs = read_manifest(o.manifest);
   const sharding shard = resolve_shard("walk", o.shard, o.manifest, specs);
-  const std::size_t first = shard.plan ? shard.plan->first : 0, end = shard.plan ? shard.plan->end : specs.size();
-  const auto walk_share = [&](std::ostream& out) {
+  const std::size_t first = shard.first(), end = shard.end(specs.size());
+  write_share("walk", shard, walk_part_options(range), o.out, [&](std::ostream& out) {
     walk_and_write(o, load_specs(std::span(specs).subspan(first, end - first), o.manifest), range, out);
-  };
-  if (shard.how.mpi) return write_together("walk", o.out, walk_share);
-  write_output(o.out, [&](std::ostream& out) {
-    if (shard.plan) out << shard_part{"walk", *shard.plan, walk_part_options(range)}.to_json().dump() << '\n';
-    walk_share(out);
   });
 }
 
