@@ -39,15 +39,12 @@ void wait_for_every_rank() {
 
 void mpi_world::succeed_together(const std::exception_ptr& mine, const std::string& others_message) const {
   if (all_succeeded(mine == nullptr)) return;
-  if (mine) {
-    const failure_report report = describe_failure(mine);
-    std::fputs(report.line.c_str(), stderr);
-    std::fflush(stderr);
-    wait_for_every_rank();
-    throw reported_failure(report.status);
-  }
-  wait_for_every_rank();  // the failed ranks have said why
-  throw input_error(others_message);
+  const failure_report report =
+      describe_failure(mine ? mine : std::make_exception_ptr(input_error(others_message)));
+  std::fputs(report.line.c_str(), stderr);
+  std::fflush(stderr);
+  wait_for_every_rank();  // every rank has said why before any exits
+  throw reported_failure(report.status);
 }
 
 #if PTWALK_WITH_MPI

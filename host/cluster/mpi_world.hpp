@@ -44,10 +44,10 @@ class mpi_world {
   // Whether every rank's `mine` is true (a collective: all ranks call it).
   [[nodiscard]] bool all_succeeded(bool mine) const;
   // After a step every rank ran (a collective): returns when all succeeded.
-  // Otherwise the failed ranks print their error and throw reported_failure,
-  // and only once they have printed do the others throw input_error
-  // (`others_message`): mpirun ends the job at the first non-zero exit,
-  // which could otherwise cut off the message that says why.
+  // Otherwise every rank prints its line (its own error, or
+  // `others_message`), and only once all have printed does each throw
+  // reported_failure: mpirun ends the job at the first non-zero exit, which
+  // could otherwise cut off a rank's message.
   void succeed_together(const std::exception_ptr& mine, const std::string& others_message) const;
   // Rank 0 gets every rank's bytes appended to its own, in rank order;
   // the others' are sent (in pieces under 1 GiB) and left as they were.
