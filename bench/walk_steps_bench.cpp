@@ -5,6 +5,7 @@
 // a generated fleet against the cpu walk of the same fleet.
 #include <benchmark/benchmark.h>
 
+#include <bit>
 #include <random>
 #include <vector>
 
@@ -30,15 +31,22 @@ void bm_expand_table_functors(benchmark::State& state) {
   const u32 snapshot = 0, space = 0, space_base = 0;
   const u64 va = 0;
   const u8 perms = F::perm_path_start;
-  const kernels::frontier_ref<F> frontier{table.data(), &snapshot, &space, &va, &perms, &space_base,
-                                          linear_va_range<F>{}, F::levels - 1};
-  const kernels::entry_is<F, entry_kind::leaf> is_leaf{frontier};
+  const kernels::frontier_ref<F> frontier{{table.data()},
+                                          &snapshot,
+                                          &space,
+                                          &va,
+                                          &perms,
+                                          &space_base,
+                                          linear_va_range<F>{},
+                                          F::levels - 1,
+                                          std::countr_zero(F::entries(F::levels - 1))};
+  const kernels::classify_item<F> classify{frontier};
   const kernels::emit_leaf<F> emit{frontier};
   std::vector<space_aware_mapping> out(512);
   for (auto _ : state) {
     std::size_t n = 0;
     for (u64 item = 0; item < 512; ++item)
-      if (is_leaf(item)) out[n++] = thrust::get<0>(emit(item));
+      if (kernels::tagged_item::of(classify(item)) == kernels::item_class::leaf) out[n++] = thrust::get<0>(emit(item));
     benchmark::DoNotOptimize(out.data());
     benchmark::DoNotOptimize(n);
   }

@@ -11,9 +11,11 @@
 // the pool's budget for the call.
 #pragma once
 
+#include <cub/device/device_partition.cuh>
 #include <cuda_runtime.h>
 #include <thrust/device_malloc_allocator.h>
 #include <thrust/device_vector.h>
+#include <thrust/iterator/discard_iterator.h>
 #include <thrust/system/cuda/error.h>
 #include <thrust/system/cuda/execution_policy.h>
 #include <thrust/system_error.h>
@@ -121,6 +123,11 @@ struct pool_allocator : thrust::device_malloc_allocator<T> {
   template <class U>
   pool_allocator(const pool_allocator<U>&) {}
 
+  // Growing a vector leaves the new elements uninitialised: every step
+  // writes what it later reads, and a fill would cost a pass over device
+  // memory (Thrust skips it when the allocator constructs).
+  __host__ __device__ void construct(T*) {}
+
   pointer allocate(size_type n) {
     return pointer(reinterpret_cast<T*>(cuda_context::instance().pool.allocate(n * sizeof(T))));
   }
@@ -142,6 +149,34 @@ class cuda_system {
   cuda_system& operator=(const cuda_system&) = delete;
 
   [[nodiscard]] auto policy() { return thrust::cuda::par(context_.pool).on(context_.stream); }
+
+  // CUB's single-pass three-way partition (decoupled look-back): each item
+  // of `in` is read once; the ones neither selector keeps are discarded.
+  template <class Input, class FirstOut, class SecondOut, class SelectFirst, class SelectSecond>
+  kernels::detail::selected_counts select_two(Input in, u64 count, FirstOut first_out, SecondOut second_out,
+                                              SelectFirst select_first, SelectSecond select_second) {
+    const auto n = static_cast<long long>(count);
+    vector<long long> d_kept(2);
+    long long* kept_out = thrust::raw_pointer_cast(d_kept.data());
+    auto partition = [&](void* temporary, std::size_t& bytes) {
+      cuda_check(cub::DevicePartition::If(temporary, bytes, in, first_out, second_out,
+                                          thrust::make_discard_iterator(), kept_out, n, select_first,
+                                          select_second, context_.stream),
+                 "cub::DevicePartition::If");
+    };
+    std::size_t bytes = 0;
+    partition(nullptr, bytes);
+    struct scratch {
+      cached_allocator& pool;
+      std::size_t bytes;
+      char* data = pool.allocate(static_cast<std::ptrdiff_t>(bytes));
+      ~scratch() { pool.deallocate(data, bytes); }
+    } temporary{context_.pool, bytes};
+    partition(temporary.data, bytes);
+    long long kept[2];
+    download(kept_out, kept, 2);
+    return {static_cast<u64>(kept[0]), static_cast<u64>(kept[1])};
+  }
 
   u64* staging(unsigned which, std::size_t words) {
     cuda_check(cudaEventSynchronize(context_.staged[which].get()), "cudaEventSynchronize(staging)");

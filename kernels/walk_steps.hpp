@@ -146,32 +146,42 @@ struct frontier_ref {
   }
 };
 
-template <class Format, entry_kind Kind, class Entries = staged_entries>
-struct entry_is {
-  frontier_ref<Format, Entries> frontier;
-  PTWALK_HD bool operator()(u64 item) const {
-    return frontier.in_range(item) && Format::classify(frontier.entry(item), frontier.depth) == Kind;
-  }
-};
+// What the expansion makes of an item, read and classified once: nothing
+// (out of range or not present), a leaf record, or a child visit (never at
+// the last level: Format::classify says leaf or not present there). The class rides in the item's low two bits, so
+// one partition of the tagged items (System::partition_items) writes both
+// outputs in item order from a single read of the entries.
+enum class item_class : u64 { none = 0, leaf = 1, table = 2 };
 
-// Leaves and child tables among in-range entries: counted together in one
-// pass, so the expansion reads each entry once to size both outputs.
-struct entry_counts {
-  u64 leaves = 0;
-  u64 tables = 0;
-  PTWALK_HD entry_counts operator+(const entry_counts& other) const {
-    return {leaves + other.leaves, tables + other.tables};
-  }
+struct tagged_item {
+  PTWALK_HD static constexpr u64 tag(u64 item, item_class c) { return item << 2 | static_cast<u64>(c); }
+  PTWALK_HD static constexpr u64 item(u64 tagged) { return tagged >> 2; }
+  PTWALK_HD static constexpr item_class of(u64 tagged) { return static_cast<item_class>(tagged & 3); }
 };
 
 template <class Format, class Entries = staged_entries>
-struct count_entry {
+struct classify_item {
   frontier_ref<Format, Entries> frontier;
-  PTWALK_HD entry_counts operator()(u64 item) const {
-    if (!frontier.in_range(item)) return {};
+  PTWALK_HD u64 operator()(u64 item) const {
+    if (!frontier.in_range(item)) return tagged_item::tag(item, item_class::none);
     const entry_kind kind = Format::classify(frontier.entry(item), frontier.depth);
-    return {kind == entry_kind::leaf ? u64{1} : u64{0}, kind == entry_kind::table ? u64{1} : u64{0}};
+    return tagged_item::tag(item, kind == entry_kind::leaf    ? item_class::leaf
+                                  : kind == entry_kind::table ? item_class::table
+                                                              : item_class::none);
   }
+};
+
+// Whether a tagged item is of class C (the partition's selectors).
+template <item_class C>
+struct has_class {
+  PTWALK_HD bool operator()(u64 tagged) const { return tagged_item::of(tagged) == C; }
+};
+
+// An item's emitter applied to a tagged item.
+template <class Emit>
+struct untagged {
+  Emit emit;
+  PTWALK_HD auto operator()(u64 tagged) const { return emit(tagged_item::item(tagged)); }
 };
 
 // item → (leaf record, global space).

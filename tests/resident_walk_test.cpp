@@ -243,13 +243,33 @@ TEST(resident_walk, budget_too_small_is_refused_or_split) {
     EXPECT_NE(message.find(fmt::format("need {} MiB", needed >> 20)), std::string::npos) << message;
     EXPECT_NE(message.find("streaming"), std::string::npos) << message;
   }
-  const auto expected = walk_snapshots(fleet.snapshots, walk_backend::reference);
-  // Beyond the images, one snapshot's walk needs about 0.4 MiB here and all
-  // three about 1 MiB (the expansion reads the resident pages in place, so
-  // no staging buffer): 640 KiB holds one or two snapshots at a time.
-  const auto tight = make_resident_fleet(fleet.snapshots, walk_backend::thrust_cpu, needed + (u64{640} << 10));
+  // The least memory beyond its image that walks snapshot 0 alone, to 1/16;
+  // half as much again cannot hold all three snapshots at once (they need
+  // about three times as much), so the walk splits into batches.
+  const std::span one(fleet.snapshots.data(), 1);
+  const u64 one_image = make_resident_fleet(one, walk_backend::thrust_cpu)->device_bytes();
+  auto walks_alone = [&](u64 extra) {
+    try {
+      (void)make_resident_fleet(one, walk_backend::thrust_cpu, one_image + extra)->walk({});
+      return true;
+    } catch (const std::runtime_error&) {
+      return false;
+    }
+  };
+  u64 low = 0, high = 4096;
+  while (!walks_alone(high)) {
+    low = high;
+    high *= 2;
+    ASSERT_LT(high, u64{1} << 30);
+  }
+  while (high - low > high / 16) {
+    const u64 mid = low + (high - low) / 2;
+    (walks_alone(mid) ? high : low) = mid;
+  }
+  const auto tight = make_resident_fleet(fleet.snapshots, walk_backend::thrust_cpu, needed + high * 3 / 2);
   walk_profile profile;
-  expect_byte_identical(expected, tight->walk(level_walk_options{.profile = &profile}));
+  expect_byte_identical(walk_snapshots(fleet.snapshots, walk_backend::reference),
+                        tight->walk(level_walk_options{.profile = &profile}));
   EXPECT_GT(profile.batches, 1u);
 }
 

@@ -4,8 +4,13 @@
 // (root_scan_impl.hpp) are each one source built for several Thrust device
 // systems: CUDA by nvcc (cuda/cuda_system.cuh) and OMP by g++
 // (omp_system.hpp). A `System` supplies what differs between them:
-//   template <class T> using vector;      // device vectors, allocated from the system's one pool
+//   template <class T> using vector;      // device vectors, allocated from the system's one pool;
+//                                         // growing one leaves the new elements uninitialised
 //   policy();                             // Thrust execution policy (temporaries from the same pool)
+//   select_two(in, n, first_out, second_out, select_first, select_second)
+//                                         // two stable selections from one read of in[0, n): items
+//                                         // select_first keeps to first_out, of the rest those
+//                                         // select_second keeps to second_out; returns both counts
 //   staging(which, words);                // host buffer a gather fills (pinned on CUDA); waits
 //                                         // until the buffer's last upload_staging has finished
 //   upload_staging(which, d_dst, words);  // staging buffer → device, asynchronous
@@ -59,6 +64,11 @@ inline constexpr unsigned device_phases = 4;
 // Bytes a system's pool may hand out (vectors and Thrust temporaries
 // together) and how many it has handed out; the batch driver sizes batches
 // from the peak of the last one. Exceeding the limit is std::bad_alloc.
+// What select_two kept.
+struct selected_counts {
+  u64 first = 0, second = 0;
+};
+
 struct memory_budget {
   u64 limit = ~u64{0};
   u64 in_use = 0, peak = 0;

@@ -362,40 +362,35 @@ class batch_walk {
                                                  range_,
                                                  depth,
                                                  static_cast<unsigned>(std::countr_zero(Format::entries(depth)))};
-    const thrust::counting_iterator<u64> items(0), items_end(entries);
-    // One pass classifies every entry and sizes both outputs; each selection
-    // below reads the chunk once more only when it has something to write.
-    const entry_counts counts = thrust::transform_reduce(sys_.policy(), items, items_end,
-                                                         count_entry<Format, Entries>{frontier},
-                                                         entry_counts{}, thrust::plus<entry_counts>{});
-    u64 passes = 1;  // over the chunk's entries
-    const u64 leaves = counts.leaves;
-    if (leaves != 0) {
-      const entry_is<Format, entry_kind::leaf, Entries> is_leaf{frontier};
-      append_records(leaves, items, items_end, emit_leaf<Format, Entries>{frontier}, is_leaf);
-      ++passes;
+    // One pass: every entry read and classified once, leaves and child
+    // visits each written in item order (so each level's leaves stay a run
+    // sorted by space and VA). The counts are known only after the pass, so
+    // both outputs have room for every entry of the chunk.
+    grow(d_records_, record_count_ + entries);
+    grow(d_record_space_, record_count_ + entries);
+    const bool last = Format::is_last_depth(depth);
+    if (!last) {
+      grow(d_visit_key_, visit_count_ + entries);
+      grow(d_visit_rank_, visit_count_ + entries);
+      grow(d_visit_perms_, visit_count_ + entries);
     }
-    u64 visits = 0;
-    if (!Format::is_last_depth(depth)) {
-      const entry_is<Format, entry_kind::table, Entries> is_table{frontier};
-      visits = counts.tables;
-      if (visits != 0) {
-        grow(d_visit_key_, visit_count_ + visits);
-        grow(d_visit_rank_, visit_count_ + visits);
-        grow(d_visit_perms_, visit_count_ + visits);
-        thrust::copy_if(sys_.policy(), items, items_end,
-                        thrust::make_transform_output_iterator(
-                            thrust::make_zip_iterator(d_visit_key_.begin() + visit_count_,
-                                                      d_visit_rank_.begin() + visit_count_,
-                                                      d_visit_perms_.begin() + visit_count_),
-                            emit_visit<Format, Entries>{frontier}),
-                        is_table);
-        ++passes;
-        visit_count_ += visits;
-      }
-    }
-    phase("kernel").device_bytes +=
-        passes * (entries * 8 + count * (frontier_bytes + source_table_bytes)) + visits * visit_bytes;
+    const auto tagged =
+        thrust::make_transform_iterator(thrust::counting_iterator<u64>(0), classify_item<Format, Entries>{frontier});
+    const auto leaves_out = thrust::make_transform_output_iterator(
+        thrust::make_zip_iterator(d_records_.begin() + record_count_, d_record_space_.begin() + record_count_),
+        untagged<emit_leaf<Format, Entries>>{{frontier}});
+    // The last level has no visits; its selector then never picks one.
+    const auto visits_out = thrust::make_transform_output_iterator(
+        thrust::make_zip_iterator(d_visit_key_.begin() + (last ? 0 : visit_count_),
+                                  d_visit_rank_.begin() + (last ? 0 : visit_count_),
+                                  d_visit_perms_.begin() + (last ? 0 : visit_count_)),
+        untagged<emit_visit<Format, Entries>>{{frontier}});
+    const auto [leaves, visits] = sys_.select_two(tagged, entries, leaves_out, visits_out,
+                                                  has_class<item_class::leaf>{}, has_class<item_class::table>{});
+    record_count_ += leaves;
+    visit_count_ += visits;
+    phase("kernel").device_bytes += entries * 8 + count * (frontier_bytes + source_table_bytes) +
+                                    leaves * record_bytes + visits * visit_bytes;
   }
 
   // Owners of the depth-`depth` keys visited in this level step; they become

@@ -52,6 +52,10 @@ struct budget_allocator : std::allocator<T> {
     std::allocator<T>::deallocate(p, n);
     if (budget != nullptr) budget->give(n * sizeof(T));
   }
+  // Growing a vector leaves the new elements uninitialised, as on the
+  // device: every step writes what it later reads (Thrust skips its fill
+  // when the allocator constructs).
+  void construct(T*) {}
   friend bool operator==(const budget_allocator& a, const budget_allocator& b) { return a.budget == b.budget; }
 
   memory_budget* budget = current_omp_budget;
@@ -79,6 +83,38 @@ class omp_system {
   }
 
   [[nodiscard]] auto policy() const { return thrust::omp::par; }
+
+  // CUB's single-pass partition on CUDA; here the same selectors in two
+  // sweeps over tiles of items: count each tile, scan the counts, then
+  // write each tile's items at its offsets (in[i] is evaluated twice).
+  template <class Input, class FirstOut, class SecondOut, class SelectFirst, class SelectSecond>
+  selected_counts select_two(Input in, u64 count, FirstOut first_out, SecondOut second_out,
+                             SelectFirst select_first, SelectSecond select_second) const {
+    constexpr u64 tile = 4096;
+    const u64 tiles = (count + tile - 1) / tile;
+    std::vector<selected_counts> at(tiles + 1);
+#pragma omp parallel for schedule(static)
+    for (u64 t = 0; t < tiles; ++t) {
+      selected_counts kept;
+      for (u64 i = t * tile, end = std::min(count, i + tile); i < end; ++i) {
+        const auto item = in[i];
+        if (select_first(item)) ++kept.first;
+        else if (select_second(item)) ++kept.second;
+      }
+      at[t + 1] = kept;
+    }
+    for (u64 t = 0; t < tiles; ++t) at[t + 1] = {at[t].first + at[t + 1].first, at[t].second + at[t + 1].second};
+#pragma omp parallel for schedule(static)
+    for (u64 t = 0; t < tiles; ++t) {
+      selected_counts next = at[t];
+      for (u64 i = t * tile, end = std::min(count, i + tile); i < end; ++i) {
+        const auto item = in[i];
+        if (select_first(item)) first_out[next.first++] = item;
+        else if (select_second(item)) second_out[next.second++] = item;
+      }
+    }
+    return at[tiles];
+  }
   // Uploads are synchronous here, so a staging buffer is free on return.
   u64* staging(unsigned which, std::size_t words) {
     auto& buffer = staging_[which];
