@@ -20,6 +20,7 @@
 #include <thrust/system/cuda/execution_policy.h>
 #include <thrust/system_error.h>
 
+#include <algorithm>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -99,7 +100,8 @@ class cuda_context {
   cudaStream_t stream = nullptr;
   cached_allocator pool;
   pinned_words staging[2];
-  cuda_event staged[2];  // recorded after each buffer's last upload
+  cuda_event staged[2];   // recorded after each buffer's last upload
+  cuda_event fetched[2];  // recorded after each buffer's last download_chunks copy
 
  private:
   cuda_context() {
@@ -199,6 +201,33 @@ class cuda_system {
     cuda_check(cudaMemcpyAsync(target, d_source, count * sizeof(T), cudaMemcpyDeviceToHost, context_.stream),
                "cudaMemcpyAsync(device to host)");
     cuda_check(cudaStreamSynchronize(context_.stream), "cudaStreamSynchronize(download)");
+  }
+
+  // Device → host through the two pinned staging buffers, `chunk_bytes`
+  // at a time: chunk k+1 is copied at the pinned rate while the host hands
+  // chunk k to `consume(host, first, count)`, so no pageable copy, and the
+  // host writes each element once, where it belongs.
+  template <class T, class Consume>
+  void download_chunks(const T* d_source, u64 count, Consume&& consume) {
+    constexpr u64 chunk_bytes = u64{16} << 20;
+    const u64 per_chunk = std::max<u64>(1, chunk_bytes / sizeof(T));
+    const u64 words = (std::min(per_chunk, count) * sizeof(T) + 7) / 8;
+    for (unsigned which = 0; which < 2; ++which) staging(which, words);  // their uploads are done
+    auto fetch = [&](u64 first, unsigned which) {
+      const u64 n = std::min(per_chunk, count - first);
+      cuda_check(cudaMemcpyAsync(context_.staging[which].data(), d_source + first, n * sizeof(T),
+                                 cudaMemcpyDeviceToHost, context_.stream),
+                 "cudaMemcpyAsync(device to staging)");
+      cuda_check(cudaEventRecord(context_.fetched[which].get(), context_.stream), "cudaEventRecord(download)");
+    };
+    if (count != 0) fetch(0, 0);
+    for (u64 first = 0, k = 0; first < count; first += per_chunk, ++k) {
+      const unsigned which = unsigned(k % 2);
+      // The other buffer's chunk was consumed in the last round: refill it.
+      if (first + per_chunk < count) fetch(first + per_chunk, which ^ 1u);
+      cuda_check(cudaEventSynchronize(context_.fetched[which].get()), "cudaEventSynchronize(download)");
+      consume(reinterpret_cast<const T*>(context_.staging[which].data()), first, std::min(per_chunk, count - first));
+    }
   }
 
   // Events around the work `fn` enqueues: device time, not host time.

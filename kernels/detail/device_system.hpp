@@ -16,6 +16,8 @@
 //   upload_staging(which, d_dst, words);  // staging buffer → device, asynchronous
 //   upload(h_src, d_dst, n);              // host→device; h_src may be reused on return
 //   download(d_src, h_dst, n);            // device→host, blocking
+//   download_chunks(d_src, n, consume);   // device→host in chunks, consume(host, first, count) for
+//                                         // each in order while the next is copied (pinned on CUDA)
 //   timed(phase, fn);                     // runs fn, timing the device work it enqueues
 //   take_seconds(phase);                  // device seconds of `phase` since the last take
 //   memory();                             // the pool's budget: limit, in use, peak

@@ -544,25 +544,33 @@ class batch_walk {
     }
     const stopwatch clock;
     u64 space = 0;
+    std::vector<u64> snapshot_end;  // in the merged records
     for (auto& walk : out_) {
       const u64 begin = bounds[space];
       for (std::size_t s = 0; s < walk.roots.size(); ++s) walk.offsets.push_back(bounds[space + s] - begin);
       space += walk.roots.size();
       walk.offsets.push_back(bounds[space] - begin);
-      walk.records.resize(bounds[space] - begin);
+      walk.records.reserve(bounds[space] - begin);  // filled by appending: no zeroing first
+      snapshot_end.push_back(bounds[space]);
     }
     phase("host").seconds += clock.seconds();
-    phase("host").host_bytes += n * sizeof(space_aware_mapping);  // resize zero-fills
-    u64 copied = 0;
-    for (auto& walk : out_) {
-      if (!walk.records.empty())
-        sys_.timed(device_phase::download,
-                   [&] { sys_.download(raw(d_records_) + copied, walk.records.data(), walk.records.size()); });
-      copied += walk.records.size();
-    }
+    // Each chunk as it arrives, cut at snapshot boundaries and appended.
+    sys_.timed(device_phase::download, [&] {
+      sys_.download_chunks(raw(d_records_), n, [&](const space_aware_mapping* chunk, u64 first, u64 count) {
+        auto b = static_cast<std::size_t>(std::upper_bound(snapshot_end.begin(), snapshot_end.end(), first) -
+                                          snapshot_end.begin());
+        for (u64 at = first; at < first + count; ++b) {
+          const u64 until = std::min(first + count, snapshot_end[b]);
+          out_[b].records.insert(out_[b].records.end(), chunk + (at - first), chunk + (until - first));
+          at = until;
+        }
+      });
+    });
+    // Over PCIe into pinned staging (a host write), then read from there
+    // and written into place.
     phase("download").pcie_bytes += n * sizeof(space_aware_mapping);
     phase("download").device_bytes += n * sizeof(space_aware_mapping);
-    phase("download").host_bytes += n * sizeof(space_aware_mapping);
+    phase("download").host_bytes += 3 * n * sizeof(space_aware_mapping);
   }
 
   System& sys_;

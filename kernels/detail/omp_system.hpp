@@ -132,6 +132,11 @@ class omp_system {
   void download(const T* d_source, T* target, std::size_t count) {
     std::memcpy(static_cast<void*>(target), d_source, count * sizeof(T));
   }
+  // "Device" memory is host memory: one chunk, consumed in place.
+  template <class T, class Consume>
+  void download_chunks(const T* d_source, u64 count, Consume&& consume) {
+    if (count != 0) consume(d_source, u64{0}, count);
+  }
   template <class Fn>
   decltype(auto) timed(device_phase phase, Fn&& fn) {
     const charge on_exit(seconds_[static_cast<unsigned>(phase)]);
