@@ -229,10 +229,12 @@ struct owner_table_ref {
   }
   // The smallest rank inserted for `key`, once every insert is done; the
   // key must have been inserted.
-  PTWALK_HD u64 rank_of(u64 key) const {
+  PTWALK_HD u64 rank_of(u64 key) const { return d_ranks[slot_of(key)]; }
+  // Where `key` lies; it must have been inserted.
+  PTWALK_HD u64 slot_of(u64 key) const {
     u64 slot = hash_u64(key) & mask;
     while (d_keys[slot] != key) slot = (slot + 1) & mask;
-    return d_ranks[slot];
+    return slot;
   }
 };
 

@@ -3,10 +3,11 @@
 // Three steps, each parallel:
 //   upper levels — owners of the whole batch first, level by level with an
 //     atomic-min owner table per depth (the GPU walk's method, tables of
-//     one level in parallel); then, slices of spaces in parallel (so one
-//     big snapshot uses every core), the reference's depth-first walk
-//     emits every record above the last level, each visit checked against
-//     its table's owner; an owned last-level table (a PT: leaves only,
+//     one level in parallel), each upper table read once and its present
+//     entries kept; then, slices of spaces in parallel (so one big
+//     snapshot uses every core), the reference's depth-first walk over
+//     those kept entries emits every record above the last level, each
+//     visit checked against its table's owner; an owned last-level table (a PT: leaves only,
 //     about 3/4 of the tables in Linux-like fleets) is not read but left as
 //     a task, with a placeholder where its leaves belong;
 //   leaf tables  — all tasks of all snapshots expand in parallel, each into
@@ -108,6 +109,17 @@ void read_entries(const memory_image& image, u64 pa, unsigned depth, unsigned lo
   }
 }
 
+// Starts loading the first lines of the table at `pa` ahead of its turn:
+// each table lies on its own page, and the hardware prefetcher stops at
+// page boundaries, so without this every table starts with a miss.
+template <class Format>
+void prefetch_table(const memory_image& image, u64 pa, unsigned depth) {
+  constexpr u64 lines = 16;
+  const u64 bytes = Format::table_bytes(depth);
+  if (const std::byte* whole = image.bytes_at(pa, bytes))
+    for (u64 line = 0; line < std::min<u64>(lines, bytes / 64); ++line) __builtin_prefetch(whole + 64 * line);
+}
+
 using snapshot_list = std::span<const loaded_snapshot* const>;
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -118,13 +130,26 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 // the cores, few enough that joining them costs nothing.
 constexpr u32 slice_spaces = 16;
 
+// The present entries of one upper table, as the owner pass read them,
+// so the emitting pass does not read the table again.
+struct present_entry {
+  u64 value;
+  unsigned index;
+};
+struct read_table {
+  std::span<const present_entry> present;
+  u64 entries_read, dangling_reads;
+};
+
 // Owners of every table below the roots, for a whole batch at once, level
 // by level as in the GPU walk (kernels/walk_steps.hpp): the owned tables of
 // depth d are read in parallel, their child visits inserted into depth
 // d+1's owner table by atomic min of (space, VA) rank, and the visits that
-// hold the minimum are the owned tables of depth d+1. Last-level tables are
-// claimed but not read. The owners are exactly the reference's: a table's
-// first visit in depth-first order is its smallest (space, VA) visit.
+// hold the minimum are the owned tables of depth d+1. Each upper table's
+// present entries are kept (upper tables are mostly empty, so this is
+// small) for the emitting pass. Last-level tables are claimed but not
+// read. The owners are exactly the reference's: a table's first visit in
+// depth-first order is its smallest (space, VA) visit.
 template <class Format>
 class batch_owners {
   using rank = kernels::visit_rank<Format>;
@@ -132,7 +157,7 @@ class batch_owners {
 
  public:
   batch_owners(snapshot_list snapshots, linear_va_range<Format> range, unsigned threads)
-      : root_visits_(snapshots.size()), space_visits_(snapshots.size()) {
+      : root_visits_(snapshots.size()), space_visits_(snapshots.size()), root_read_(snapshots.size()) {
     std::vector<owned_table> frontier;
     for (u32 b = 0; b < snapshots.size(); ++b) {
       root_visits_[b] = root_visits<Format>(snapshots[b]->roots(), snapshots[b]->upper_roots(), range);
@@ -140,8 +165,13 @@ class batch_owners {
       first.assign(snapshots[b]->roots().size() + 1, root_visits_[b].size());
       for (std::size_t v = root_visits_[b].size(); v-- > 0;) first[root_visits_[b][v].space] = v;
       for (std::size_t s = first.size() - 1; s-- > 0;) first[s] = std::min(first[s], first[s + 1]);
-      for (const auto& visit : root_visits_[b])
-        if (visit.walked) frontier.push_back({b, visit.space, visit.table, visit.block_va});
+      root_read_[b].assign(root_visits_[b].size(), 0);
+      for (std::size_t v = 0; v < root_visits_[b].size(); ++v) {
+        const auto& visit = root_visits_[b][v];
+        if (!visit.walked) continue;
+        root_read_[b][v] = frontier.size();
+        frontier.push_back({b, visit.space, visit.table, visit.block_va});
+      }
     }
     for (unsigned depth = 0; depth + 1 < Format::levels && !frontier.empty(); ++depth)
       frontier = claim_children(snapshots, range, threads, depth, frontier);
@@ -155,9 +185,20 @@ class batch_owners {
   // The owner rank of the table at `pa`, depth >= 1, visited in snapshot b.
   [[nodiscard]] u64 owner(u32 b, u64 pa, unsigned depth) const {
     const owner_table& t = tables_[depth - 1];
-    return kernels::owner_table_ref{const_cast<u64*>(t.keys.data()), const_cast<u64*>(t.ranks.data()), t.mask}
-        .rank_of(key_of::pack(b, pa));
+    return t.ranks[t.slot_of(key_of::pack(b, pa))];
   }
+  // What the owner pass read of the root table of snapshot b's
+  // `visit`-th root visit (a walked one).
+  [[nodiscard]] read_table root_table(u32 b, std::size_t visit) const { return read_[0][root_read_[b][visit]]; }
+  // ... and of the owned upper table at `pa`, depth >= 1, in snapshot b.
+  [[nodiscard]] read_table table(u32 b, u64 pa, unsigned depth) const {
+    const owner_table& t = tables_[depth - 1];
+    return read_[depth][t.read[t.slot_of(key_of::pack(b, pa))]];
+  }
+  // Present entries kept for the emitting pass, all levels.
+  [[nodiscard]] u64 kept_entries() const { return kept_count_; }
+  // Where snapshot b's root visits of `space` start among all its root visits.
+  [[nodiscard]] std::size_t first_root_visit(u32 b, u32 space) const { return space_visits_[b][space]; }
 
  private:
   struct owned_table {
@@ -169,24 +210,52 @@ class batch_owners {
   };
   struct owner_table {
     std::vector<u64> keys, ranks;
+    std::vector<u64> read;  // per slot of an owned upper table: its index in the next level's read_
     u64 mask = 0;
+    [[nodiscard]] kernels::owner_table_ref ref() const {
+      return {const_cast<u64*>(keys.data()), const_cast<u64*>(ranks.data()), mask};
+    }
+    [[nodiscard]] u64 slot_of(u64 key) const { return ref().slot_of(key); }
   };
 
   std::vector<owned_table> claim_children(snapshot_list snapshots, linear_va_range<Format> range, unsigned threads,
                                           unsigned depth, const std::vector<owned_table>& frontier) {
     std::vector<std::vector<visit>> visits(threads);
+    std::vector<std::vector<present_entry>> present(threads);
+    struct table_read {
+      unsigned worker;
+      u64 first, count;
+      u64 entries_read, dangling_reads;
+    };
+    std::vector<table_read> reads(frontier.size());
     parallel_for_chunks(frontier.size(), 16, threads, [&](unsigned worker, std::size_t i) {
       const owned_table& t = frontier[i];
+      if (i + 1 < frontier.size())
+        prefetch_table<Format>(snapshots[frontier[i + 1].snapshot]->image, frontier[i + 1].pa, depth);
       const auto bounds = range.entries_in_range(t.va, depth);
-      walk_stats ignored;  // counted by the emitting pass
-      read_entries<Format>(snapshots[t.snapshot]->image, t.pa, depth, bounds.lo, bounds.hi, ignored,
+      walk_stats stats;
+      const u64 first = present[worker].size();
+      read_entries<Format>(snapshots[t.snapshot]->image, t.pa, depth, bounds.lo, bounds.hi, stats,
                            [&](u64 value, unsigned index) {
+                             present[worker].push_back({value, index});
                              if (Format::classify(value, depth) != entry_kind::table) return;
                              const u64 va = t.va + (u64{index} << Format::entry_shift(depth));
                              visits[worker].push_back(
                                  {key_of::pack(t.snapshot, Format::table_address(value)), rank::pack(t.space, va)});
                            });
+      reads[i] = {worker, first, present[worker].size() - first, stats.entries_read, stats.dangling_reads};
     });
+    // The kept entries of every worker in one block per level, which never moves.
+    std::vector<u64> worker_first(threads + 1, 0);
+    for (unsigned w = 0; w < threads; ++w) worker_first[w + 1] = worker_first[w] + present[w].size();
+    kept_count_ += worker_first[threads];
+    auto& kept = kept_.emplace_back(std::make_unique_for_overwrite<present_entry[]>(worker_first[threads]));
+    for (unsigned w = 0; w < threads; ++w) std::copy(present[w].begin(), present[w].end(), kept.get() + worker_first[w]);
+    auto& level = read_.emplace_back(frontier.size());
+    for (std::size_t i = 0; i < frontier.size(); ++i)
+      level[i] = {std::span<const present_entry>(kept.get() + worker_first[reads[i].worker] + reads[i].first,
+                                                 reads[i].count),
+                  reads[i].entries_read, reads[i].dangling_reads};
     u64 count = 0;
     for (const auto& v : visits) count += v.size();
     owner_table& table = tables_.emplace_back();
@@ -200,16 +269,24 @@ class batch_owners {
     });
     std::vector<owned_table> next;
     if (Format::is_last_depth(depth + 1)) return next;  // leaf tables are expanded later
+    table.read.resize(capacity);
     for (const auto& worker : visits)
-      for (const visit& v : worker)
-        if (ref.rank_of(v.key) == v.rank)
-          next.push_back({key_of::snapshot(v.key), rank::space(v.rank), key_of::table_pa(v.key), rank::va(v.rank)});
+      for (const visit& v : worker) {
+        const u64 slot = ref.slot_of(v.key);
+        if (table.ranks[slot] != v.rank) continue;
+        table.read[slot] = next.size();
+        next.push_back({key_of::snapshot(v.key), rank::space(v.rank), key_of::table_pa(v.key), rank::va(v.rank)});
+      }
     return next;
   }
 
   std::vector<std::vector<root_visit<Format>>> root_visits_;  // per snapshot
   std::vector<std::vector<std::size_t>> space_visits_;  // per snapshot: each space's first visit; one more at the end
   std::vector<owner_table> tables_;  // depth 1 .. levels-1
+  std::vector<std::vector<std::size_t>> root_read_;  // per snapshot, per walked root visit: its index in read_[0]
+  std::vector<std::vector<read_table>> read_;        // per upper depth, per owned table as the frontier listed it
+  std::vector<std::unique_ptr<present_entry[]>> kept_;  // per upper depth: the entries read_ points into
+  u64 kept_count_ = 0;
 };
 
 // The reference's depth-first order over some spaces of one snapshot, for
@@ -220,26 +297,30 @@ class upper_walker {
   using rank = kernels::visit_rank<Format>;
 
  public:
-  upper_walker(const memory_image& image, u32 snapshot, const batch_owners<Format>& owners,
-               linear_va_range<Format> range, upper_walk& out)
-      : image_(image), snapshot_(snapshot), owners_(owners), range_(range), out_(out) {}
+  upper_walker(u32 snapshot, const batch_owners<Format>& owners, upper_walk& out)
+      : snapshot_(snapshot), owners_(owners), out_(out) {}
 
   void space(u32 space) {
     out_.space_first.push_back(out_.items.size());
-    for (const auto& visit : owners_.root_visits_of(snapshot_, space)) {
+    const auto visits = owners_.root_visits_of(snapshot_, space);
+    const std::size_t first = owners_.first_root_visit(snapshot_, space);
+    for (std::size_t v = 0; v < visits.size(); ++v) {
+      const auto& visit = visits[v];
       if (!visit.walked) {  // a root table visited before: one depth-0 alias (SPEC §3)
         out_.items.push_back(visit.alias);
         continue;
       }
       ++out_.stats.tables[0];
-      table(space, visit.table, 0, visit.block_va, Format::perm_path_start);
+      table(space, owners_.root_table(snapshot_, first + v), 0, visit.block_va, Format::perm_path_start);
     }
   }
 
  private:
-  void table(u32 space, u64 pa, unsigned depth, u64 block_va, u8 perms) {
-    const auto bounds = range_.entries_in_range(block_va, depth);
-    read_entries<Format>(image_, pa, depth, bounds.lo, bounds.hi, out_.stats, [&](u64 value, unsigned index) {
+  // The entries the owner pass kept, in index order: the table is not read again.
+  void table(u32 space, const read_table& read, unsigned depth, u64 block_va, u8 perms) {
+    out_.stats.entries_read += read.entries_read;
+    out_.stats.dangling_reads += read.dangling_reads;
+    for (const auto& [value, index] : read.present) {
       const u64 va = block_va + (u64{index} << Format::entry_shift(depth));
       // A valid entry can still be invalid for its level (an AArch64 block
       // where the granule has none): not_present.
@@ -253,7 +334,7 @@ class upper_walker {
         case entry_kind::not_present:
           break;
       }
-    });
+    }
   }
 
   void child(u32 space, u64 pa, unsigned depth, u64 va, u8 perms) {
@@ -264,15 +345,13 @@ class upper_walker {
       return;
     }
     ++out_.stats.tables[depth];
-    if (!Format::is_last_depth(depth)) return table(space, pa, depth, va, perms);
+    if (!Format::is_last_depth(depth)) return table(space, owners_.table(snapshot_, pa, depth), depth, va, perms);
     out_.items.push_back(placeholder(out_.tasks.size()));
     out_.tasks.push_back({pa, va, perms});
   }
 
-  const memory_image& image_;
   u32 snapshot_;
   const batch_owners<Format>& owners_;
-  linear_va_range<Format> range_;
   upper_walk& out_;
 };
 
@@ -338,13 +417,14 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
     for (u32 first = 0; first < spaces; first += slice_spaces) slices.push_back({b, first, std::min(spaces, first + slice_spaces)});
   }
   const batch_owners<Format> owners(snapshots, range, threads);
+  const double owners_s = seconds_since(upper_clock);
   std::vector<upper_walk> parts(slices.size());
   parallel_for(slices.size(), threads, [&](std::size_t k) {
     const space_slice& slice = slices[k];
     // Built in a local and moved out once: neighbouring slices' counters
     // share cache lines with this one's.
     upper_walk local;
-    upper_walker<Format> walker(snapshots[slice.snapshot]->image, slice.snapshot, owners, range, local);
+    upper_walker<Format> walker(slice.snapshot, owners, local);
     for (u32 space = slice.first; space < slice.last; ++space) walker.space(space);
     parts[k] = std::move(local);
   });
@@ -359,10 +439,18 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
     upper[b] = std::move(local);
   });
   if (profile != nullptr) {
-    walk_phase& phase = profile->phase("upper");
-    phase.seconds += seconds_since(upper_clock);
-    for (const auto& u : upper)  // the owner pass and the emitting pass each read the tables; records written
-      phase.host_bytes += 2 * 8 * u.stats.entries_read + sizeof(space_aware_mapping) * u.items.size();
+    // The owner pass reads the upper tables and keeps their present
+    // entries; the emitting pass reads those and writes records.
+    u64 read = 0, written = 0;
+    for (const auto& u : upper) {
+      read += 8 * u.stats.entries_read;
+      written += sizeof(space_aware_mapping) * u.items.size();
+    }
+    const u64 kept = sizeof(present_entry) * owners.kept_entries();
+    profile->phase("owners").seconds += owners_s;
+    profile->phase("owners").host_bytes += read + kept;
+    profile->phase("upper").seconds += seconds_since(upper_clock) - owners_s;
+    profile->phase("upper").host_bytes += kept + written;
   }
 
   // Leaf tables of every snapshot, in parallel, into per-thread buffers.
@@ -378,6 +466,8 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
     std::size_t& b = snapshot_of_worker[worker];
     while (t >= task_base[b + 1]) ++b;  // each worker's tasks come in increasing order
     const leaf_table_task& task = upper[b].tasks[t - task_base[b]];
+    if (t + 1 < task_base[b + 1])
+      prefetch_table<Format>(snapshots[b]->image, upper[b].tasks[t + 1 - task_base[b]].pa, leaf_depth);
     leaf_buffer& buffer = buffers[worker];
     walk_stats stats;
     space_aware_mapping* out = buffer.room(Format::entries(leaf_depth));

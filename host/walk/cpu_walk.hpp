@@ -23,7 +23,7 @@ namespace ptwalk {
 struct cpu_walk_options {
   va_range range{};
   int threads = 0;                  // 0: OpenMP's default (all cores)
-  walk_profile* profile = nullptr;  // phases "upper", "leaves", "splice": host seconds and bytes
+  walk_profile* profile = nullptr;  // phases "owners", "upper", "leaves", "splice": host seconds and bytes
 };
 
 [[nodiscard]] std::vector<snapshot_walk> cpu_walk(std::span<const loaded_snapshot> snapshots,
