@@ -508,26 +508,26 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
       const auto& item = u.items[i];
       if (!is_placeholder(item)) {
         walk.records.push_back(item);
+        if (item.is_leaf()) stats.count_leaf(item.size_log2);
+        else ++stats.aliases[item.depth];
         continue;
       }
+      // Every leaf of a last-level table has that level's size.
       const leaf_table_output& l = leaves[task_base[b] + item.pa];
       walk.records.insert(walk.records.end(), l.leaves, l.leaves + l.count);
+      if (u64* counter = stats.leaves_of_size(Format::entry_shift(leaf_depth))) *counter += l.count;
       stats.entries_read += l.entries_read;
       stats.dangling_reads += l.dangling_reads;
     }
     for (; space < u.space_first.size(); ++space) walk.offsets.push_back(walk.records.size());
-    for (const auto& r : walk.records) {
-      if (r.is_leaf()) stats.count_leaf(r.size_log2);
-      else ++stats.aliases[r.depth];
-    }
     walk.stats = stats;
   });
   if (profile != nullptr) {
     walk_phase& phase = profile->phase("splice");
     phase.seconds += seconds_since(splice_clock);
     for (const auto& w : out) {
-      // items and leaves read, records written, records read again for the counts
-      phase.host_bytes += 3 * sizeof(space_aware_mapping) * w.records.size();
+      // items and leaves read, records written
+      phase.host_bytes += 2 * sizeof(space_aware_mapping) * w.records.size();
       profile->tables += std::accumulate(std::begin(w.stats.tables), std::end(w.stats.tables), u64{0});
       profile->records += w.records.size();
     }
