@@ -77,13 +77,15 @@ TEST(bench_cli, reports_read_and_copy_bandwidth_around_cold_and_warm_walks) {
     const auto& b = j["backends"][name];
     const auto& bw = b["bandwidth"];
     for (const char* when : {"before", "after"})
-      for (const char* kind : {"read_bytes_per_s", "copy_bytes_per_s"}) {
+      for (const char* kind : {"read_bytes_per_s", "page_read_bytes_per_s", "copy_bytes_per_s"}) {
         const double rate = bw[when][kind];
         EXPECT_GT(rate, 1e8) << when << " " << kind;  // any machine moves more than 100 MB/s
         EXPECT_LT(rate, 1e13) << when << " " << kind;
       }
     const double read = (bw["before"]["read_bytes_per_s"].get<double>() + bw["after"]["read_bytes_per_s"].get<double>()) / 2;
     const double copy = (bw["before"]["copy_bytes_per_s"].get<double>() + bw["after"]["copy_bytes_per_s"].get<double>()) / 2;
+    const double pages = (bw["before"]["page_read_bytes_per_s"].get<double>() +
+                          bw["after"]["page_read_bytes_per_s"].get<double>()) / 2;
     for (const char* kind : {"warm", "cold"}) {
       SCOPED_TRACE(kind);
       const auto& walk = b[kind];
@@ -95,6 +97,8 @@ TEST(bench_cli, reports_read_and_copy_bandwidth_around_cold_and_warm_walks) {
       EXPECT_NEAR(walk["table_bytes_per_s"].get<double>(), table_bytes / median, 1e-6 * table_bytes / median);
       EXPECT_NEAR(walk["read_fraction"].get<double>(), table_bytes / median / read, 1e-9 + 1e-6 * table_bytes / median / read);
       EXPECT_NEAR(walk["copy_fraction"].get<double>(), table_bytes / median / copy, 1e-9 + 1e-6 * table_bytes / median / copy);
+      EXPECT_NEAR(walk["page_read_fraction"].get<double>(), table_bytes / median / pages,
+                  1e-9 + 1e-6 * table_bytes / median / pages);
     }
     EXPECT_EQ(b["walk_median_s"], b["warm"]["median_s"]);
   }

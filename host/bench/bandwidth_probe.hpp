@@ -7,12 +7,17 @@
 // right before and right after a backend's repetitions, so a machine loaded
 // by other work shows up as spread. The read buffer doubles as the cache
 // flush between cold walk repetitions: one streaming pass over it leaves no
-// page table in any cache level.
+// page table in any cache level. A walk reads 4 KiB tables on scattered
+// pages, not one stream, and the hardware prefetchers stop at page
+// boundaries, so the probe also reads the same buffer page by page in a
+// shuffled order (each page's lines and the next page's first lines
+// prefetched, as the cpu walker does): the most such a walk can expect.
 #pragma once
 
 #include <cstddef>
 #include <filesystem>
 #include <memory>
+#include <vector>
 
 #include "ptwalk/config.hpp"
 
@@ -28,8 +33,9 @@ namespace ptwalk {
 
 // One probe: bytes per second of each kind, best of a few passes.
 struct host_bandwidth {
-  double read_bytes_per_s = 0;  // DRAM read: summing 64-bit words
-  double copy_bytes_per_s = 0;  // memcpy, read + write bytes
+  double read_bytes_per_s = 0;       // DRAM read: summing 64-bit words
+  double page_read_bytes_per_s = 0;  // the same, 4 KiB pages in a shuffled order
+  double copy_bytes_per_s = 0;       // memcpy, read + write bytes
 };
 
 class host_bandwidth_probe {
@@ -52,7 +58,8 @@ class host_bandwidth_probe {
   [[nodiscard]] u64 copy_bytes() const { return copy_bytes_; }  // per pass, each way
 
  private:
-  [[nodiscard]] double read_pass();  // seconds
+  [[nodiscard]] double read_pass();       // seconds
+  [[nodiscard]] double page_read_pass();  // seconds
   [[nodiscard]] double copy_pass();  // seconds
 
   int threads_;
@@ -60,6 +67,7 @@ class host_bandwidth_probe {
   u64 read_bytes_;
   u64 copy_bytes_;
   std::unique_ptr<u64[]> read_words_;
+  std::vector<u32> page_order_;  // each thread's pages, shuffled within its share
   u64 sink_ = 0;  // keeps the sums alive
 };
 

@@ -72,6 +72,11 @@ double read_bandwidth(const backend_bench& b) {
   return (b.before.read_bytes_per_s + b.after.read_bytes_per_s) / 2;
 }
 
+// ... and the scattered-page read bandwidth, the pattern a walk's table reads follow.
+double page_read_bandwidth(const backend_bench& b) {
+  return (b.before.page_read_bytes_per_s + b.after.page_read_bytes_per_s) / 2;
+}
+
 std::string span_text(const phase_times& p) { return fmt::format("[{:.4f} .. {:.4f}]", p.min_s, p.max_s); }
 
 const backend_bench* find_backend(const bench_report& report, std::string_view name) {
@@ -407,13 +412,18 @@ std::string format_report(const machine_info& machine, const bench_report& repor
                                             : "-");
   }
   out += fmt::format("memory bandwidth, before -> after each backend's walks (read: {} threads summing 64-bit words "
-                     "over {:.0f} MiB; copy: memcpy, read + write bytes):\n",
+                     "over {:.0f} MiB; 4 KiB pages: the same, page by page in a shuffled order, as a walk "
+                     "reads tables; copy: memcpy, read + write bytes):\n",
                      machine.walk_threads, machine.read_probe_bytes / mib);
   for (const auto& b : report.backends)
     if (!b.skipped)
-      out += fmt::format("{:<11} DRAM read {:.1f} -> {:.1f} GB/s, copy {:.1f} -> {:.1f} GB/s\n", b.name,
-                         b.before.read_bytes_per_s / 1e9, b.after.read_bytes_per_s / 1e9,
-                         b.before.copy_bytes_per_s / 1e9, b.after.copy_bytes_per_s / 1e9);
+      out += fmt::format(
+          "{:<11} DRAM read {:.1f} -> {:.1f} GB/s, 4 KiB pages {:.1f} -> {:.1f} GB/s (walk at {:.0f}% of it), "
+          "copy {:.1f} -> {:.1f} GB/s\n",
+          b.name, b.before.read_bytes_per_s / 1e9, b.after.read_bytes_per_s / 1e9,
+          b.before.page_read_bytes_per_s / 1e9, b.after.page_read_bytes_per_s / 1e9,
+          100 * report.fleet.table_bytes() / b.walk.median_s / page_read_bandwidth(b),
+          b.before.copy_bytes_per_s / 1e9, b.after.copy_bytes_per_s / 1e9);
   out += format_resident(machine, report);
   out += format_bytes_moved(report);
   if (report.compaction)
@@ -434,7 +444,9 @@ nlohmann::json phase_json(const phase_times& p) {
 }
 
 nlohmann::json bandwidth_json(const host_bandwidth& b) {
-  return {{"read_bytes_per_s", b.read_bytes_per_s}, {"copy_bytes_per_s", b.copy_bytes_per_s}};
+  return {{"read_bytes_per_s", b.read_bytes_per_s},
+          {"page_read_bytes_per_s", b.page_read_bytes_per_s},
+          {"copy_bytes_per_s", b.copy_bytes_per_s}};
 }
 
 // A walk's timing with its page-table read rate against the bandwidths probed around it.
@@ -448,6 +460,7 @@ nlohmann::json walk_json(const fleet_info& f, const backend_bench& b, const phas
           {"leaves_per_s", f.leaves / walk.median_s},
           {"table_bytes_per_s", table_bytes_per_s},
           {"read_fraction", table_bytes_per_s / read_bandwidth(b)},
+          {"page_read_fraction", table_bytes_per_s / page_read_bandwidth(b)},
           {"copy_fraction", table_bytes_per_s / copy}};
 }
 
