@@ -18,6 +18,7 @@
 
 #include "archive/archive_read.hpp"
 #include "archive/page_hash.hpp"
+#include "common/byte_size.hpp"
 #include "common/lazy_mapping.hpp"
 #include "input/manifest.hpp"
 #include "support/archive_fleets.hpp"

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/byte_size.hpp"
 #include "common/parallel_for.hpp"
 
 namespace ptwalk {
@@ -19,20 +20,12 @@ constexpr u64 gib = u64{1} << 30;
 constexpr u64 page_bytes = 4096;
 constexpr int timed_passes = 3;  // best of these, after one untimed pass
 
-// "32768K", "2M", "1G" or plain bytes, as sysfs writes cache sizes.
-u64 parse_cache_size(const std::string& text) {
-  std::size_t used = 0;
-  u64 value = 0;
+// A sysfs cache size ("32768K") or level ("3"); 0 where sysfs wrote something else.
+u64 parse_sysfs_number(const std::string& text) {
   try {
-    value = std::stoull(text, &used);
-  } catch (const std::exception&) {
+    return parse_byte_size(text, "sysfs cache size");
+  } catch (const std::invalid_argument&) {
     return 0;
-  }
-  switch (used < text.size() ? text[used] : '\0') {
-    case 'K': return value << 10;
-    case 'M': return value << 20;
-    case 'G': return value << 30;
-    default: return value;
   }
 }
 
@@ -65,8 +58,8 @@ u64 last_level_cache_bytes(const std::filesystem::path& root) {
   for (const auto& entry : std::filesystem::directory_iterator(root / "cpu0" / "cache", ec)) {
     if (!entry.path().filename().string().starts_with("index")) continue;
     if (first_word(entry.path() / "type") == "Instruction") continue;
-    const u64 level = parse_cache_size(first_word(entry.path() / "level"));
-    const u64 size = parse_cache_size(first_word(entry.path() / "size"));
+    const u64 level = parse_sysfs_number(first_word(entry.path() / "level"));
+    const u64 size = parse_sysfs_number(first_word(entry.path() / "size"));
     if (level > best_level || (level == best_level && size > bytes)) {
       best_level = level;
       bytes = size;

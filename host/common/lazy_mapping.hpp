@@ -87,7 +87,4 @@ class lazy_mapping {
   bool print_stats_ = false;
 };
 
-// "256M", "64K", "1G", "4096": bytes; throws std::invalid_argument naming `what`.
-[[nodiscard]] std::size_t parse_byte_size(const std::string& text, const std::string& what);
-
 }  // namespace ptwalk
