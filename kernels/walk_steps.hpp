@@ -148,9 +148,10 @@ struct frontier_ref {
 
 // What the expansion makes of an item, read and classified once: nothing
 // (out of range or not present), a leaf record, or a child visit (never at
-// the last level: Format::classify says leaf or not present there). The class rides in the item's low two bits, so
-// one partition of the tagged items (System::partition_items) writes both
-// outputs in item order from a single read of the entries.
+// the last level: Format::classify says leaf or not present there). The
+// class rides in the item's low two bits, so one partition of the tagged
+// items (System::select_two) writes both outputs in item order from a
+// single read of the entries.
 enum class item_class : u64 { none = 0, leaf = 1, table = 2 };
 
 struct tagged_item {

@@ -7,9 +7,10 @@
 //     entries kept; then, slices of spaces in parallel (so one big
 //     snapshot uses every core), the reference's depth-first walk over
 //     those kept entries emits every record above the last level, each
-//     visit checked against its table's owner; an owned last-level table (a PT: leaves only,
-//     about 3/4 of the tables in Linux-like fleets) is not read but left as
-//     a task, with a placeholder where its leaves belong;
+//     visit checked against its table's owner; an owned last-level table
+//     (a PT: leaves only, about 3/4 of the tables in Linux-like fleets) is
+//     not read but left as a task, with a placeholder where its leaves
+//     belong;
 //   leaf tables  — all tasks of all snapshots expand in parallel, each into
 //     its thread's buffer;
 //   splice       — placeholders are replaced by their leaves, in parallel.
@@ -182,18 +183,19 @@ class batch_owners {
     const auto& first = space_visits_[b];
     return std::span(root_visits_[b]).subspan(first[space], first[space + 1] - first[space]);
   }
-  // The owner rank of the table at `pa`, depth >= 1, visited in snapshot b.
-  [[nodiscard]] u64 owner(u32 b, u64 pa, unsigned depth) const {
-    const owner_table& t = tables_[depth - 1];
-    return t.ranks[t.slot_of(key_of::pack(b, pa))];
+  // Where the table at `pa`, depth >= 1, visited in snapshot b, lies in
+  // its depth's owner table; owner() and table() take that slot.
+  [[nodiscard]] u64 slot(u32 b, u64 pa, unsigned depth) const {
+    return tables_[depth - 1].slot_of(key_of::pack(b, pa));
   }
+  // The owner rank of that table.
+  [[nodiscard]] u64 owner(unsigned depth, u64 slot) const { return tables_[depth - 1].ranks[slot]; }
   // What the owner pass read of the root table of snapshot b's
   // `visit`-th root visit (a walked one).
   [[nodiscard]] read_table root_table(u32 b, std::size_t visit) const { return read_[0][root_read_[b][visit]]; }
-  // ... and of the owned upper table at `pa`, depth >= 1, in snapshot b.
-  [[nodiscard]] read_table table(u32 b, u64 pa, unsigned depth) const {
-    const owner_table& t = tables_[depth - 1];
-    return read_[depth][t.read[t.slot_of(key_of::pack(b, pa))]];
+  // ... and of an owned upper table below the roots.
+  [[nodiscard]] read_table table(unsigned depth, u64 slot) const {
+    return read_[depth][tables_[depth - 1].read[slot]];
   }
   // Present entries kept for the emitting pass, all levels.
   [[nodiscard]] u64 kept_entries() const { return kept_count_; }
@@ -263,7 +265,7 @@ class batch_owners {
     table.keys.assign(capacity, key_of::empty);
     table.ranks.assign(capacity, ~u64{0});
     table.mask = capacity - 1;
-    const kernels::owner_table_ref ref{table.keys.data(), table.ranks.data(), table.mask};
+    const kernels::owner_table_ref ref = table.ref();
     parallel_for(threads, threads, [&](std::size_t w) {
       for (const visit& v : visits[w]) (void)ref.insert_min(v.key, v.rank);
     });
@@ -339,13 +341,14 @@ class upper_walker {
 
   void child(u32 space, u64 pa, unsigned depth, u64 va, u8 perms) {
     const u64 visit = rank::pack(space, va);
-    const u64 owner = owners_.owner(snapshot_, pa, depth);
+    const u64 slot = owners_.slot(snapshot_, pa, depth);  // one probe for the owner and the kept entries
+    const u64 owner = owners_.owner(depth, slot);
     if (owner != visit) {
       out_.items.push_back(make_alias_record<Format>(depth, rank::space(owner), va, rank::va(owner)));
       return;
     }
     ++out_.stats.tables[depth];
-    if (!Format::is_last_depth(depth)) return table(space, owners_.table(snapshot_, pa, depth), depth, va, perms);
+    if (!Format::is_last_depth(depth)) return table(space, owners_.table(depth, slot), depth, va, perms);
     out_.items.push_back(placeholder(out_.tasks.size()));
     out_.tasks.push_back({pa, va, perms});
   }

@@ -63,14 +63,14 @@ void size_step(System& system, unsigned long long items) {
 enum class device_phase : unsigned { upload, kernel, download, gather };
 inline constexpr unsigned device_phases = 4;
 
-// Bytes a system's pool may hand out (vectors and Thrust temporaries
-// together) and how many it has handed out; the batch driver sizes batches
-// from the peak of the last one. Exceeding the limit is std::bad_alloc.
 // What select_two kept.
 struct selected_counts {
   u64 first = 0, second = 0;
 };
 
+// Bytes a system's pool may hand out (vectors and Thrust temporaries
+// together) and how many it has handed out; the batch driver sizes batches
+// from the peak of the last one. Exceeding the limit is std::bad_alloc.
 struct memory_budget {
   u64 limit = ~u64{0};
   u64 in_use = 0, peak = 0;

@@ -368,8 +368,7 @@ class batch_walk {
     // both outputs have room for every entry of the chunk.
     grow(d_records_, record_count_ + entries);
     grow(d_record_space_, record_count_ + entries);
-    const bool last = Format::is_last_depth(depth);
-    if (!last) {
+    if (!Format::is_last_depth(depth)) {
       grow(d_visit_key_, visit_count_ + entries);
       grow(d_visit_rank_, visit_count_ + entries);
       grow(d_visit_perms_, visit_count_ + entries);
@@ -379,11 +378,11 @@ class batch_walk {
     const auto leaves_out = thrust::make_transform_output_iterator(
         thrust::make_zip_iterator(d_records_.begin() + record_count_, d_record_space_.begin() + record_count_),
         untagged<emit_leaf<Format, Entries>>{{frontier}});
-    // The last level has no visits; its selector then never picks one.
+    // The last level has no visits (visit_count_ stays 0): its selector
+    // never picks one, so the visit buffers need no room there.
     const auto visits_out = thrust::make_transform_output_iterator(
-        thrust::make_zip_iterator(d_visit_key_.begin() + (last ? 0 : visit_count_),
-                                  d_visit_rank_.begin() + (last ? 0 : visit_count_),
-                                  d_visit_perms_.begin() + (last ? 0 : visit_count_)),
+        thrust::make_zip_iterator(d_visit_key_.begin() + visit_count_, d_visit_rank_.begin() + visit_count_,
+                                  d_visit_perms_.begin() + visit_count_),
         untagged<emit_visit<Format, Entries>>{{frontier}});
     const auto [leaves, visits] = sys_.select_two(tagged, entries, leaves_out, visits_out,
                                                   has_class<item_class::leaf>{}, has_class<item_class::table>{});
