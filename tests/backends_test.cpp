@@ -1,5 +1,5 @@
 // Every walk backend against the reference, record for record: the cpu
-// backend at several thread counts, the CPU (Thrust OMP) build
+// backend at several thread counts and with tiny splice tasks, the CPU (Thrust OMP) build
 // of the GPU algorithm with tiny chunks and batches, and cuda when a GPU is
 // visible. Records, offsets, roots and every stat must be identical.
 #include <gtest/gtest.h>
@@ -31,6 +31,11 @@ std::vector<walker> walkers_under_test() {
   for (const int threads : {1, 2, 3, 7})
     out.push_back({fmt::format("cpu/{}t", threads), [=](std::span<const loaded_snapshot> s, va_range r) {
                      return cpu_walk(s, {.range = r, .threads = threads});
+                   }});
+  // Splice tasks of 1 and 5 items: task boundaries inside and between spaces.
+  for (const u64 items : {1, 5})
+    out.push_back({fmt::format("cpu/splice{}", items), [=](std::span<const loaded_snapshot> s, va_range r) {
+                     return cpu_walk(s, {.range = r, .threads = 2, .splice_items = items});
                    }});
   out.push_back({"cpu", [](std::span<const loaded_snapshot> s, va_range r) {
                    return walk_snapshots(s, walk_backend::cpu, r);

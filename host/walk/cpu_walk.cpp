@@ -59,7 +59,7 @@ constexpr bool is_placeholder(const space_aware_mapping& r) { return r.is_leaf()
 
 // The records of one snapshot's upper levels and the tasks it left.
 struct upper_walk {
-  std::vector<space_aware_mapping> items;  // records and placeholders, per space in VA order
+  bulk_vector<space_aware_mapping> items;  // records and placeholders, per space in VA order
   std::vector<u64> space_first;            // index of each space's first item; one more at the end
   std::vector<leaf_table_task> tasks;
   walk_stats stats;
@@ -130,6 +130,8 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 // Spaces per upper-level task: enough slices of a big snapshot to balance
 // the cores, few enough that joining them costs nothing.
 constexpr u32 slice_spaces = 16;
+// Items per splice task by default: the same balance for one snapshot or many.
+constexpr u64 default_splice_items = u64{1} << 14;
 
 // The present entries of one upper table, as the owner pass read them,
 // so the emitting pass does not read the table again.
@@ -388,21 +390,21 @@ class alignas(64) leaf_buffer {
   // commit() says how many were written.
   space_aware_mapping* room(std::size_t entries) {
     if (blocks_.empty() || used_ + entries > block_records) {
-      blocks_.push_back(std::make_unique_for_overwrite<space_aware_mapping[]>(block_records));
+      blocks_.emplace_back(block_records);  // huge pages where the kernel offers them
       used_ = 0;
     }
-    return blocks_.back().get() + used_;
+    return blocks_.back().data() + used_;
   }
   void commit(std::size_t count) { used_ += count; }
 
  private:
-  std::vector<std::unique_ptr<space_aware_mapping[]>> blocks_;
+  std::vector<bulk_vector<space_aware_mapping>> blocks_;
   std::size_t used_ = 0;
 };
 
 template <class Format>
 std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<Format> range, unsigned threads,
-                                       walk_profile* profile) {
+                                       u64 splice_items, walk_profile* profile) {
   const std::size_t n = snapshots.size();
   for (const auto* s : snapshots)
     if (s->roots().size() >= kernels::visit_rank<Format>::max_spaces)
@@ -493,38 +495,75 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
     for (const auto& l : leaves) phase.host_bytes += 8 * l.entries_read + sizeof(space_aware_mapping) * l.count;
   }
 
-  // Splice: each item's final position, then the copies, in parallel.
+  // Splice, in chunks of items so one big snapshot spreads over every
+  // core: each chunk's record count, then its place in the snapshot's
+  // records, then the copies.
   const auto splice_clock = std::chrono::steady_clock::now();
-  parallel_for(n, threads, [&](std::size_t b) {
-    const upper_walk& u = upper[b];
-    snapshot_walk& walk = out[b];
-    walk_stats stats = u.stats;  // local for the same reason as above
+  struct splice_chunk {
+    u32 snapshot;
+    u64 first, last;  // items
+    u64 size = 0;     // records
+    u64 at = 0;       // where they start in the snapshot's records
+    walk_stats stats;
+  };
+  std::vector<splice_chunk> chunks;
+  for (u32 b = 0; b < n; ++b)
+    for (u64 first = 0; first < upper[b].items.size(); first += splice_items)
+      chunks.push_back({b, first, std::min<u64>(upper[b].items.size(), first + splice_items), 0, 0, {}});
+  auto leaves_of = [&](u32 b, const space_aware_mapping& placeholder) -> const leaf_table_output& {
+    return leaves[task_base[b] + placeholder.pa];
+  };
+  parallel_for(chunks.size(), threads, [&](std::size_t k) {
+    splice_chunk& c = chunks[k];
     u64 size = 0;
-    for (const auto& item : u.items) size += is_placeholder(item) ? leaves[task_base[b] + item.pa].count : 1;
-    // reserve + append: a resize would first zero every record.
-    walk.records.reserve(size);
-    walk.offsets.reserve(u.space_first.size());
-    std::size_t space = 0;
-    for (std::size_t i = 0; i < u.items.size(); ++i) {
-      for (; space < u.space_first.size() && u.space_first[space] == i; ++space)
-        walk.offsets.push_back(walk.records.size());
+    for (u64 i = c.first; i < c.last; ++i) {
+      const auto& item = upper[c.snapshot].items[i];
+      size += is_placeholder(item) ? leaves_of(c.snapshot, item).count : 1;
+    }
+    c.size = size;
+  });
+  std::vector<u64> records(n, 0);
+  for (auto& c : chunks) {  // chunks come in snapshot and item order
+    c.at = records[c.snapshot];
+    records[c.snapshot] += c.size;
+  }
+  for (u32 b = 0; b < n; ++b) {
+    out[b].records.resize(records[b]);  // a bulk_vector: not zero-filled
+    out[b].offsets.resize(upper[b].space_first.size());
+  }
+  parallel_for(chunks.size(), threads, [&](std::size_t k) {
+    splice_chunk& c = chunks[k];
+    const upper_walk& u = upper[c.snapshot];
+    snapshot_walk& walk = out[c.snapshot];
+    walk_stats stats;  // local: neighbouring chunks' counters share cache lines
+    space_aware_mapping* to = walk.records.data() + c.at;
+    // The spaces that start in this chunk (the last chunk also takes the
+    // empty spaces after its last item).
+    const bool last_chunk = k + 1 == chunks.size() || chunks[k + 1].snapshot != c.snapshot;
+    auto space = std::lower_bound(u.space_first.begin(), u.space_first.end(), c.first);
+    for (u64 i = c.first; i < c.last; ++i) {
+      for (; space != u.space_first.end() && *space == i; ++space)
+        walk.offsets[space - u.space_first.begin()] = to - walk.records.data();
       const auto& item = u.items[i];
       if (!is_placeholder(item)) {
-        walk.records.push_back(item);
+        *to++ = item;
         if (item.is_leaf()) stats.count_leaf(item.size_log2);
         else ++stats.aliases[item.depth];
         continue;
       }
       // Every leaf of a last-level table has that level's size.
-      const leaf_table_output& l = leaves[task_base[b] + item.pa];
-      walk.records.insert(walk.records.end(), l.leaves, l.leaves + l.count);
+      const leaf_table_output& l = leaves_of(c.snapshot, item);
+      to = std::copy(l.leaves, l.leaves + l.count, to);
       if (u64* counter = stats.leaves_of_size(Format::entry_shift(leaf_depth))) *counter += l.count;
       stats.entries_read += l.entries_read;
       stats.dangling_reads += l.dangling_reads;
     }
-    for (; space < u.space_first.size(); ++space) walk.offsets.push_back(walk.records.size());
-    walk.stats = stats;
+    if (last_chunk)
+      for (; space != u.space_first.end(); ++space) walk.offsets[space - u.space_first.begin()] = walk.records.size();
+    c.stats = stats;
   });
+  for (u32 b = 0; b < n; ++b) out[b].stats = upper[b].stats;
+  for (const auto& c : chunks) out[c.snapshot].stats += c.stats;
   if (profile != nullptr) {
     walk_phase& phase = profile->phase("splice");
     phase.seconds += seconds_since(splice_clock);
@@ -555,7 +594,9 @@ std::vector<snapshot_walk> cpu_walk(std::span<const loaded_snapshot> snapshots, 
       }
     if (group.empty()) continue;
     visit_format(format, [&]<class F>() {
-      auto walks = walk_format<F>(group, to_linear<F>(options.range), threads, options.profile);
+      auto walks = walk_format<F>(group, to_linear<F>(options.range), threads,
+                                  options.splice_items > 0 ? options.splice_items : default_splice_items,
+                                  options.profile);
       for (std::size_t k = 0; k < indices.size(); ++k) out[indices[k]] = std::move(walks[k]);
     });
   }

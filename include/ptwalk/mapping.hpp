@@ -9,6 +9,7 @@
 #include <span>
 #include <vector>
 
+#include "ptwalk/bulk_allocator.hpp"
 #include "ptwalk/config.hpp"
 #include "ptwalk/format.hpp"
 
@@ -142,7 +143,7 @@ struct walk_stats {
 struct snapshot_walk {
   std::vector<u64> roots;
   std::vector<u64> offsets;  // roots.size() + 1 entries
-  std::vector<space_aware_mapping> records;
+  bulk_vector<space_aware_mapping> records;  // grown without zero-filling
   walk_stats stats;
 
   [[nodiscard]] std::size_t space_count() const { return roots.size(); }
