@@ -134,10 +134,13 @@ constexpr u32 slice_spaces = 16;
 constexpr u64 default_splice_items = u64{1} << 14;
 
 // The present entries of one upper table, as the owner pass read them,
-// so the emitting pass does not read the table again.
+// so the emitting pass does not read the table again; an entry that points
+// to a table also keeps that table's slot in the next level's owner table,
+// so the emitting pass does not look it up again either.
 struct present_entry {
   u64 value;
-  unsigned index;
+  u32 index;
+  u32 slot;  // table entries only
 };
 struct read_table {
   std::span<const present_entry> present;
@@ -185,12 +188,8 @@ class batch_owners {
     const auto& first = space_visits_[b];
     return std::span(root_visits_[b]).subspan(first[space], first[space + 1] - first[space]);
   }
-  // Where the table at `pa`, depth >= 1, visited in snapshot b, lies in
-  // its depth's owner table; owner() and table() take that slot.
-  [[nodiscard]] u64 slot(u32 b, u64 pa, unsigned depth) const {
-    return tables_[depth - 1].slot_of(key_of::pack(b, pa));
-  }
-  // The owner rank of that table.
+  // The owner rank of the table at `slot` (present_entry::slot) of
+  // depth's owner table, depth >= 1.
   [[nodiscard]] u64 owner(unsigned depth, u64 slot) const { return tables_[depth - 1].ranks[slot]; }
   // What the owner pass read of the root table of snapshot b's
   // `visit`-th root visit (a walked one).
@@ -211,6 +210,7 @@ class batch_owners {
   };
   struct visit {
     u64 key, rank;
+    u64 entry;  // its present_entry in the worker's list
   };
   struct owner_table {
     std::vector<u64> keys, ranks;
@@ -219,7 +219,6 @@ class batch_owners {
     [[nodiscard]] kernels::owner_table_ref ref() const {
       return {const_cast<u64*>(keys.data()), const_cast<u64*>(ranks.data()), mask};
     }
-    [[nodiscard]] u64 slot_of(u64 key) const { return ref().slot_of(key); }
   };
 
   std::vector<owned_table> claim_children(snapshot_list snapshots, linear_va_range<Format> range, unsigned threads,
@@ -241,42 +240,39 @@ class batch_owners {
       const u64 first = present[worker].size();
       read_entries<Format>(snapshots[t.snapshot]->image, t.pa, depth, bounds.lo, bounds.hi, stats,
                            [&](u64 value, unsigned index) {
-                             present[worker].push_back({value, index});
+                             present[worker].push_back({value, index, 0});
                              if (Format::classify(value, depth) != entry_kind::table) return;
                              const u64 va = t.va + (u64{index} << Format::entry_shift(depth));
-                             visits[worker].push_back(
-                                 {key_of::pack(t.snapshot, Format::table_address(value)), rank::pack(t.space, va)});
+                             visits[worker].push_back({key_of::pack(t.snapshot, Format::table_address(value)),
+                                                       rank::pack(t.space, va), present[worker].size() - 1});
                            });
       reads[i] = {worker, first, present[worker].size() - first, stats.entries_read, stats.dangling_reads};
     });
-    // The kept entries of every worker in one block per level, which never moves.
-    std::vector<u64> worker_first(threads + 1, 0);
-    for (unsigned w = 0; w < threads; ++w) worker_first[w + 1] = worker_first[w] + present[w].size();
-    kept_count_ += worker_first[threads];
-    auto& kept = kept_.emplace_back(std::make_unique_for_overwrite<present_entry[]>(worker_first[threads]));
-    for (unsigned w = 0; w < threads; ++w) std::copy(present[w].begin(), present[w].end(), kept.get() + worker_first[w]);
-    auto& level = read_.emplace_back(frontier.size());
-    for (std::size_t i = 0; i < frontier.size(); ++i)
-      level[i] = {std::span<const present_entry>(kept.get() + worker_first[reads[i].worker] + reads[i].first,
-                                                 reads[i].count),
-                  reads[i].entries_read, reads[i].dangling_reads};
     u64 count = 0;
     for (const auto& v : visits) count += v.size();
     owner_table& table = tables_.emplace_back();
     const u64 capacity = std::bit_ceil(std::max<u64>(2 * count, 64));
+    if (capacity > u64{1} << 32) throw std::length_error("cpu walk: too many table visits at one level for 32-bit slots");
     table.keys.assign(capacity, key_of::empty);
     table.ranks.assign(capacity, ~u64{0});
     table.mask = capacity - 1;
     const kernels::owner_table_ref ref = table.ref();
     parallel_for(threads, threads, [&](std::size_t w) {
-      for (const visit& v : visits[w]) (void)ref.insert_min(v.key, v.rank);
+      for (const visit& v : visits[w]) present[w][v.entry].slot = static_cast<u32>(ref.insert_min(v.key, v.rank));
     });
+    // Each worker's kept entries stay where they are: the tables' spans point into them.
+    const auto& kept = kept_.emplace_back(std::move(present));
+    for (const auto& entries : kept) kept_count_ += entries.size();
+    auto& level = read_.emplace_back(frontier.size());
+    for (std::size_t i = 0; i < frontier.size(); ++i)
+      level[i] = {std::span(kept[reads[i].worker]).subspan(reads[i].first, reads[i].count), reads[i].entries_read,
+                  reads[i].dangling_reads};
     std::vector<owned_table> next;
     if (Format::is_last_depth(depth + 1)) return next;  // leaf tables are expanded later
     table.read.resize(capacity);
-    for (const auto& worker : visits)
-      for (const visit& v : worker) {
-        const u64 slot = ref.slot_of(v.key);
+    for (unsigned w = 0; w < threads; ++w)
+      for (const visit& v : visits[w]) {
+        const u64 slot = kept[w][v.entry].slot;
         if (table.ranks[slot] != v.rank) continue;
         table.read[slot] = next.size();
         next.push_back({key_of::snapshot(v.key), rank::space(v.rank), key_of::table_pa(v.key), rank::va(v.rank)});
@@ -289,7 +285,7 @@ class batch_owners {
   std::vector<owner_table> tables_;  // depth 1 .. levels-1
   std::vector<std::vector<std::size_t>> root_read_;  // per snapshot, per walked root visit: its index in read_[0]
   std::vector<std::vector<read_table>> read_;        // per upper depth, per owned table as the frontier listed it
-  std::vector<std::unique_ptr<present_entry[]>> kept_;  // per upper depth: the entries read_ points into
+  std::vector<std::vector<std::vector<present_entry>>> kept_;  // per upper depth, per worker: what read_ points into
   u64 kept_count_ = 0;
 };
 
@@ -324,13 +320,13 @@ class upper_walker {
   void table(u32 space, const read_table& read, unsigned depth, u64 block_va, u8 perms) {
     out_.stats.entries_read += read.entries_read;
     out_.stats.dangling_reads += read.dangling_reads;
-    for (const auto& [value, index] : read.present) {
+    for (const auto& [value, index, slot] : read.present) {
       const u64 va = block_va + (u64{index} << Format::entry_shift(depth));
       // A valid entry can still be invalid for its level (an AArch64 block
       // where the granule has none): not_present.
       switch (Format::classify(value, depth)) {
         case entry_kind::table:
-          child(space, Format::table_address(value), depth + 1, va, Format::accumulate_perms(perms, value));
+          child(space, Format::table_address(value), slot, depth + 1, va, Format::accumulate_perms(perms, value));
           break;
         case entry_kind::leaf:
           out_.items.push_back(make_leaf_record<Format>(value, depth, va, perms));
@@ -341,9 +337,8 @@ class upper_walker {
     }
   }
 
-  void child(u32 space, u64 pa, unsigned depth, u64 va, u8 perms) {
+  void child(u32 space, u64 pa, u64 slot, unsigned depth, u64 va, u8 perms) {
     const u64 visit = rank::pack(space, va);
-    const u64 slot = owners_.slot(snapshot_, pa, depth);  // one probe for the owner and the kept entries
     const u64 owner = owners_.owner(depth, slot);
     if (owner != visit) {
       out_.items.push_back(make_alias_record<Format>(depth, rank::space(owner), va, rank::va(owner)));
