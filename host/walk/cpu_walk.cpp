@@ -385,7 +385,7 @@ class alignas(64) leaf_buffer {
   // commit() says how many were written.
   space_aware_mapping* room(std::size_t entries) {
     if (blocks_.empty() || used_ + entries > block_records) {
-      blocks_.emplace_back(block_records);  // huge pages where the kernel offers them
+      blocks_.emplace_back(block_records);  // not zero-filled
       used_ = 0;
     }
     return blocks_.back().data() + used_;
