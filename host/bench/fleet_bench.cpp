@@ -153,6 +153,7 @@ resident_bench measure_resident(std::span<const loaded_snapshot> fleet, walk_bac
   out.upload_s = out.upload.seconds("resident upload");
   out.device_bytes = resident->device_bytes();
   std::vector<double> samples;
+  std::vector<walk_profile> profiles;
   for (unsigned r = 0; r < std::max(options.repeat, 1u); ++r) {
     walk_profile profile;
     const auto start = std::chrono::steady_clock::now();
@@ -167,9 +168,10 @@ resident_bench measure_resident(std::span<const loaded_snapshot> fleet, walk_bac
     }
     samples.push_back(seconds_since(start));
     check(walks);
-    out.profile = std::move(profile);
+    profiles.push_back(std::move(profile));
   }
   out.walk = phase_times::of(std::move(samples));
+  out.profile = median_profile(profiles);
   return out;
 }
 
@@ -195,6 +197,17 @@ phase_times phase_times::of(std::vector<double> samples) {
   const std::size_t n = samples.size();
   const double median = n % 2 == 1 ? samples[n / 2] : (samples[n / 2 - 1] + samples[n / 2]) / 2;
   return {median, samples.front(), samples.back()};
+}
+
+walk_profile median_profile(std::span<const walk_profile> profiles) {
+  if (profiles.empty()) return {};
+  walk_profile out = profiles.back();  // every walk counts the same bytes
+  for (walk_phase& phase : out.phases) {
+    std::vector<double> seconds;
+    for (const walk_profile& p : profiles) seconds.push_back(p.seconds(phase.name));
+    phase.seconds = phase_times::of(std::move(seconds)).median_s;
+  }
+  return out;
 }
 
 machine_info measure_machine(const host_bandwidth_probe& probe) {
@@ -257,6 +270,7 @@ bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string
       return seconds;
     };
     std::vector<double> cold, walk, upload, download, gather, kernel;
+    std::vector<walk_profile> profiles;
     b.before = probe.measure();
     for (unsigned r = 0; r < std::max(options.repeat, 1u); ++r) {
       // Cold: no page table left in any cache. Warm: right after a walk of the same fleet.
@@ -269,8 +283,9 @@ bench_report run_fleet_bench(std::span<const loaded_snapshot> fleet, std::string
       gather.push_back(profile.seconds("gather"));
       kernel.push_back(profile.seconds("kernel"));
       b.batches = profile.batches;
-      b.profile = std::move(profile);
+      profiles.push_back(std::move(profile));
     }
+    b.profile = median_profile(profiles);
     b.after = probe.measure();
     b.cold_walk = phase_times::of(cold);
     b.walk = phase_times::of(walk);

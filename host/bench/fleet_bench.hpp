@@ -17,6 +17,7 @@
 
 #include <filesystem>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -54,8 +55,8 @@ struct resident_bench {
   u64 device_bytes = 0;  // the resident pages and their lookup tables
   phase_times walk;      // each from device memory, records back on the host
   walk_profile upload;   // "resident upload"
-  walk_profile profile;  // the last walk's phases and bytes
-  // Seconds the last walk's device phases took (kernels, device gather).
+  walk_profile profile;  // per phase: the median seconds over the walks, and the bytes of one walk
+  // Seconds the device phases of a walk took (kernels, device gather; medians).
   [[nodiscard]] double device_seconds() const;
 };
 
@@ -66,7 +67,7 @@ struct backend_bench {
   phase_times cold_walk;                               // caches evicted before each
   host_bandwidth before, after;                        // probed around this backend's walks
   u64 batches = 0;
-  walk_profile profile;  // the last run's phases and the bytes each moved
+  walk_profile profile;  // per phase: the median seconds over the warm walks, and the bytes each moved
   std::optional<resident_bench> resident;  // device backends, unless bench_options::resident is off
 };
 
@@ -125,6 +126,9 @@ inline constexpr double pcie5_pinned_bytes_per_s = 50e9;
 // The goal for a resident walk: page-table bytes per second at least
 // half the device's copy bandwidth (here the H200's published HBM figure).
 inline constexpr double device_copy_goal_fraction = 0.5;
+
+// Each phase of the last profile with its median seconds over all of them.
+[[nodiscard]] walk_profile median_profile(std::span<const walk_profile> profiles);
 
 // Seconds `profile`'s counted bytes take at the H200's published bandwidths.
 [[nodiscard]] double h200_counter_seconds(const walk_profile& profile);
