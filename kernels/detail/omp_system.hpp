@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "kernels/detail/device_system.hpp"
+#include "ptwalk/bulk_allocator.hpp"
 #include "ptwalk/config.hpp"
 
 namespace ptwalk::kernels::detail {
@@ -26,10 +27,13 @@ namespace ptwalk::kernels::detail {
 // sized on the thread that runs it); none outside a walk.
 inline thread_local memory_budget* current_omp_budget = nullptr;
 
-// std::allocator that charges the current budget; each vector remembers the
-// budget it was created under.
+// The heap allocator that charges the current budget; each vector
+// remembers the budget it was created under. Growing a vector leaves the
+// new elements uninitialised (bulk_allocator), as on the device: every step
+// writes what it later reads (Thrust skips its fill when the allocator
+// constructs).
 template <class T>
-struct budget_allocator : std::allocator<T> {
+struct budget_allocator : bulk_allocator<T> {
   using value_type = T;
   template <class U>
   struct rebind {
@@ -42,20 +46,16 @@ struct budget_allocator : std::allocator<T> {
   T* allocate(std::size_t n) {
     if (budget != nullptr) budget->take(n * sizeof(T));
     try {
-      return std::allocator<T>::allocate(n);
+      return bulk_allocator<T>::allocate(n);
     } catch (...) {
       if (budget != nullptr) budget->give(n * sizeof(T));
       throw;
     }
   }
   void deallocate(T* p, std::size_t n) {
-    std::allocator<T>::deallocate(p, n);
+    bulk_allocator<T>::deallocate(p, n);
     if (budget != nullptr) budget->give(n * sizeof(T));
   }
-  // Growing a vector leaves the new elements uninitialised, as on the
-  // device: every step writes what it later reads (Thrust skips its fill
-  // when the allocator constructs).
-  void construct(T*) {}
   friend bool operator==(const budget_allocator& a, const budget_allocator& b) { return a.budget == b.budget; }
 
   memory_budget* budget = current_omp_budget;
