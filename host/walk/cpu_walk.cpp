@@ -67,10 +67,15 @@ struct upper_walk {
 
 // Reads the in-range entries [lo, hi] of one table straight from the image
 // and hands each present one to `on_entry(value, index)`. Unbacked entries
-// read as 0 and are counted (SPEC §1).
+// read as 0 and are counted (SPEC §1). `next_table` (the whole next table
+// this thread reads, or null) is prefetched a line per line read: each
+// table lies on its own page, where the hardware prefetcher stops, and
+// spreading the next page's misses over this page's reads kept more in
+// flight than asking for the whole page at once (leaf pass 15 -> 11 ms on
+// 10,000 spaces, 2 cores) or for its first lines only.
 template <class Format, class OnEntry>
 void read_entries(const memory_image& image, u64 pa, unsigned depth, unsigned lo, unsigned hi, walk_stats& stats,
-                  OnEntry&& on_entry) {
+                  const std::byte* next_table, OnEntry&& on_entry) {
   if (lo > hi) return;
   stats.entries_read += hi - lo + 1;
   const u64 table_bytes = Format::table_bytes(depth);
@@ -84,6 +89,8 @@ void read_entries(const memory_image& image, u64 pa, unsigned depth, unsigned lo
       __builtin_prefetch(whole + 64 * u64{group});
     for (unsigned group = lo / 8; group <= hi / 8; ++group) {
       if (group + prefetch_lines <= hi / 8) __builtin_prefetch(whole + 64 * u64{group + prefetch_lines});
+      if (next_table != nullptr && 64 * u64{group} < std::min<u64>(table_bytes, 4096))
+        __builtin_prefetch(next_table + 64 * u64{group});
       u64 line[8] = {};
       // An AArch64 top table can be smaller than one line.
       std::memcpy(line, whole + 64 * u64{group}, std::min<u64>(64, table_bytes));
@@ -110,17 +117,10 @@ void read_entries(const memory_image& image, u64 pa, unsigned depth, unsigned lo
   }
 }
 
-// Starts loading the table at `pa` (its first 4 KiB) ahead of its turn:
-// each table lies on its own page, and the hardware prefetcher stops at
-// page boundaries, so without this every table starts with a miss. The
-// whole page, not its first quarter: the owner pass took 10-15% less time
-// (2 cores, 1,000 and 10,000 spaces), as more misses are in flight at once.
+// The table at `pa` whole, or null where no single region backs it.
 template <class Format>
-void prefetch_table(const memory_image& image, u64 pa, unsigned depth) {
-  constexpr u64 lines = 64;
-  const u64 bytes = Format::table_bytes(depth);
-  if (const std::byte* whole = image.bytes_at(pa, bytes))
-    for (u64 line = 0; line < std::min<u64>(lines, bytes / 64); ++line) __builtin_prefetch(whole + 64 * line);
+const std::byte* whole_table(const memory_image& image, u64 pa, unsigned depth) {
+  return image.bytes_at(pa, Format::table_bytes(depth));
 }
 
 using snapshot_list = std::span<const loaded_snapshot* const>;
@@ -235,12 +235,13 @@ class batch_owners {
     std::vector<table_read> reads(frontier.size());
     parallel_for_chunks(frontier.size(), 16, threads, [&](unsigned worker, std::size_t i) {
       const owned_table& t = frontier[i];
-      if (i + 1 < frontier.size())
-        prefetch_table<Format>(snapshots[frontier[i + 1].snapshot]->image, frontier[i + 1].pa, depth);
+      const std::byte* next = i + 1 < frontier.size()
+                                  ? whole_table<Format>(snapshots[frontier[i + 1].snapshot]->image, frontier[i + 1].pa, depth)
+                                  : nullptr;
       const auto bounds = range.entries_in_range(t.va, depth);
       walk_stats stats;
       const u64 first = present[worker].size();
-      read_entries<Format>(snapshots[t.snapshot]->image, t.pa, depth, bounds.lo, bounds.hi, stats,
+      read_entries<Format>(snapshots[t.snapshot]->image, t.pa, depth, bounds.lo, bounds.hi, stats, next,
                            [&](u64 value, unsigned index) {
                              present[worker].push_back({value, index, 0});
                              if (Format::classify(value, depth) != entry_kind::table) return;
@@ -468,14 +469,15 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
     std::size_t& b = snapshot_of_worker[worker];
     while (t >= task_base[b + 1]) ++b;  // each worker's tasks come in increasing order
     const leaf_table_task& task = upper[b].tasks[t - task_base[b]];
-    if (t + 1 < task_base[b + 1])
-      prefetch_table<Format>(snapshots[b]->image, upper[b].tasks[t + 1 - task_base[b]].pa, leaf_depth);
+    const std::byte* next = t + 1 < task_base[b + 1]
+                                ? whole_table<Format>(snapshots[b]->image, upper[b].tasks[t + 1 - task_base[b]].pa, leaf_depth)
+                                : nullptr;
     leaf_buffer& buffer = buffers[worker];
     walk_stats stats;
     space_aware_mapping* out = buffer.room(Format::entries(leaf_depth));
     std::size_t count = 0;
     const auto bounds = range.entries_in_range(task.va, leaf_depth);
-    read_entries<Format>(snapshots[b]->image, task.pa, leaf_depth, bounds.lo, bounds.hi, stats,
+    read_entries<Format>(snapshots[b]->image, task.pa, leaf_depth, bounds.lo, bounds.hi, stats, next,
                          [&](u64 value, unsigned index) {
                            if (Format::classify(value, leaf_depth) != entry_kind::leaf) return;  // AArch64 01
                            out[count++] = make_leaf_record<Format>(
