@@ -21,12 +21,21 @@ using body_fn = void (*)(void*, unsigned) noexcept;
 // enough that idle workers cost a busy machine little.
 constexpr std::chrono::microseconds spin_time{50};
 
+// Tells the core this thread is spinning (another hardware thread may run).
+inline void spin_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 // Polls `ready` for spin_time, then waits for it on `wake` under `mutex`.
 template <class Ready>
 void await(std::mutex& mutex, std::condition_variable& wake, Ready ready) {
   const auto until = std::chrono::steady_clock::now() + spin_time;
   for (unsigned n = 1; !ready(); ++n) {
-    __builtin_ia32_pause();
+    spin_pause();
     if (n % 64 == 0 && std::chrono::steady_clock::now() > until) {
       std::unique_lock lock(mutex);
       wake.wait(lock, ready);

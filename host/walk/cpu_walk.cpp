@@ -235,9 +235,9 @@ class batch_owners {
     std::vector<table_read> reads(frontier.size());
     parallel_for_chunks(frontier.size(), 16, threads, [&](unsigned worker, std::size_t i) {
       const owned_table& t = frontier[i];
-      const std::byte* next = i + 1 < frontier.size()
-                                  ? whole_table<Format>(snapshots[frontier[i + 1].snapshot]->image, frontier[i + 1].pa, depth)
-                                  : nullptr;
+      const owned_table* after = i + 1 < frontier.size() ? &frontier[i + 1] : nullptr;
+      const std::byte* next =
+          after != nullptr ? whole_table<Format>(snapshots[after->snapshot]->image, after->pa, depth) : nullptr;
       const auto bounds = range.entries_in_range(t.va, depth);
       walk_stats stats;
       const u64 first = present[worker].size();
@@ -469,9 +469,10 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
     std::size_t& b = snapshot_of_worker[worker];
     while (t >= task_base[b + 1]) ++b;  // each worker's tasks come in increasing order
     const leaf_table_task& task = upper[b].tasks[t - task_base[b]];
-    const std::byte* next = t + 1 < task_base[b + 1]
-                                ? whole_table<Format>(snapshots[b]->image, upper[b].tasks[t + 1 - task_base[b]].pa, leaf_depth)
-                                : nullptr;
+    const std::byte* next =
+        t + 1 < task_base[b + 1]
+            ? whole_table<Format>(snapshots[b]->image, upper[b].tasks[t + 1 - task_base[b]].pa, leaf_depth)
+            : nullptr;
     leaf_buffer& buffer = buffers[worker];
     walk_stats stats;
     space_aware_mapping* out = buffer.room(Format::entries(leaf_depth));
