@@ -74,7 +74,17 @@ struct table_key_of {
 };
 
 // Device-wide atomics on 64-bit words, for the owner table. On the host
-// (OMP/CPP systems) GCC's builtins give the same semantics.
+// (OMP/CPP systems) GCC's builtins give the same semantics. Updates read
+// first and skip the atomic where it would change nothing: most visits find
+// their key in place and a smaller rank there already.
+PTWALK_HD inline u64 atomic_load_u64(const u64* word) {
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const volatile u64*>(word);
+#else
+  return __atomic_load_n(word, __ATOMIC_RELAXED);
+#endif
+}
+
 PTWALK_HD inline u64 atomic_cas_u64(u64* word, u64 expected, u64 desired) {
 #if defined(__CUDA_ARCH__)
   return atomicCAS(reinterpret_cast<unsigned long long*>(word), expected, desired);
@@ -86,9 +96,10 @@ PTWALK_HD inline u64 atomic_cas_u64(u64* word, u64 expected, u64 desired) {
 
 PTWALK_HD inline void atomic_min_u64(u64* word, u64 value) {
 #if defined(__CUDA_ARCH__)
-  atomicMin(reinterpret_cast<unsigned long long*>(word), static_cast<unsigned long long>(value));
+  if (value < atomic_load_u64(word))
+    atomicMin(reinterpret_cast<unsigned long long*>(word), static_cast<unsigned long long>(value));
 #else
-  u64 seen = __atomic_load_n(word, __ATOMIC_RELAXED);
+  u64 seen = atomic_load_u64(word);
   while (value < seen &&
          !__atomic_compare_exchange_n(word, &seen, value, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
   }
@@ -221,7 +232,11 @@ struct owner_table_ref {
   // Inserts the key if new, lowers its rank to `rank`, returns its slot.
   PTWALK_HD u64 insert_min(u64 key, u64 rank) const {
     for (u64 slot = hash_u64(key) & mask;; slot = (slot + 1) & mask) {
-      const u64 seen = atomic_cas_u64(&d_keys[slot], table_key_of::empty, key);
+      // A relaxed read first: most visits find their key already in place
+      // (shared tables are visited by every space), and a CAS would take
+      // the line exclusive on every one of them.
+      u64 seen = atomic_load_u64(&d_keys[slot]);
+      if (seen == table_key_of::empty) seen = atomic_cas_u64(&d_keys[slot], table_key_of::empty, key);
       if (seen == table_key_of::empty || seen == key) {
         atomic_min_u64(&d_ranks[slot], rank);
         return slot;
