@@ -180,7 +180,9 @@ TYPED_TEST(aarch64_compact_test, default_policy_rebuilds_both_halves_and_verifie
       EXPECT_EQ(got[i].kind, expected[i].kind);
       EXPECT_EQ(got[i].perms, expected[i].perms);
       EXPECT_EQ(got[i].flags, expected[i].flags);
-      if (!got[i].is_leaf()) EXPECT_EQ(got[i].pa, expected[i].pa);
+      if (!got[i].is_leaf()) {
+        EXPECT_EQ(got[i].pa, expected[i].pa);
+      }
     }
   }
   for (unsigned d = 0; d < F::levels; ++d) EXPECT_EQ(after.stats.aliases[d], this->walk.stats.aliases[d]);
@@ -211,7 +213,6 @@ TYPED_TEST(aarch64_compact_test, keep_pa_keeps_every_frame_and_the_unbacked_page
 }
 
 TYPED_TEST(aarch64_compact_test, cow_writable_sets_ap2_software_value_and_ng) {
-  using F = TypeParam;
   compaction_policy policy;
   policy.cow_writable = true;
   const loaded_snapshot out = this->compacted(policy);

@@ -260,12 +260,12 @@ TEST(manifest_load, a_root_must_start_inside_a_region) {
   // entries and reads the rest as 0 (SPEC §1). 0x3000 is past the end.
   EXPECT_EQ(error_of([&] { (void)load_manifest(manifest); }),
             manifest.string() + ": snapshot vm: root 0x3000 is outside every region");
-  snapshot_spec cut{"cut", paging_format::x86_64, raw_source{(dir / "a.raw").string(), 0}, {0x2000}, {}, {}};
+  snapshot_spec cut{"cut", paging_format::x86_64, raw_source{(dir / "a.raw").string(), 0}, {0x2000}, {}, {}, {}};
   const auto loaded = load_snapshot(cut, {});
   EXPECT_EQ(loaded.image.bytes_at(0x2000, 0x800) != nullptr, true);
   EXPECT_EQ(loaded.image.bytes_at(0x2800, 8), nullptr);
   // Without a manifest the error names the memory file.
-  snapshot_spec spec{"one", paging_format::x86_64, raw_source{(dir / "a.raw").string(), 0x100000}, {0x1000}, {}, {}};
+  snapshot_spec spec{"one", paging_format::x86_64, raw_source{(dir / "a.raw").string(), 0x100000}, {0x1000}, {}, {}, {}};
   EXPECT_EQ(error_of([&] { (void)load_snapshot(spec, {}); }),
             (dir / "a.raw").string() + ": snapshot one: root 0x1000 is outside every region");
 }

@@ -402,8 +402,12 @@ decltype(auto) visit_x86_format(paging_format f, Fn&& fn) {
   return fn.template operator()<x86_64_4level>();
 }
 
-[[nodiscard]] constexpr unsigned format_levels(paging_format f) {
-  return visit_format(f, []<class F>() { return F::levels; });
-}
+// A named functor rather than a template lambda: nvcc warns (#445) about
+// the function-pointer conversion of a captureless template lambda.
+struct levels_of_format {
+  template <class F>
+  constexpr unsigned operator()() const { return F::levels; }
+};
+[[nodiscard]] constexpr unsigned format_levels(paging_format f) { return visit_format(f, levels_of_format{}); }
 
 }  // namespace ptwalk
