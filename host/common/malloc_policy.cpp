@@ -11,12 +11,11 @@ namespace ptwalk {
 
 void keep_freed_memory_for_reuse() {
 #if defined(__GLIBC__)
-  // Setting either turns off glibc's own adjustment of both.
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 256 << 20);
-  // Blocks above the largest threshold (the records of a fleet of tens of
-  // thousands of spaces) would still be mapped afresh on every walk.
+  // No block is mapped on its own, whatever its size (an mmap threshold
+  // would stop at 32 MiB, below the records of tens of thousands of
+  // spaces); a fixed trim threshold also turns off glibc's adjustment of it.
   mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
 #endif
 }
 

@@ -235,9 +235,10 @@ class batch_owners {
     std::vector<table_read> reads(frontier.size());
     parallel_for_chunks(frontier.size(), 16, threads, [&](unsigned worker, std::size_t i) {
       const owned_table& t = frontier[i];
-      const owned_table* after = i + 1 < frontier.size() ? &frontier[i + 1] : nullptr;
       const std::byte* next =
-          after != nullptr ? whole_table<Format>(snapshots[after->snapshot]->image, after->pa, depth) : nullptr;
+          i + 1 < frontier.size()
+              ? whole_table<Format>(snapshots[frontier[i + 1].snapshot]->image, frontier[i + 1].pa, depth)
+              : nullptr;
       const auto bounds = range.entries_in_range(t.va, depth);
       walk_stats stats;
       const u64 first = present[worker].size();
