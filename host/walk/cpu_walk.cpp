@@ -117,10 +117,105 @@ void read_entries(const memory_image& image, u64 pa, unsigned depth, unsigned lo
   }
 }
 
-// The table at `pa` whole, or null where no single region backs it.
-template <class Format>
-const std::byte* whole_table(const memory_image& image, u64 pa, unsigned depth) {
-  return image.bytes_at(pa, Format::table_bytes(depth));
+// A table to read: where it lies and which of its entries are in range.
+struct table_to_read {
+  const memory_image* image;
+  u64 pa;
+  unsigned lo, hi;
+};
+
+// Tables read in lockstep: each line of every table of a group before the
+// next line of any. Every table lies on its own page, where the hardware
+// stream prefetcher stops; several pages streamed side by side keep more
+// lines in flight than one after another (scattered 4 KiB pages of a
+// fleet's image, 2 cores: 15 GB/s one at a time, 23 GB/s four at a time).
+constexpr unsigned lockstep_tables = 4;
+
+// Reads tables [0, count) of one depth on `threads` threads. For each table
+// (each worker in increasing order) calls visit(worker, i, read), where
+// read(stats, on_entry) hands each present in-range entry to
+// on_entry(value, index) in index order and counts what it read, as
+// read_entries does. A worker takes a run of consecutive tables at a time
+// and reads whole 4 KiB tables `lockstep_tables` at a time into per-line
+// present-bit masks while it prefetches the next group of its run, then
+// takes their entries from L1; anything else (tables no single region
+// backs, AArch64's larger granules and small top tables) goes through
+// read_entries.
+template <class Format, class TableOf, class Visit>
+void read_tables(std::size_t count, unsigned depth, unsigned threads, TableOf&& table_of, Visit&& visit) {
+  constexpr unsigned group = lockstep_tables;
+  constexpr unsigned max_lines = 64;
+  const u64 table_bytes = Format::table_bytes(depth);
+  const bool lockstep = table_bytes % 64 == 0 && table_bytes / 64 <= max_lines;
+  const unsigned lines = lockstep ? static_cast<unsigned>(table_bytes / 64) : 0;
+  // Each run starts cold and its last prefetches are wasted: runs long
+  // enough for that to be rare (depth-1 reads of 10,000 spaces 8.1 -> 7.1
+  // ms from 16 to 256 tables), short enough that the last ones balance.
+  const std::size_t run = std::clamp<std::size_t>((count / (16 * std::size_t{threads}) + group - 1) / group * group,
+                                                  4 * group, 256);
+  auto whole_of = [&](const table_to_read& t) {
+    return t.image != nullptr && t.lo <= t.hi ? t.image->bytes_at(t.pa, table_bytes) : nullptr;
+  };
+  parallel_for_chunks((count + run - 1) / run, 1, threads, [&](unsigned worker, std::size_t r) {
+    const std::size_t end = std::min(count, (r + 1) * run);
+    table_to_read tables[group] = {}, next_tables[group] = {};
+    const std::byte *whole[group] = {}, *next[group] = {};
+    auto take_group = [&](std::size_t first) {
+      for (unsigned k = 0; k < group; ++k) {
+        next_tables[k] = first + k < end ? table_of(first + k) : table_to_read{};
+        next[k] = whole_of(next_tables[k]);
+      }
+    };
+    take_group(r * run);
+    for (std::size_t first = r * run; first < end; first += group) {
+      std::copy(std::begin(next_tables), std::end(next_tables), tables);
+      std::copy(std::begin(next), std::end(next), whole);
+      take_group(first + group);
+      const unsigned size = static_cast<unsigned>(std::min<std::size_t>(group, end - first));
+      bool all_whole = lockstep;
+      for (unsigned k = 0; k < size; ++k) all_whole &= whole[k] != nullptr;
+      if (!all_whole) {
+        for (unsigned k = 0; k < size; ++k) {
+          const table_to_read& t = tables[k];
+          const std::byte* after = k + 1 < size ? whole[k + 1] : next[0];
+          visit(worker, first + k, [&](walk_stats& stats, auto&& on_entry) {
+            read_entries<Format>(*t.image, t.pa, depth, t.lo, t.hi, stats, after, on_entry);
+          });
+        }
+        continue;
+      }
+      // Eight present bits per line (one per entry) for each table.
+      u8 present[group][max_lines];
+      for (unsigned line = 0; line < lines; ++line) {
+        for (unsigned k = 0; k < group; ++k)
+          if (next[k] != nullptr) __builtin_prefetch(next[k] + 64 * u64{line});
+        for (unsigned k = 0; k < size; ++k) {
+          u64 words[8];
+          std::memcpy(words, whole[k] + 64 * u64{line}, 64);
+          unsigned bits = 0;
+          for (unsigned e = 0; e < 8; ++e) bits |= static_cast<unsigned>(words[e] & Format::bit_present) << e;
+          present[k][line] = static_cast<u8>(bits);
+        }
+      }
+      for (unsigned k = 0; k < size; ++k) {
+        const table_to_read& t = tables[k];
+        visit(worker, first + k, [&](walk_stats& stats, auto&& on_entry) {
+          stats.entries_read += t.hi - t.lo + 1;
+          for (unsigned line = t.lo / 8; line <= t.hi / 8; ++line) {
+            unsigned bits = present[k][line];
+            if (line == t.lo / 8) bits &= 0xffu << (t.lo % 8);
+            if (line == t.hi / 8) bits &= 0xffu >> (7 - t.hi % 8);
+            for (; bits != 0; bits &= bits - 1) {
+              const unsigned index = 8 * line + static_cast<unsigned>(__builtin_ctz(bits));
+              u64 value;
+              std::memcpy(&value, whole[k] + 8 * u64{index}, 8);
+              on_entry(value, index);
+            }
+          }
+        });
+      }
+    }
+  });
 }
 
 using snapshot_list = std::span<const loaded_snapshot* const>;
@@ -233,23 +328,22 @@ class batch_owners {
       u64 entries_read, dangling_reads;
     };
     std::vector<table_read> reads(frontier.size());
-    parallel_for_chunks(frontier.size(), 16, threads, [&](unsigned worker, std::size_t i) {
+    auto table_of = [&](std::size_t i) {
       const owned_table& t = frontier[i];
-      const std::byte* next =
-          i + 1 < frontier.size()
-              ? whole_table<Format>(snapshots[frontier[i + 1].snapshot]->image, frontier[i + 1].pa, depth)
-              : nullptr;
       const auto bounds = range.entries_in_range(t.va, depth);
+      return table_to_read{&snapshots[t.snapshot]->image, t.pa, bounds.lo, bounds.hi};
+    };
+    read_tables<Format>(frontier.size(), depth, threads, table_of, [&](unsigned worker, std::size_t i, auto&& read) {
+      const owned_table& t = frontier[i];
       walk_stats stats;
       const u64 first = present[worker].size();
-      read_entries<Format>(snapshots[t.snapshot]->image, t.pa, depth, bounds.lo, bounds.hi, stats, next,
-                           [&](u64 value, unsigned index) {
-                             present[worker].push_back({value, index, 0});
-                             if (Format::classify(value, depth) != entry_kind::table) return;
-                             const u64 va = t.va + (u64{index} << Format::entry_shift(depth));
-                             visits[worker].push_back({key_of::pack(t.snapshot, Format::table_address(value)),
-                                                       rank::pack(t.space, va), present[worker].size() - 1});
-                           });
+      read(stats, [&](u64 value, unsigned index) {
+        present[worker].push_back({value, index, 0});
+        if (Format::classify(value, depth) != entry_kind::table) return;
+        const u64 va = t.va + (u64{index} << Format::entry_shift(depth));
+        visits[worker].push_back({key_of::pack(t.snapshot, Format::table_address(value)), rank::pack(t.space, va),
+                                  present[worker].size() - 1});
+      });
       reads[i] = {worker, first, present[worker].size() - first, stats.entries_read, stats.dangling_reads};
     });
     u64 count = 0;
@@ -273,14 +367,25 @@ class batch_owners {
                   reads[i].dangling_reads};
     std::vector<owned_table> next;
     if (Format::is_last_depth(depth + 1)) return next;  // leaf tables are expanded later
+    // The visits that hold their table's minimum are the next frontier:
+    // each worker picks its own (a lookup per visit, so in parallel), then
+    // they are listed worker by worker.
+    std::vector<std::vector<u64>> owner_visits(threads);  // per worker: indices into its visits
+    parallel_for(threads, threads, [&](std::size_t w) {
+      for (u64 k = 0; k < visits[w].size(); ++k)
+        if (table.ranks[kept[w][visits[w][k].entry].slot] == visits[w][k].rank) owner_visits[w].push_back(k);
+    });
+    std::vector<u64> base(threads + 1, 0);
+    for (unsigned w = 0; w < threads; ++w) base[w + 1] = base[w] + owner_visits[w].size();
+    next.resize(base[threads]);
     table.read.resize(capacity);
-    for (unsigned w = 0; w < threads; ++w)
-      for (const visit& v : visits[w]) {
-        const u64 slot = kept[w][v.entry].slot;
-        if (table.ranks[slot] != v.rank) continue;
-        table.read[slot] = next.size();
-        next.push_back({key_of::snapshot(v.key), rank::space(v.rank), key_of::table_pa(v.key), rank::va(v.rank)});
+    parallel_for(threads, threads, [&](std::size_t w) {
+      for (u64 j = 0; j < owner_visits[w].size(); ++j) {
+        const visit& v = visits[w][owner_visits[w][j]];
+        table.read[kept[w][v.entry].slot] = base[w] + j;
+        next[base[w] + j] = {key_of::snapshot(v.key), rank::space(v.rank), key_of::table_pa(v.key), rank::va(v.rank)};
       }
+    });
     return next;
   }
 
@@ -464,28 +569,27 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
   std::vector<leaf_table_output> leaves(task_base[n]);
   std::vector<leaf_buffer> buffers(threads);
   constexpr unsigned leaf_depth = Format::levels - 1;
-  // Chunks of 64 tables: few enough hand-outs, small enough to balance.
-  std::vector<std::size_t> snapshot_of_worker(threads, 0);
-  parallel_for_chunks(task_base[n], 64, threads, [&](unsigned worker, u64 t) {
-    std::size_t& b = snapshot_of_worker[worker];
-    while (t >= task_base[b + 1]) ++b;  // each worker's tasks come in increasing order
+  auto snapshot_of_task = [&](u64 t) {
+    return static_cast<std::size_t>(std::upper_bound(task_base.begin(), task_base.end(), t) - task_base.begin() - 1);
+  };
+  auto table_of = [&](u64 t) {
+    const std::size_t b = snapshot_of_task(t);
     const leaf_table_task& task = upper[b].tasks[t - task_base[b]];
-    const std::byte* next =
-        t + 1 < task_base[b + 1]
-            ? whole_table<Format>(snapshots[b]->image, upper[b].tasks[t + 1 - task_base[b]].pa, leaf_depth)
-            : nullptr;
+    const auto bounds = range.entries_in_range(task.va, leaf_depth);
+    return table_to_read{&snapshots[b]->image, task.pa, bounds.lo, bounds.hi};
+  };
+  read_tables<Format>(task_base[n], leaf_depth, threads, table_of, [&](unsigned worker, u64 t, auto&& read) {
+    const std::size_t b = snapshot_of_task(t);
+    const leaf_table_task& task = upper[b].tasks[t - task_base[b]];
     leaf_buffer& buffer = buffers[worker];
     walk_stats stats;
     space_aware_mapping* out = buffer.room(Format::entries(leaf_depth));
     std::size_t count = 0;
-    const auto bounds = range.entries_in_range(task.va, leaf_depth);
-    read_entries<Format>(snapshots[b]->image, task.pa, leaf_depth, bounds.lo, bounds.hi, stats, next,
-                         [&](u64 value, unsigned index) {
-                           if (Format::classify(value, leaf_depth) != entry_kind::leaf) return;  // AArch64 01
-                           out[count++] = make_leaf_record<Format>(
-                               value, leaf_depth, task.va + (u64{index} << Format::entry_shift(leaf_depth)),
-                               task.perms);
-                         });
+    read(stats, [&](u64 value, unsigned index) {
+      if (Format::classify(value, leaf_depth) != entry_kind::leaf) return;  // AArch64 01
+      out[count++] = make_leaf_record<Format>(value, leaf_depth,
+                                              task.va + (u64{index} << Format::entry_shift(leaf_depth)), task.perms);
+    });
     buffer.commit(count);
     leaves[t] = {out, count, stats.entries_read, stats.dangling_reads};
   });
