@@ -220,6 +220,13 @@ void read_tables(std::size_t count, unsigned depth, unsigned threads, TableOf&& 
 
 using snapshot_list = std::span<const loaded_snapshot* const>;
 
+// Calls fn(first, last) for equal slices of [0, count), in parallel.
+template <class Fn>
+void for_slices(u64 count, unsigned threads, Fn&& fn) {
+  const u64 slices = 8 * u64{threads}, size = (count + slices - 1) / slices;
+  parallel_for(slices, threads, [&](std::size_t k) { fn(std::min(count, k * size), std::min(count, (k + 1) * size)); });
+}
+
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -310,8 +317,8 @@ class batch_owners {
     u64 entry;  // its present_entry in the worker's list
   };
   struct owner_table {
-    std::vector<u64> keys, ranks;
-    std::vector<u64> read;  // per slot of an owned upper table: its index in the next level's read_
+    bulk_vector<u64> keys, ranks;
+    bulk_vector<u64> read;  // per slot of an owned upper table (only those are read): its index in the next level's read_
     u64 mask = 0;
     [[nodiscard]] kernels::owner_table_ref ref() const {
       return {const_cast<u64*>(keys.data()), const_cast<u64*>(ranks.data()), mask};
@@ -351,9 +358,13 @@ class batch_owners {
     owner_table& table = tables_.emplace_back();
     const u64 capacity = std::bit_ceil(std::max<u64>(2 * count, 64));
     if (capacity > u64{1} << 32) throw std::length_error("cpu walk: too many table visits at one level for 32-bit slots");
-    table.keys.assign(capacity, key_of::empty);
-    table.ranks.assign(capacity, ~u64{0});
+    table.keys.resize(capacity);  // filled in parallel: tens of MB on a big fleet
+    table.ranks.resize(capacity);
     table.mask = capacity - 1;
+    for_slices(capacity, threads, [&](u64 first, u64 last) {
+      std::fill(table.keys.begin() + first, table.keys.begin() + last, key_of::empty);
+      std::fill(table.ranks.begin() + first, table.ranks.begin() + last, ~u64{0});
+    });
     const kernels::owner_table_ref ref = table.ref();
     parallel_for(threads, threads, [&](std::size_t w) {
       for (const visit& v : visits[w]) present[w][v.entry].slot = static_cast<u32>(ref.insert_min(v.key, v.rank));
