@@ -318,7 +318,9 @@ class batch_owners {
   };
   struct owner_table {
     bulk_vector<u64> keys, ranks;
-    bulk_vector<u64> read;  // per slot of an owned upper table (only those are read): its index in the next level's read_
+    // Per slot of an owned upper table (no other slot is read): its index in
+    // the next level's read_.
+    bulk_vector<u64> read;
     u64 mask = 0;
     [[nodiscard]] kernels::owner_table_ref ref() const {
       return {const_cast<u64*>(keys.data()), const_cast<u64*>(ranks.data()), mask};
