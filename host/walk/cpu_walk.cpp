@@ -600,8 +600,8 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
     std::size_t count = 0;
     read(stats, [&](u64 value, unsigned index) {
       if (Format::classify(value, leaf_depth) != entry_kind::leaf) return;  // AArch64 01
-      out[count++] = make_leaf_record<Format>(value, leaf_depth,
-                                              task.va + (u64{index} << Format::entry_shift(leaf_depth)), task.perms);
+      write_leaf_record<Format>(out[count++], value, leaf_depth,
+                                task.va + (u64{index} << Format::entry_shift(leaf_depth)), task.perms);
     });
     buffer.commit(count);
     leaves[t] = {out, count, stats.entries_read, stats.dangling_reads};

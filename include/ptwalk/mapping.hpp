@@ -65,17 +65,29 @@ struct space_aware_mapping {
 static_assert(sizeof(space_aware_mapping) == 32);
 
 // Builders shared by every backend so records are bit-identical.
+//
+// A leaf record written field by field where it goes: the cpu walker's leaf
+// pass writes hundreds of thousands, and one built in a local and then
+// copied was stored in bytes and reloaded in 16-byte halves, which stalls
+// store-to-load forwarding on every record.
 template <class Format>
-PTWALK_HD constexpr space_aware_mapping make_leaf_record(u64 entry, unsigned depth, u64 va,
-                                                         u8 path_perms) {
-  space_aware_mapping r{};
+PTWALK_HD constexpr void write_leaf_record(space_aware_mapping& r, u64 entry, unsigned depth, u64 va,
+                                           u8 path_perms) {
   r.kind = record_kind::this_space;
   r.depth = static_cast<u8>(depth);
   r.perms = Format::leaf_perms(path_perms, entry);
   r.size_log2 = static_cast<u8>(Format::entry_shift(depth));
+  r.owner = 0;
   r.va = Format::canonical(va);
   r.pa = Format::leaf_address(entry, depth);
   r.flags = Format::leaf_flags(entry, depth);
+}
+
+template <class Format>
+PTWALK_HD constexpr space_aware_mapping make_leaf_record(u64 entry, unsigned depth, u64 va,
+                                                         u8 path_perms) {
+  space_aware_mapping r{};
+  write_leaf_record<Format>(r, entry, depth, va, path_perms);
   return r;
 }
 
