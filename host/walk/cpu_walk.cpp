@@ -139,7 +139,7 @@ constexpr unsigned lockstep_tables = 8;
 // read_entries does. A worker takes a run of consecutive tables at a time
 // and reads whole 4 KiB tables `lockstep_tables` at a time into per-line
 // present-bit masks while it prefetches the next group of its run, then
-// takes their entries from L1; anything else (tables no single region
+// takes their entries from cache; anything else (tables no single region
 // backs, AArch64's larger granules and small top tables) goes through
 // read_entries.
 template <class Format, class TableOf, class Visit>
@@ -296,6 +296,13 @@ class batch_owners {
   // The owner rank of the table at `slot` (present_entry::slot) of
   // depth's owner table, depth >= 1.
   [[nodiscard]] u64 owner(unsigned depth, u64 slot) const { return tables_[depth - 1].ranks[slot]; }
+  // Asks for what owner() and table() will read at `slot`: both lie at a
+  // random place in a table far larger than the cache.
+  void prefetch(unsigned depth, u64 slot) const {
+    const owner_table& t = tables_[depth - 1];
+    __builtin_prefetch(t.ranks.data() + slot);
+    if (!t.read.empty()) __builtin_prefetch(t.read.data() + slot);
+  }
   // What the owner pass read of the root table of snapshot b's
   // `visit`-th root visit (a walked one).
   [[nodiscard]] read_table root_table(u32 b, std::size_t visit) const { return read_[0][root_read_[b][visit]]; }
@@ -443,6 +450,10 @@ class upper_walker {
   void table(u32 space, const read_table& read, unsigned depth, u64 block_va, u8 perms) {
     out_.stats.entries_read += read.entries_read;
     out_.stats.dangling_reads += read.dangling_reads;
+    // Every child's owner is a miss: asked for together, they overlap
+    // instead of coming one per child, each after the subtree before it.
+    for (const auto& entry : read.present)
+      if (Format::classify(entry.value, depth) == entry_kind::table) owners_.prefetch(depth + 1, entry.slot);
     for (const auto& [value, index, slot] : read.present) {
       const u64 va = block_va + (u64{index} << Format::entry_shift(depth));
       // A valid entry can still be invalid for its level (an AArch64 block
