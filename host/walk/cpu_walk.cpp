@@ -65,6 +65,21 @@ struct upper_walk {
   walk_stats stats;
 };
 
+// Bit k set where entry k of a 64-byte line of entries is present.
+template <class Format>
+unsigned present_bits(const u64 (&line)[8]) {
+  unsigned bits = 0;
+  for (unsigned k = 0; k < 8; ++k) bits |= static_cast<unsigned>(line[k] & Format::bit_present) << k;
+  return bits;
+}
+
+// The bits of line `line` (entries 8 line .. 8 line + 7) that lie in [lo, hi].
+inline unsigned bits_in_range(unsigned bits, unsigned line, unsigned lo, unsigned hi) {
+  if (line == lo / 8) bits &= 0xffu << (lo % 8);
+  if (line == hi / 8) bits &= 0xffu >> (7 - hi % 8);
+  return bits;
+}
+
 // Reads the in-range entries [lo, hi] of one table straight from the image
 // and hands each present one to `on_entry(value, index)`. Unbacked entries
 // read as 0 and are counted (SPEC §1). `next_table` (the whole next table
@@ -94,10 +109,7 @@ void read_entries(const memory_image& image, u64 pa, unsigned depth, unsigned lo
       u64 line[8] = {};
       // An AArch64 top table can be smaller than one line.
       std::memcpy(line, whole + 64 * u64{group}, std::min<u64>(64, table_bytes));
-      unsigned present = 0;
-      for (unsigned k = 0; k < 8; ++k) present |= static_cast<unsigned>(line[k] & Format::bit_present) << k;
-      if (group == lo / 8) present &= 0xffu << (lo % 8);
-      if (group == hi / 8) present &= 0xffu >> (7 - hi % 8);
+      unsigned present = bits_in_range(present_bits<Format>(line), group, lo, hi);
       for (; present != 0; present &= present - 1) {
         const unsigned k = static_cast<unsigned>(__builtin_ctz(present));
         on_entry(line[k], 8 * group + k);
@@ -193,9 +205,7 @@ void read_tables(std::size_t count, unsigned depth, unsigned threads, TableOf&& 
         for (unsigned k = 0; k < size; ++k) {
           u64 words[8];
           std::memcpy(words, whole[k] + 64 * u64{line}, 64);
-          unsigned bits = 0;
-          for (unsigned e = 0; e < 8; ++e) bits |= static_cast<unsigned>(words[e] & Format::bit_present) << e;
-          present[k][line] = static_cast<u8>(bits);
+          present[k][line] = static_cast<u8>(present_bits<Format>(words));
         }
       }
       for (unsigned k = 0; k < size; ++k) {
@@ -203,10 +213,7 @@ void read_tables(std::size_t count, unsigned depth, unsigned threads, TableOf&& 
         visit(worker, first + k, [&](walk_stats& stats, auto&& on_entry) {
           stats.entries_read += t.hi - t.lo + 1;
           for (unsigned line = t.lo / 8; line <= t.hi / 8; ++line) {
-            unsigned bits = present[k][line];
-            if (line == t.lo / 8) bits &= 0xffu << (t.lo % 8);
-            if (line == t.hi / 8) bits &= 0xffu >> (7 - t.hi % 8);
-            for (; bits != 0; bits &= bits - 1) {
+            for (unsigned bits = bits_in_range(present[k][line], line, t.lo, t.hi); bits != 0; bits &= bits - 1) {
               const unsigned index = 8 * line + static_cast<unsigned>(__builtin_ctz(bits));
               u64 value;
               std::memcpy(&value, whole[k] + 8 * u64{index}, 8);
