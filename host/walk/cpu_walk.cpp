@@ -246,13 +246,18 @@ constexpr u32 slice_spaces = 16;
 constexpr u64 default_splice_items = u64{1} << 14;
 
 // The present entries of one upper table, as the owner pass read them,
-// so the emitting pass does not read the table again; an entry that points
-// to a table also keeps that table's slot in the next level's owner table,
-// so the emitting pass does not look it up again either.
+// so the emitting pass does not read the table again. An entry that points
+// to a table also keeps what the owner pass learnt of that table: its
+// owner's rank and, where this visit is the owner and the table is not a
+// leaf table, where the owner pass kept the table's own entries. The
+// emitting pass then follows its spaces without a lookup in the owner
+// tables, each a miss at a random place (two thirds of its time when it
+// looked them up, 40,000 spaces).
 struct present_entry {
   u64 value;
-  u32 index;
-  u32 slot;  // table entries only
+  u64 owner;   // table entries: the child's owner rank
+  u32 index;   // in its table
+  u32 next;    // owned upper child: its index among the next depth's read tables
 };
 struct read_table {
   std::span<const present_entry> present;
@@ -300,23 +305,11 @@ class batch_owners {
     const auto& first = space_visits_[b];
     return std::span(root_visits_[b]).subspan(first[space], first[space + 1] - first[space]);
   }
-  // The owner rank of the table at `slot` (present_entry::slot) of
-  // depth's owner table, depth >= 1.
-  [[nodiscard]] u64 owner(unsigned depth, u64 slot) const { return tables_[depth - 1].ranks[slot]; }
-  // Asks for what owner() and table() will read at `slot`: both lie at a
-  // random place in a table far larger than the cache.
-  void prefetch(unsigned depth, u64 slot) const {
-    const owner_table& t = tables_[depth - 1];
-    __builtin_prefetch(t.ranks.data() + slot);
-    if (!t.read.empty()) __builtin_prefetch(t.read.data() + slot);
-  }
   // What the owner pass read of the root table of snapshot b's
   // `visit`-th root visit (a walked one).
   [[nodiscard]] read_table root_table(u32 b, std::size_t visit) const { return read_[0][root_read_[b][visit]]; }
-  // ... and of an owned upper table below the roots.
-  [[nodiscard]] read_table table(unsigned depth, u64 slot) const {
-    return read_[depth][tables_[depth - 1].read[slot]];
-  }
+  // ... and of an owned upper table below the roots, by present_entry::next.
+  [[nodiscard]] read_table table(unsigned depth, u32 next) const { return read_[depth][next]; }
   // Present entries kept for the emitting pass, all levels.
   [[nodiscard]] u64 kept_entries() const { return kept_count_; }
   // Where snapshot b's root visits of `space` start among all its root visits.
@@ -330,17 +323,12 @@ class batch_owners {
   struct visit {
     u64 key, rank;
     u64 entry;  // its present_entry in the worker's list
+    u64 slot;   // in the owner table, once inserted
   };
-  struct owner_table {
-    bulk_vector<u64> keys, ranks;
-    // Per slot of an owned upper table (no other slot is read): its index in
-    // the next level's read_.
-    bulk_vector<u64> read;
-    u64 mask = 0;
-    [[nodiscard]] kernels::owner_table_ref ref() const {
-      return {const_cast<u64*>(keys.data()), const_cast<u64*>(ranks.data()), mask};
-    }
-  };
+
+  // Owner-table lookups are misses at random places in a table far larger
+  // than the cache; loops over many asks this many visits ahead.
+  static constexpr std::size_t lookahead = 16;
 
   std::vector<owned_table> claim_children(snapshot_list snapshots, linear_va_range<Format> range, unsigned threads,
                                           unsigned depth, const std::vector<owned_table>& frontier) {
@@ -362,29 +350,58 @@ class batch_owners {
       walk_stats stats;
       const u64 first = present[worker].size();
       read(stats, [&](u64 value, unsigned index) {
-        present[worker].push_back({value, index, 0});
+        present[worker].push_back({value, 0, index, 0});
         if (Format::classify(value, depth) != entry_kind::table) return;
         const u64 va = t.va + (u64{index} << Format::entry_shift(depth));
         visits[worker].push_back({key_of::pack(t.snapshot, Format::table_address(value)), rank::pack(t.space, va),
-                                  present[worker].size() - 1});
+                                  present[worker].size() - 1, 0});
       });
       reads[i] = {worker, first, present[worker].size() - first, stats.entries_read, stats.dangling_reads};
     });
     u64 count = 0;
     for (const auto& v : visits) count += v.size();
-    owner_table& table = tables_.emplace_back();
     const u64 capacity = std::bit_ceil(std::max<u64>(2 * count, 64));
-    if (capacity > u64{1} << 32) throw std::length_error("cpu walk: too many table visits at one level for 32-bit slots");
-    table.keys.resize(capacity);  // filled in parallel: tens of MB on a big fleet
-    table.ranks.resize(capacity);
-    table.mask = capacity - 1;
-    for_slices(capacity, threads, [&](u64 first, u64 last) {
-      std::fill(table.keys.begin() + first, table.keys.begin() + last, key_of::empty);
-      std::fill(table.ranks.begin() + first, table.ranks.begin() + last, ~u64{0});
+    if (capacity > u64{1} << 32) throw std::length_error("cpu walk: too many table visits at one level for 32-bit table indices");
+    bulk_vector<u64> keys(capacity), ranks(capacity);
+    for_slices(capacity, threads, [&](u64 first, u64 last) {  // in parallel: tens of MB on a big fleet
+      std::fill(keys.begin() + first, keys.begin() + last, key_of::empty);
+      std::fill(ranks.begin() + first, ranks.begin() + last, ~u64{0});
     });
-    const kernels::owner_table_ref ref = table.ref();
+    const kernels::owner_table_ref table{keys.data(), ranks.data(), capacity - 1};
     parallel_for(threads, threads, [&](std::size_t w) {
-      for (const visit& v : visits[w]) present[w][v.entry].slot = static_cast<u32>(ref.insert_min(v.key, v.rank));
+      auto& mine = visits[w];
+      for (std::size_t k = 0; k < mine.size(); ++k) {
+        if (k + lookahead < mine.size()) {
+          const u64 ahead = kernels::hash_u64(mine[k + lookahead].key) & table.mask;
+          __builtin_prefetch(keys.data() + ahead, 1);
+          __builtin_prefetch(ranks.data() + ahead, 1);
+        }
+        mine[k].slot = table.insert_min(mine[k].key, mine[k].rank);
+      }
+    });
+    // Every visit learns its table's owner; the owner visits of upper
+    // tables are the next frontier: each worker picks its own, then they
+    // are listed worker by worker.
+    const bool leaf_tables = Format::is_last_depth(depth + 1);  // expanded later, not read here
+    std::vector<std::vector<u64>> owner_visits(threads);  // per worker: indices into its visits
+    parallel_for(threads, threads, [&](std::size_t w) {
+      const auto& mine = visits[w];
+      for (std::size_t k = 0; k < mine.size(); ++k) {
+        if (k + lookahead < mine.size()) __builtin_prefetch(ranks.data() + mine[k + lookahead].slot);
+        const u64 owner = ranks[mine[k].slot];
+        present[w][mine[k].entry].owner = owner;
+        if (owner == mine[k].rank && !leaf_tables) owner_visits[w].push_back(k);
+      }
+    });
+    std::vector<u64> base(threads + 1, 0);
+    for (unsigned w = 0; w < threads; ++w) base[w + 1] = base[w] + owner_visits[w].size();
+    std::vector<owned_table> next(base[threads]);
+    parallel_for(threads, threads, [&](std::size_t w) {
+      for (u64 j = 0; j < owner_visits[w].size(); ++j) {
+        const visit& v = visits[w][owner_visits[w][j]];
+        present[w][v.entry].next = static_cast<u32>(base[w] + j);
+        next[base[w] + j] = {key_of::snapshot(v.key), rank::space(v.rank), key_of::table_pa(v.key), rank::va(v.rank)};
+      }
     });
     // Each worker's kept entries stay where they are: the tables' spans point into them.
     const auto& kept = kept_.emplace_back(std::move(present));
@@ -393,33 +410,11 @@ class batch_owners {
     for (std::size_t i = 0; i < frontier.size(); ++i)
       level[i] = {std::span(kept[reads[i].worker]).subspan(reads[i].first, reads[i].count), reads[i].entries_read,
                   reads[i].dangling_reads};
-    std::vector<owned_table> next;
-    if (Format::is_last_depth(depth + 1)) return next;  // leaf tables are expanded later
-    // The visits that hold their table's minimum are the next frontier:
-    // each worker picks its own (a lookup per visit, so in parallel), then
-    // they are listed worker by worker.
-    std::vector<std::vector<u64>> owner_visits(threads);  // per worker: indices into its visits
-    parallel_for(threads, threads, [&](std::size_t w) {
-      for (u64 k = 0; k < visits[w].size(); ++k)
-        if (table.ranks[kept[w][visits[w][k].entry].slot] == visits[w][k].rank) owner_visits[w].push_back(k);
-    });
-    std::vector<u64> base(threads + 1, 0);
-    for (unsigned w = 0; w < threads; ++w) base[w + 1] = base[w] + owner_visits[w].size();
-    next.resize(base[threads]);
-    table.read.resize(capacity);
-    parallel_for(threads, threads, [&](std::size_t w) {
-      for (u64 j = 0; j < owner_visits[w].size(); ++j) {
-        const visit& v = visits[w][owner_visits[w][j]];
-        table.read[kept[w][v.entry].slot] = base[w] + j;
-        next[base[w] + j] = {key_of::snapshot(v.key), rank::space(v.rank), key_of::table_pa(v.key), rank::va(v.rank)};
-      }
-    });
     return next;
   }
 
   std::vector<std::vector<root_visit<Format>>> root_visits_;  // per snapshot
   std::vector<std::vector<std::size_t>> space_visits_;  // per snapshot: each space's first visit; one more at the end
-  std::vector<owner_table> tables_;  // depth 1 .. levels-1
   std::vector<std::vector<std::size_t>> root_read_;  // per snapshot, per walked root visit: its index in read_[0]
   std::vector<std::vector<read_table>> read_;        // per upper depth, per owned table as the frontier listed it
   std::vector<std::vector<std::vector<present_entry>>> kept_;  // per upper depth, per worker: what read_ points into
@@ -457,17 +452,14 @@ class upper_walker {
   void table(u32 space, const read_table& read, unsigned depth, u64 block_va, u8 perms) {
     out_.stats.entries_read += read.entries_read;
     out_.stats.dangling_reads += read.dangling_reads;
-    // Every child's owner is a miss: asked for together, they overlap
-    // instead of coming one per child, each after the subtree before it.
-    for (const auto& entry : read.present)
-      if (Format::classify(entry.value, depth) == entry_kind::table) owners_.prefetch(depth + 1, entry.slot);
-    for (const auto& [value, index, slot] : read.present) {
-      const u64 va = block_va + (u64{index} << Format::entry_shift(depth));
+    for (const present_entry& entry : read.present) {
+      const u64 value = entry.value;
+      const u64 va = block_va + (u64{entry.index} << Format::entry_shift(depth));
       // A valid entry can still be invalid for its level (an AArch64 block
       // where the granule has none): not_present.
       switch (Format::classify(value, depth)) {
         case entry_kind::table:
-          child(space, Format::table_address(value), slot, depth + 1, va, Format::accumulate_perms(perms, value));
+          child(space, Format::table_address(value), entry, depth + 1, va, Format::accumulate_perms(perms, value));
           break;
         case entry_kind::leaf:
           out_.items.push_back(make_leaf_record<Format>(value, depth, va, perms));
@@ -478,15 +470,15 @@ class upper_walker {
     }
   }
 
-  void child(u32 space, u64 pa, u64 slot, unsigned depth, u64 va, u8 perms) {
+  void child(u32 space, u64 pa, const present_entry& entry, unsigned depth, u64 va, u8 perms) {
     const u64 visit = rank::pack(space, va);
-    const u64 owner = owners_.owner(depth, slot);
+    const u64 owner = entry.owner;
     if (owner != visit) {
       out_.items.push_back(make_alias_record<Format>(depth, rank::space(owner), va, rank::va(owner)));
       return;
     }
     ++out_.stats.tables[depth];
-    if (!Format::is_last_depth(depth)) return table(space, owners_.table(depth, slot), depth, va, perms);
+    if (!Format::is_last_depth(depth)) return table(space, owners_.table(depth, entry.next), depth, va, perms);
     out_.items.push_back(placeholder(out_.tasks.size()));
     out_.tasks.push_back({pa, va, perms});
   }
