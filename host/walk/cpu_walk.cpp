@@ -71,10 +71,25 @@ struct upper_walk {
 
 // Bit k set where entry k of a 64-byte line of entries is present.
 template <class Format>
-unsigned present_bits(const u64 (&line)[8]) {
+unsigned present_bits(const std::byte* line) {
+#if defined(__SSE2__)
+  // Each entry's present bit moved to its sign, then eight signs at once.
+  constexpr int to_sign = 63 - std::countr_zero(Format::bit_present);
   unsigned bits = 0;
-  for (unsigned k = 0; k < 8; ++k) bits |= static_cast<unsigned>(line[k] & Format::bit_present) << k;
+  for (unsigned half = 0; half < 4; ++half) {
+    const __m128i two = _mm_slli_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(line) + half), to_sign);
+    bits |= static_cast<unsigned>(_mm_movemask_pd(_mm_castsi128_pd(two))) << (2 * half);
+  }
   return bits;
+#else
+  unsigned bits = 0;
+  for (unsigned k = 0; k < 8; ++k) {
+    u64 entry;
+    std::memcpy(&entry, line + 8 * k, 8);
+    bits |= static_cast<unsigned>((entry & Format::bit_present) != 0) << k;
+  }
+  return bits;
+#endif
 }
 
 // The bits of line `line` (entries 8 line .. 8 line + 7) that lie in [lo, hi].
@@ -113,7 +128,7 @@ void read_entries(const memory_image& image, u64 pa, unsigned depth, unsigned lo
       u64 line[8] = {};
       // An AArch64 top table can be smaller than one line.
       std::memcpy(line, whole + 64 * u64{group}, std::min<u64>(64, table_bytes));
-      unsigned present = bits_in_range(present_bits<Format>(line), group, lo, hi);
+      unsigned present = bits_in_range(present_bits<Format>(reinterpret_cast<const std::byte*>(line)), group, lo, hi);
       for (; present != 0; present &= present - 1) {
         const unsigned k = static_cast<unsigned>(__builtin_ctz(present));
         on_entry(line[k], 8 * group + k);
@@ -161,7 +176,7 @@ constexpr unsigned lockstep_tables = 8;
 template <class Format, class TableOf, class Visit>
 void read_tables(std::size_t count, unsigned depth, unsigned threads, TableOf&& table_of, Visit&& visit) {
   constexpr unsigned group = lockstep_tables;
-  constexpr unsigned max_lines = 64;
+  constexpr unsigned max_lines = 64, max_words = max_lines / 8;
   const u64 table_bytes = Format::table_bytes(depth);
   const bool lockstep = table_bytes % 64 == 0 && table_bytes / 64 <= max_lines;
   const unsigned lines = lockstep ? static_cast<unsigned>(table_bytes / 64) : 0;
@@ -201,24 +216,25 @@ void read_tables(std::size_t count, unsigned depth, unsigned threads, TableOf&& 
         }
         continue;
       }
-      // Eight present bits per line (one per entry) for each table.
-      u8 present[group][max_lines];
+      // One present bit per entry for each table: entry i is bit i % 64 of
+      // word i / 64, so a table's set entries are found a word at a time.
+      u64 present[group][max_words] = {};
       for (unsigned line = 0; line < lines; ++line) {
         for (unsigned k = 0; k < group; ++k)
           if (next[k] != nullptr) __builtin_prefetch(next[k] + 64 * u64{line});
-        for (unsigned k = 0; k < size; ++k) {
-          u64 words[8];
-          std::memcpy(words, whole[k] + 64 * u64{line}, 64);
-          present[k][line] = static_cast<u8>(present_bits<Format>(words));
-        }
+        for (unsigned k = 0; k < size; ++k)
+          present[k][line / 8] |= u64{present_bits<Format>(whole[k] + 64 * u64{line})} << (8 * (line % 8));
       }
       for (unsigned k = 0; k < size; ++k) {
         const table_to_read& t = tables[k];
         visit(worker, first + k, [&](walk_stats& stats, auto&& on_entry) {
           stats.entries_read += t.hi - t.lo + 1;
-          for (unsigned line = t.lo / 8; line <= t.hi / 8; ++line) {
-            for (unsigned bits = bits_in_range(present[k][line], line, t.lo, t.hi); bits != 0; bits &= bits - 1) {
-              const unsigned index = 8 * line + static_cast<unsigned>(__builtin_ctz(bits));
+          for (unsigned word = t.lo / 64; word <= t.hi / 64; ++word) {
+            u64 bits = present[k][word];
+            if (word == t.lo / 64) bits &= ~u64{0} << (t.lo % 64);
+            if (word == t.hi / 64) bits &= ~u64{0} >> (63 - t.hi % 64);
+            for (; bits != 0; bits &= bits - 1) {
+              const unsigned index = 64 * word + static_cast<unsigned>(std::countr_zero(bits));
               u64 value;
               std::memcpy(&value, whole[k] + 8 * u64{index}, 8);
               on_entry(value, index);
