@@ -284,6 +284,40 @@ struct read_table {
   u64 entries_read, dangling_reads;
 };
 
+// What one thread makes of the tables it reads (kept entries, visits,
+// leaves), in fixed blocks that never move: a growing vector would copy
+// everything again on each reallocation, and readers keep spans into it.
+// On its own cache line: headers of different threads side by side would
+// bounce it on every write.
+template <class T>
+class alignas(64) block_list {
+ public:
+  static constexpr std::size_t block_elements = (std::size_t{2} << 20) / sizeof(T);
+  static_assert(block_elements >= 8192, "a block holds a whole table's worth (64 KiB granule)");
+
+  // Room for up to `count` elements in a row (one table's worth at most);
+  // commit() says how many were written.
+  T* room(std::size_t count) {
+    if (blocks_.empty() || used_.back() + count > block_elements) {
+      blocks_.emplace_back(block_elements);  // not zero-filled
+      used_.push_back(0);
+    }
+    return blocks_.back().data() + used_.back();
+  }
+  void commit(std::size_t count) { used_.back() += count; }
+
+  [[nodiscard]] u64 size() const { return std::accumulate(used_.begin(), used_.end(), u64{0}); }
+  // Calls fn(span) for each block's elements, in the order they were written.
+  template <class Fn>
+  void for_each_block(Fn&& fn) {
+    for (std::size_t b = 0; b < blocks_.size(); ++b) fn(std::span<T>(blocks_[b].data(), used_[b]));
+  }
+
+ private:
+  std::vector<bulk_vector<T>> blocks_;
+  std::vector<std::size_t> used_;  // per block
+};
+
 // Owners of every table below the roots, for a whole batch at once, level
 // by level as in the GPU walk (kernels/walk_steps.hpp): the owned tables of
 // depth d are read in parallel, their child visits inserted into depth
@@ -342,8 +376,8 @@ class batch_owners {
   };
   struct visit {
     u64 key, rank;
-    u64 entry;  // its present_entry in the worker's list
-    u64 slot;   // in the owner table, once inserted
+    present_entry* entry;  // the entry that makes this visit
+    u64 slot;              // in the owner table, once inserted
   };
 
   // Owner-table lookups are misses at random places in a table far larger
@@ -352,14 +386,10 @@ class batch_owners {
 
   std::vector<owned_table> claim_children(snapshot_list snapshots, linear_va_range<Format> range, unsigned threads,
                                           unsigned depth, const std::vector<owned_table>& frontier) {
-    std::vector<std::vector<visit>> visits(threads);
-    std::vector<std::vector<present_entry>> present(threads);
-    struct table_read {
-      unsigned worker;
-      u64 first, count;
-      u64 entries_read, dangling_reads;
-    };
-    std::vector<table_read> reads(frontier.size());
+    std::vector<block_list<visit>> visits(threads);
+    // Each worker's kept entries stay where they are: the tables' spans point into them.
+    std::vector<block_list<present_entry>>& present = kept_.emplace_back(threads);
+    std::vector<read_table>& level = read_.emplace_back(frontier.size());
     auto table_of = [&](std::size_t i) {
       const owned_table& t = frontier[i];
       const auto bounds = range.entries_in_range(t.va, depth);
@@ -368,15 +398,19 @@ class batch_owners {
     read_tables<Format>(frontier.size(), depth, threads, table_of, [&](unsigned worker, std::size_t i, auto&& read) {
       const owned_table& t = frontier[i];
       walk_stats stats;
-      const u64 first = present[worker].size();
+      present_entry* const kept = present[worker].room(Format::entries(depth));
+      visit* const children = visits[worker].room(Format::entries(depth));
+      u32 entries = 0, tables = 0;
       read(stats, [&](u64 value, unsigned index) {
-        present[worker].push_back({value, 0, index, 0});
+        present_entry& entry = kept[entries++];
+        entry = {value, 0, index, 0};
         if (Format::classify(value, depth) != entry_kind::table) return;
         const u64 va = t.va + (u64{index} << Format::entry_shift(depth));
-        visits[worker].push_back({key_of::pack(t.snapshot, Format::table_address(value)), rank::pack(t.space, va),
-                                  present[worker].size() - 1, 0});
+        children[tables++] = {key_of::pack(t.snapshot, Format::table_address(value)), rank::pack(t.space, va), &entry, 0};
       });
-      reads[i] = {worker, first, present[worker].size() - first, stats.entries_read, stats.dangling_reads};
+      present[worker].commit(entries);
+      visits[worker].commit(tables);
+      level[i] = {std::span<const present_entry>(kept, entries), stats.entries_read, stats.dangling_reads};
     });
     u64 count = 0;
     for (const auto& v : visits) count += v.size();
@@ -389,47 +423,43 @@ class batch_owners {
     });
     const kernels::owner_table_ref table{keys.data(), ranks.data(), capacity - 1};
     parallel_for(threads, threads, [&](std::size_t w) {
-      auto& mine = visits[w];
-      for (std::size_t k = 0; k < mine.size(); ++k) {
-        if (k + lookahead < mine.size()) {
-          const u64 ahead = kernels::hash_u64(mine[k + lookahead].key) & table.mask;
-          __builtin_prefetch(keys.data() + ahead, 1);
-          __builtin_prefetch(ranks.data() + ahead, 1);
+      visits[w].for_each_block([&](std::span<visit> mine) {
+        for (std::size_t k = 0; k < mine.size(); ++k) {
+          if (k + lookahead < mine.size()) {
+            const u64 ahead = kernels::hash_u64(mine[k + lookahead].key) & table.mask;
+            __builtin_prefetch(keys.data() + ahead, 1);
+            __builtin_prefetch(ranks.data() + ahead, 1);
+          }
+          mine[k].slot = table.insert_min(mine[k].key, mine[k].rank);
         }
-        mine[k].slot = table.insert_min(mine[k].key, mine[k].rank);
-      }
+      });
     });
     // Every visit learns its table's owner; the owner visits of upper
     // tables are the next frontier: each worker picks its own, then they
     // are listed worker by worker.
     const bool leaf_tables = Format::is_last_depth(depth + 1);  // expanded later, not read here
-    std::vector<std::vector<u64>> owner_visits(threads);  // per worker: indices into its visits
+    std::vector<std::vector<const visit*>> owner_visits(threads);  // per worker
     parallel_for(threads, threads, [&](std::size_t w) {
-      const auto& mine = visits[w];
-      for (std::size_t k = 0; k < mine.size(); ++k) {
-        if (k + lookahead < mine.size()) __builtin_prefetch(ranks.data() + mine[k + lookahead].slot);
-        const u64 owner = ranks[mine[k].slot];
-        present[w][mine[k].entry].owner = owner;
-        if (owner == mine[k].rank && !leaf_tables) owner_visits[w].push_back(k);
-      }
+      visits[w].for_each_block([&](std::span<visit> mine) {
+        for (std::size_t k = 0; k < mine.size(); ++k) {
+          if (k + lookahead < mine.size()) __builtin_prefetch(ranks.data() + mine[k + lookahead].slot);
+          const u64 owner = ranks[mine[k].slot];
+          mine[k].entry->owner = owner;
+          if (owner == mine[k].rank && !leaf_tables) owner_visits[w].push_back(&mine[k]);
+        }
+      });
     });
     std::vector<u64> base(threads + 1, 0);
     for (unsigned w = 0; w < threads; ++w) base[w + 1] = base[w] + owner_visits[w].size();
     std::vector<owned_table> next(base[threads]);
     parallel_for(threads, threads, [&](std::size_t w) {
       for (u64 j = 0; j < owner_visits[w].size(); ++j) {
-        const visit& v = visits[w][owner_visits[w][j]];
-        present[w][v.entry].next = static_cast<u32>(base[w] + j);
+        const visit& v = *owner_visits[w][j];
+        v.entry->next = static_cast<u32>(base[w] + j);
         next[base[w] + j] = {key_of::snapshot(v.key), rank::space(v.rank), key_of::table_pa(v.key), rank::va(v.rank)};
       }
     });
-    // Each worker's kept entries stay where they are: the tables' spans point into them.
-    const auto& kept = kept_.emplace_back(std::move(present));
-    for (const auto& entries : kept) kept_count_ += entries.size();
-    auto& level = read_.emplace_back(frontier.size());
-    for (std::size_t i = 0; i < frontier.size(); ++i)
-      level[i] = {std::span(kept[reads[i].worker]).subspan(reads[i].first, reads[i].count), reads[i].entries_read,
-                  reads[i].dangling_reads};
+    for (const auto& entries : present) kept_count_ += entries.size();
     return next;
   }
 
@@ -437,7 +467,7 @@ class batch_owners {
   std::vector<std::vector<std::size_t>> space_visits_;  // per snapshot: each space's first visit; one more at the end
   std::vector<std::vector<std::size_t>> root_read_;  // per snapshot, per walked root visit: its index in read_[0]
   std::vector<std::vector<read_table>> read_;        // per upper depth, per owned table as the frontier listed it
-  std::vector<std::vector<std::vector<present_entry>>> kept_;  // per upper depth, per worker: what read_ points into
+  std::vector<std::vector<block_list<present_entry>>> kept_;  // per upper depth, per worker: what read_ points into
   u64 kept_count_ = 0;
 };
 
@@ -578,29 +608,6 @@ inline void finish_streaming() {
 #endif
 }
 
-// One thread's leaves, in fixed blocks that never move (a growing vector
-// would copy every leaf again on each reallocation), on its own cache line
-// (headers of different threads side by side would bounce it on every write).
-class alignas(64) leaf_buffer {
- public:
-  static constexpr std::size_t block_records = std::size_t{1} << 16;  // 2 MiB
-
-  // Room for one table's leaves (at most 8192, a 64 KiB granule's table);
-  // commit() says how many were written.
-  space_aware_mapping* room(std::size_t entries) {
-    if (blocks_.empty() || used_ + entries > block_records) {
-      blocks_.emplace_back(block_records);  // not zero-filled
-      used_ = 0;
-    }
-    return blocks_.back().data() + used_;
-  }
-  void commit(std::size_t count) { used_ += count; }
-
- private:
-  std::vector<bulk_vector<space_aware_mapping>> blocks_;
-  std::size_t used_ = 0;
-};
-
 template <class Format>
 std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<Format> range, unsigned threads,
                                        u64 splice_items, walk_profile* profile) {
@@ -653,7 +660,7 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
   std::vector<u64> task_base(n + 1, 0);
   for (std::size_t b = 0; b < n; ++b) task_base[b + 1] = task_base[b] + upper[b].tasks.size();
   std::vector<leaf_table_output> leaves(task_base[n]);
-  std::vector<leaf_buffer> buffers(threads);
+  std::vector<block_list<space_aware_mapping>> buffers(threads);
   constexpr unsigned leaf_depth = Format::levels - 1;
   auto snapshot_of_task = [&](u64 t) {
     return static_cast<std::size_t>(std::upper_bound(task_base.begin(), task_base.end(), t) - task_base.begin() - 1);
@@ -667,7 +674,7 @@ std::vector<snapshot_walk> walk_format(snapshot_list snapshots, linear_va_range<
   read_tables<Format>(task_base[n], leaf_depth, threads, table_of, [&](unsigned worker, u64 t, auto&& read) {
     const std::size_t b = snapshot_of_task(t);
     const leaf_table_task& task = upper[b].tasks[t - task_base[b]];
-    leaf_buffer& buffer = buffers[worker];
+    block_list<space_aware_mapping>& buffer = buffers[worker];
     walk_stats stats;
     space_aware_mapping* out = buffer.room(Format::entries(leaf_depth));
     std::size_t count = 0;
