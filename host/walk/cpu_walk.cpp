@@ -168,8 +168,8 @@ constexpr unsigned lockstep_tables = 8;
 // read(stats, on_entry) hands each present in-range entry to
 // on_entry(value, index) in index order and counts what it read, as
 // read_entries does. A worker takes a run of consecutive tables at a time
-// and reads whole 4 KiB tables `lockstep_tables` at a time into per-line
-// present-bit masks while it prefetches the next group of its run, then
+// and reads whole 4 KiB tables `lockstep_tables` at a time into present
+// bits, one word per 64 entries, while it prefetches the next group of its run, then
 // takes their entries from cache; anything else (tables no single region
 // backs, AArch64's larger granules and small top tables) goes through
 // read_entries.
@@ -406,7 +406,8 @@ class batch_owners {
         entry = {value, 0, index, 0};
         if (Format::classify(value, depth) != entry_kind::table) return;
         const u64 va = t.va + (u64{index} << Format::entry_shift(depth));
-        children[tables++] = {key_of::pack(t.snapshot, Format::table_address(value)), rank::pack(t.space, va), &entry, 0};
+        children[tables++] = {key_of::pack(t.snapshot, Format::table_address(value)), rank::pack(t.space, va),
+                              &entry, 0};
       });
       present[worker].commit(entries);
       visits[worker].commit(tables);
@@ -415,7 +416,8 @@ class batch_owners {
     u64 count = 0;
     for (const auto& v : visits) count += v.size();
     const u64 capacity = std::bit_ceil(std::max<u64>(2 * count, 64));
-    if (capacity > u64{1} << 32) throw std::length_error("cpu walk: too many table visits at one level for 32-bit table indices");
+    if (capacity > u64{1} << 32)
+      throw std::length_error("cpu walk: too many table visits at one level for 32-bit table indices");
     bulk_vector<u64> keys(capacity), ranks(capacity);
     for_slices(capacity, threads, [&](u64 first, u64 last) {  // in parallel: tens of MB on a big fleet
       std::fill(keys.begin() + first, keys.begin() + last, key_of::empty);

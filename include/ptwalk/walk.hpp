@@ -73,7 +73,8 @@ template <class Format>
   // Each table's first visit, found by open addressing (slot: visit index +
   // 1, 0 when empty) and kept at most half full: a node map took 4.6 ms for
   // 40,000 roots, as long as reading their tables.
-  const unsigned slot_bits = static_cast<unsigned>(std::bit_width(std::max<std::size_t>(2 * halves * roots.size(), 16) - 1));
+  const auto slot_bits =
+      static_cast<unsigned>(std::bit_width(std::max<std::size_t>(2 * halves * roots.size(), 16) - 1));
   std::vector<u32> first(std::size_t{1} << slot_bits, 0);
   auto slot_of = [&](u64 table) {
     // Fibonacci hashing: the product's top bits depend on every address bit.
