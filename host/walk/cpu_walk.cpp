@@ -64,7 +64,7 @@ constexpr bool is_placeholder(const space_aware_mapping& r) { return r.is_leaf()
 // The records of one snapshot's upper levels and the tasks it left.
 struct upper_walk {
   bulk_vector<space_aware_mapping> items;  // records and placeholders, per space in VA order
-  bulk_vector<u64> space_first;            // index of each space's first item; one more at the end of a snapshot's
+  bulk_vector<u64> space_first;            // each space's first item; joined per snapshot, one more at the end
   bulk_vector<leaf_table_task> tasks;
   walk_stats stats;
 };
