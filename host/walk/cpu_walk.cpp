@@ -92,10 +92,13 @@ unsigned present_bits(const std::byte* line) {
 #endif
 }
 
-// The bits of line `line` (entries 8 line .. 8 line + 7) that lie in [lo, hi].
-inline unsigned bits_in_range(unsigned bits, unsigned line, unsigned lo, unsigned hi) {
-  if (line == lo / 8) bits &= 0xffu << (lo % 8);
-  if (line == hi / 8) bits &= 0xffu >> (7 - hi % 8);
+// Of `bits` (bit i for entry Width chunk + i of a chunk of Width entries:
+// a line's 8 or a present word's 64), those whose entries lie in [lo, hi].
+template <unsigned Width>
+u64 bits_in_range(u64 bits, unsigned chunk, unsigned lo, unsigned hi) {
+  constexpr u64 all = ~u64{0} >> (64 - Width);
+  if (chunk == lo / Width) bits &= all << (lo % Width);
+  if (chunk == hi / Width) bits &= all >> (Width - 1 - hi % Width);
   return bits;
 }
 
@@ -128,7 +131,8 @@ void read_entries(const memory_image& image, u64 pa, unsigned depth, unsigned lo
       u64 line[8] = {};
       // An AArch64 top table can be smaller than one line.
       std::memcpy(line, whole + 64 * u64{group}, std::min<u64>(64, table_bytes));
-      unsigned present = bits_in_range(present_bits<Format>(reinterpret_cast<const std::byte*>(line)), group, lo, hi);
+      auto present = static_cast<unsigned>(
+          bits_in_range<8>(present_bits<Format>(reinterpret_cast<const std::byte*>(line)), group, lo, hi));
       for (; present != 0; present &= present - 1) {
         const unsigned k = static_cast<unsigned>(__builtin_ctz(present));
         on_entry(line[k], 8 * group + k);
@@ -230,10 +234,7 @@ void read_tables(std::size_t count, unsigned depth, unsigned threads, TableOf&& 
         visit(worker, first + k, [&](walk_stats& stats, auto&& on_entry) {
           stats.entries_read += t.hi - t.lo + 1;
           for (unsigned word = t.lo / 64; word <= t.hi / 64; ++word) {
-            u64 bits = present[k][word];
-            if (word == t.lo / 64) bits &= ~u64{0} << (t.lo % 64);
-            if (word == t.hi / 64) bits &= ~u64{0} >> (63 - t.hi % 64);
-            for (; bits != 0; bits &= bits - 1) {
+            for (u64 bits = bits_in_range<64>(present[k][word], word, t.lo, t.hi); bits != 0; bits &= bits - 1) {
               const unsigned index = 64 * word + static_cast<unsigned>(std::countr_zero(bits));
               u64 value;
               std::memcpy(&value, whole[k] + 8 * u64{index}, 8);
