@@ -38,10 +38,12 @@ class cached_allocator {
     const std::lock_guard lock(mutex_);
     const std::size_t size = static_cast<std::size_t>(bytes);
     budget_.take(size);
-    if (auto it = free_.lower_bound(size); it != free_.end() && it->first <= 2 * size) {
+    // A cached block up to twice the size, if the budget also covers its slack
+    // (else a fresh block of the exact size, which the budget allows).
+    if (auto it = free_.lower_bound(size);
+        it != free_.end() && it->first <= 2 * size && it->first - size <= budget_.limit - budget_.in_use) {
       char* p = it->second;
-      budget_.give(size);
-      budget_.take(it->first);
+      budget_.take(it->first - size);
       cached_bytes_ -= it->first;
       in_use_.emplace(p, it->first);
       free_.erase(it);

@@ -21,6 +21,7 @@
 #include <thrust/system_error.h>
 
 #include <algorithm>
+#include <deque>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -127,7 +128,9 @@ struct pool_allocator : thrust::device_malloc_allocator<T> {
 
   // Growing a vector leaves the new elements uninitialised: every step
   // writes what it later reads, and a fill would cost a pass over device
-  // memory (Thrust skips it when the allocator constructs).
+  // memory. Thrust still launches this no-op over the new elements (one
+  // launch and a sync per resize, no memory traffic); CCCL 3.0 has no
+  // uninitialised growth.
   __host__ __device__ void construct(T*) {}
 
   pointer allocate(size_type n) {
@@ -180,8 +183,11 @@ class cuda_system {
     return {static_cast<u64>(kept[0]), static_cast<u64>(kept[1])};
   }
 
+  // Waits until the buffer's last upload and last download_chunks copy are
+  // done (a download can still be in flight when its consumer threw).
   u64* staging(unsigned which, std::size_t words) {
     cuda_check(cudaEventSynchronize(context_.staged[which].get()), "cudaEventSynchronize(staging)");
+    cuda_check(cudaEventSynchronize(context_.fetched[which].get()), "cudaEventSynchronize(staging)");
     return context_.staging[which].reserve(words);
   }
   void upload_staging(unsigned which, u64* d_target, std::size_t words) {
@@ -273,7 +279,7 @@ class cuda_system {
  private:
   cuda_context& context_;
   std::lock_guard<std::mutex> lock_;
-  std::vector<cuda_event_pair> timings_[kernels::detail::device_phases];
+  std::deque<cuda_event_pair> timings_[kernels::detail::device_phases];  // deque: a nested timed() keeps its pair
   std::size_t used_[kernels::detail::device_phases] = {};
 };
 

@@ -12,7 +12,8 @@
 //                                         // select_first keeps to first_out, of the rest those
 //                                         // select_second keeps to second_out; returns both counts
 //   staging(which, words);                // host buffer a gather fills (pinned on CUDA); waits
-//                                         // until the buffer's last upload_staging has finished
+//                                         // until the buffer's last upload_staging (and on CUDA its
+//                                         // last download_chunks copy) has finished
 //   upload_staging(which, d_dst, words);  // staging buffer → device, asynchronous
 //   upload(h_src, d_dst, n);              // host→device; h_src may be reused on return
 //   download(d_src, h_dst, n);            // device→host, blocking

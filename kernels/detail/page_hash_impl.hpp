@@ -49,9 +49,9 @@ class page_hasher {
     sys_.staging(0, words);
     if (chunks > 1) sys_.staging(1, words);
 
-    // Gather chunk k+1 while chunk k is uploaded and hashed. Reusing a
-    // staging buffer is safe: chunk k's download blocks until its upload
-    // is done, before the gather of chunk k+2 starts.
+    // Gather chunk k+1 while chunk k is uploaded and hashed. A gather
+    // refills its staging buffer only after that buffer's last upload is
+    // done (staging() waits for it).
     std::future<void> pending;
     gather(0, 0, words);
     for (std::size_t k = 0; k < chunks; ++k) {
@@ -59,7 +59,7 @@ class page_hasher {
       if (k + 1 < chunks)
         pending = std::async(std::launch::async, [this, k, words] { gather(k + 1, unsigned((k + 1) % 2), words); });
       try {
-        hash_chunk(k, sys_.staging(unsigned(k % 2), words), out);
+        hash_chunk(k, unsigned(k % 2), out);
       } catch (const std::exception& e) {
         if (pending.valid()) pending.wait();
         throw std::runtime_error(std::string(System::name) + " page hash: chunk " + std::to_string(k) + " of " +
@@ -85,10 +85,10 @@ class page_hasher {
     for (std::int64_t i = 0; i < n; ++i) std::memcpy(target + i * hashed_page_bytes, source[i], hashed_page_bytes);
   }
 
-  void hash_chunk(std::size_t k, const u64* staging, std::vector<page_sha256>& out) {
+  void hash_chunk(std::size_t k, unsigned buffer, std::vector<page_sha256>& out) {
     const std::size_t n = count(k);
     size_step(sys_, n * hashed_page_words);  // every word of every page is read
-    sys_.upload(staging, raw(d_pages_), n * hashed_page_words);
+    sys_.upload_staging(buffer, raw(d_pages_), n * hashed_page_words);
     thrust::transform(sys_.policy(), thrust::counting_iterator<u64>(0), thrust::counting_iterator<u64>(n),
                       d_digests_.begin(), hash_chunk_page{raw(d_pages_)});
     sys_.download(raw(d_digests_), out.data() + first(k), n);

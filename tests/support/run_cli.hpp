@@ -2,7 +2,9 @@
 //
 // CLI tests check what a user sees: the exit status, stdout, and the
 // one-line error on stderr. The binary's path comes from the build
-// (PTWALK_BINARY); its output is captured in the test's temp_dir.
+// (PTWALK_BINARY), or from the environment variable of that name when the
+// tests run from a carried copy of the build (bench/gpu-check.sh on a GPU
+// machine); its output is captured in the test's temp_dir.
 #pragma once
 
 #include <sys/wait.h>
@@ -24,7 +26,8 @@ struct run_result {
 
 // Runs `ptwalk ARGS` (each argument single-quoted) in the current directory.
 inline run_result run_ptwalk(const temp_dir& dir, const std::vector<std::string>& args) {
-  std::string command = PTWALK_BINARY;
+  const char* carried = std::getenv("PTWALK_BINARY");
+  std::string command = carried && *carried ? carried : PTWALK_BINARY;
   for (const auto& a : args) command += " '" + a + "'";
   const auto out = dir / "stdout.txt", err = dir / "stderr.txt";
   command += fmt::format(" >'{}' 2>'{}'", out.string(), err.string());
