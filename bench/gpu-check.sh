@@ -100,15 +100,24 @@ base=$RESULTS_DIR/$stamp-${slug:-no-gpu}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# Runs "$@" with at most $1 seconds, its output to stdout; prints nothing else.
-# Status: the command's, 124 when it ran out of time.
+# Runs "$@" with at most $1 seconds. Status: the command's, 124 or 137 when it ran out of time.
 limited() { local seconds=$1; shift; timeout -k 10 "$seconds" "$@"; }
-status_of() { [[ $1 == 0 ]] && echo passed || { [[ $1 == 124 || $1 == 137 ]] && echo "TIMED OUT" || echo "FAILED (status $1)"; }; }
+# A step: "$@" with at most $1 seconds, its output into file $2; prints
+# passed, TIMED OUT or FAILED (status N).
+step() {
+  local seconds=$1 out=$2 rc=0
+  shift 2
+  limited "$seconds" "$@" >"$out" 2>&1 || rc=$?
+  case $rc in
+    0) echo passed ;;
+    124 | 137) echo "TIMED OUT" ;;
+    *) echo "FAILED (status $rc)" ;;
+  esac
+}
 
 # 1. GPU tests, plainly.
 log "GPU tests"
-rc=0; limited 150 "$gpu_tests" >"$base-tests.txt" 2>&1 || rc=$?
-tests_status=$(status_of $rc)
+tests_status=$(step 150 "$base-tests.txt" "$gpu_tests")
 tail -8 "$base-tests.txt" >&2
 
 # 2. The fleet benchmark: sizes sweep, then a fleet streamed in batches.
@@ -117,16 +126,12 @@ log "fleet benchmark: $SHAPE at $SIZES spaces"
 plot_args=()
 command -v gnuplot >/dev/null 2>&1 && plot_args=(--plot "$base.png")
 # Compaction is CPU work, measured on the CPU machines; here it would only spend device time.
-rc=0
-limited 300 "$ptwalk" bench --gen "$SHAPE" --sizes "$SIZES" --backends reference,cpu,cuda --repeat "$REPEAT" \
-  --no-compaction --json "$base.json" "${plot_args[@]}" >"$work/bench.txt" 2>&1 || rc=$?
-bench_status=$(status_of $rc)
+bench_status=$(step 300 "$work/bench.txt" "$ptwalk" bench --gen "$SHAPE" --sizes "$SIZES" \
+  --backends reference,cpu,cuda --repeat "$REPEAT" --no-compaction --json "$base.json" "${plot_args[@]}")
 cat "$work/bench.txt" >&2
 log "streaming: $STREAM_SHAPE in batches of at most 2000 spaces"
-rc=0
-limited 90 "$ptwalk" bench --gen "$STREAM_SHAPE" --backends cpu,cuda --repeat "$REPEAT" --max-batch-spaces 2000 \
-  --no-compaction --json "$base-streamed.json" >"$work/stream.txt" 2>&1 || rc=$?
-stream_status=$(status_of $rc)
+stream_status=$(step 90 "$work/stream.txt" "$ptwalk" bench --gen "$STREAM_SHAPE" --backends cpu,cuda \
+  --repeat "$REPEAT" --max-batch-spaces 2000 --no-compaction --json "$base-streamed.json")
 cat "$work/stream.txt" >&2
 
 # 3. Root discovery's page scan, cpu against cuda, on one image: each run's
@@ -164,13 +169,11 @@ if [[ -n $sanitizer ]] && ((left < 60)); then
   sanitizer_status="not run ($left s of the budget left)"
 elif [[ -n $sanitizer ]]; then
   log "GPU tests under compute-sanitizer memcheck ($left s left)"
-  rc=0
-  limited "$left" "$sanitizer" --tool memcheck --error-exitcode 3 --print-limit 50 \
-    "$gpu_tests" --gtest_brief=1 >"$base-memcheck.txt" 2>&1 || rc=$?
-  case $rc in
-    0) sanitizer_status=clean ;;
-    3) sanitizer_status="FAILED (memcheck found errors)" ;;
-    *) sanitizer_status=$(status_of $rc) ;;
+  sanitizer_status=$(step "$left" "$base-memcheck.txt" "$sanitizer" --tool memcheck --error-exitcode 3 \
+    --print-limit 50 "$gpu_tests" --gtest_brief=1)
+  case $sanitizer_status in
+    passed) sanitizer_status=clean ;;
+    "FAILED (status 3)") sanitizer_status="FAILED (memcheck found errors)" ;;
   esac
   tail -5 "$base-memcheck.txt" >&2
 fi
