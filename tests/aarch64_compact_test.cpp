@@ -17,6 +17,7 @@
 #include "ptwalk/map.hpp"
 #include "ptwalk/walk.hpp"
 #include "support/compact_fixtures.hpp"
+#include "support/sparse_tables.hpp"
 #include "walk/batch_walk.hpp"
 
 namespace ptwalk {
@@ -239,6 +240,52 @@ TYPED_TEST(aarch64_compact_test, cow_writable_sets_ap2_software_value_and_ng) {
     }
   }
   EXPECT_GE(made_cow, 16u);
+}
+
+// 16k-48 top tables are 16 bytes (SPEC §2.1: a TTBR is aligned down to the
+// top table's size), so two spaces' tables can share one line: TTBRs 0x104f
+// and 0x1058 name 0x1040 and 0x1050. Both are rebuilt as their own tables,
+// the low TTBR bits outside the address survive, and the result verifies.
+TEST(aarch64_compact, side_by_side_16k_48_top_tables) {
+  using F = aarch64_16k_48;
+  constexpr u64 table = 0x3, page = 0x3 | ap_el0 | af;
+  testing::sparse_tables t;
+  t.set(0x1040, 0, 0x4000 | table);
+  t.set(0x1050, 0, 0x8000 | table);
+  t.set(0x1050, 1, 0x4000 | table);
+  t.set(0x4000, 0, 0xc000 | table);
+  t.set(0xc000, 0, 0x1'0000 | table);
+  t.set(0x1'0000, 5, 0x2'0000 | page);
+  t.set(0x8000, 1, 0xc000 | table);
+  for (u64 pa = 0x2'0000; pa < 0x2'4000; pa += 0x1000) t.back(pa);  // the 16 KiB data page
+  loaded_snapshot input;
+  input.spec.id = "sixteen";
+  input.spec.format = paging_format::aarch64_16k_48;
+  input.spec.roots = {0x104f, 0x1058};
+  input.image = t.image();
+  const snapshot_walk walk = reference_walk(input);
+  ASSERT_EQ(walk.roots, (std::vector<u64>{0x1040, 0x1050}));
+  ASSERT_EQ(walk.records_of(0).size(), 1u);
+  ASSERT_EQ(walk.records_of(1).size(), 2u);  // an alias at depth 2, then one at depth 1
+
+  const compacted_snapshot c = compact_snapshot(input, walk, {});
+  const loaded_snapshot out = load_written(c, write_to_memory(c));
+  const verification v = verify_snapshot(input, out);
+  EXPECT_TRUE(v.ok()) << format_verification(v);
+  ASSERT_EQ(out.roots().size(), 2u);
+  EXPECT_NE(root_table_address<F>(out.roots()[0]), root_table_address<F>(out.roots()[1]));
+  EXPECT_EQ(out.roots()[0] & 0xf, 0xfu);  // CnP and the bits below the 16-byte alignment kept
+  EXPECT_EQ(out.roots()[1] & 0xf, 0x8u);
+  const snapshot_walk after = reference_walk(out);
+  for (std::size_t space = 0; space < 2; ++space) {
+    const auto before = walk.records_of(space), now = after.records_of(space);
+    ASSERT_EQ(now.size(), before.size()) << space;
+    for (std::size_t i = 0; i < now.size(); ++i) {
+      EXPECT_EQ(now[i].va, before[i].va);
+      EXPECT_EQ(now[i].kind, before[i].kind);
+      EXPECT_EQ(now[i].depth, before[i].depth);
+    }
+  }
 }
 
 TYPED_TEST(aarch64_compact_test, verify_catches_a_changed_upper_half_entry) {

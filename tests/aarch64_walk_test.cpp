@@ -111,27 +111,31 @@ TEST(aarch64_walk, va_range_skips_a_missed_half) {
   EXPECT_EQ(lower_only.stats.tables[0], 2u);
 }
 
-// 16k-48: a two-entry top table at a 64-byte-aligned address inside a page,
-// and the upper root beside it reaching the same level-1 table.
+// 16k-48: two-entry top tables (16 bytes, BADDR bits 47:4) side by side in
+// one line, and the upper root beside them reaching the same level-1 table.
 TEST(aarch64_walk, small_top_tables_and_a_table_shared_across_halves) {
   using F = aarch64_16k_48;
   testing::sparse_tables t;
   t.set(0x1040, 1, 0x4000 | 0x3);
+  t.set(0x1050, 1, 0xc000 | 0x3);  // the next 16 bytes: another space's table
   t.set(0x1080, 0, 0x4000 | 0x3);
   t.set(0x4000, 0, 0x8000 | 0x3);
   t.set(0x8000, 3, 0x1'0000'0000 | 0x1 | bit(6) | bit(10));  // 32 MiB block, EL0 RW
-  t.set(0x1040, 0, 0xdead'0001);                              // 01 at level 0: invalid
+  t.set(0xc000, 0, 0x8000 | 0x3);
+  t.set(0x1040, 0, 0xdead'0001);  // 01 at level 0: invalid
   const memory_image image = t.image();
-  const std::vector<u64> roots{0x1050}, upper{0x1080};  // aligned down to 64 bytes
+  const std::vector<u64> roots{0x104f, 0x1058}, upper{0x1080, 0x1080};  // aligned down to 16 bytes
   const auto w = walk_va_spaces<F>(image_table_view(image), roots, upper);
-  EXPECT_EQ(w.roots, (std::vector<u64>{0x1040}));
+  EXPECT_EQ(w.roots, (std::vector<u64>{0x1040, 0x1050}));
   const u64 block_va = bit(47) + 3 * bit(25);
   EXPECT_EQ(records(w, 0),
             (std::vector{leaf<F>(2, block_va, 0x1'0000'0000, perm_writable | perm_user | perm_executable,
                                  0x1 | bit(6) | bit(10)),
                          alias(1, 0, 0xffff'0000'0000'0000ull, bit(47))}));
+  EXPECT_EQ(records(w, 1), (std::vector{alias(2, 0, bit(47), bit(47)),
+                                        alias(0, 0, 0xffff'0000'0000'0000ull, 0xffff'0000'0000'0000ull)}));
   EXPECT_EQ(w.stats.leaves_32m, 1u);
-  EXPECT_EQ(w.stats.tables[0], 2u);
+  EXPECT_EQ(w.stats.tables[0], 3u);
 }
 
 TEST(aarch64_walk, every_backend_gives_the_reference_bytes) {

@@ -254,7 +254,7 @@ TEST(backends, generated_arm64_fleets_of_every_format) {
 // Hand-built AArch64 edge cases on 4k-48 and 16k-48: a TTBR1 shared by every
 // space (one owner, depth-0 aliases), a TTBR0 that is another space's TTBR1
 // (a root shared across halves), a level-1 table reached from both halves,
-// two-entry 16k-48 top tables at 64-byte-aligned addresses inside one page,
+// two-entry 16k-48 top tables side by side (16-byte aligned) in one line,
 // TTBR ASID/CnP bits, and ranges that miss a half.
 TEST(backends, hand_built_arm64_roots_across_halves) {
   constexpr u64 table = 0x3, page = 0x3 | (u64{1} << 6) | (u64{1} << 10);
@@ -282,8 +282,11 @@ TEST(backends, hand_built_arm64_roots_across_halves) {
   small_tops.set(0x8000, 2047, 0xc000 | table);
   small_tops.set(0xc000, 7, 0x2'0000'0000 | page);
   small_tops.set(0x1040, 0, 0xdead'0001);  // a block at level 0: invalid
-  loaded_snapshot arm16k = hand_built(small_tops, {0x1050, 0x10c0, 0x1080}, paging_format::aarch64_16k_48);
-  arm16k.spec.upper_roots = {0x1080, 0x1040, 0x10c1};
+  small_tops.set(0x1050, 0, 0xc000 | table);
+  small_tops.set(0x1050, 1, 0x4000 | table);
+  loaded_snapshot arm16k =
+      hand_built(small_tops, {0x104f, 0x10c0, 0x1080, 0x1058}, paging_format::aarch64_16k_48);
+  arm16k.spec.upper_roots = {0x1080, 0x1040, 0x10c1, 0x1050};
 
   std::vector<loaded_snapshot> fleet;
   fleet.push_back(std::move(arm4k));

@@ -254,11 +254,10 @@ struct aarch64_paging : paging_common<aarch64_paging<GranuleShift, VaBits>> {
     if (type_11) return entry_kind::table;
     return can_be_large_leaf(depth) ? entry_kind::leaf : entry_kind::not_present;
   }
-  // A top table is aligned to its size, and to at least 64 bytes (docs/AARCH64.md).
-  PTWALK_HD static constexpr u64 root_alignment() { return table_bytes(0) > 64 ? table_bytes(0) : 64; }
-  // A TTBR value: ASID (63:48) and CnP (bit 0) cleared, aligned down to the table.
+  // A TTBR value (SPEC §2.1): ASID (63:48) and CnP (bit 0) cleared, aligned
+  // down to the top table's size (16 bytes for 16k-48: BADDR is bits 47:4).
   PTWALK_HD static constexpr u64 root_table_address(u64 ttbr) {
-    return ttbr & ((u64{1} << 48) - 1) & ~(root_alignment() - 1);
+    return ttbr & ((u64{1} << 48) - 1) & ~(table_bytes(0) - 1);
   }
 
   // Not writable by its own bits: AP[2] set and DBM clear.

@@ -43,8 +43,8 @@ PTWALK_HD constexpr u64 root_span() {
   return u64{Format::entries(0)} << Format::entry_shift(0);
 }
 
-// Key of a table visit: tables are at least 64-byte aligned (a small AArch64
-// top table) and depth < 8, so the depth fits below the address.
+// Key of a table visit: tables are at least 16-byte aligned (a 16k-48 top
+// table) and depth < 8, so the depth fits below the address.
 PTWALK_HD constexpr u64 table_key(u64 table_pa, unsigned depth) { return table_pa | depth; }
 
 // One visit of a root table in a snapshot's walk, in the reference's order
