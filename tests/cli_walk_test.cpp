@@ -254,6 +254,15 @@ TEST_F(cli_walk, failed_run_keeps_an_existing_output) {
   EXPECT_EQ(testing::read_text(dir_ / "out.jsonl"), "previous\n");
 }
 
+// A device that takes no bytes: the one-line error alone, no walk summary
+// claiming records that never arrived.
+TEST_F(cli_walk, full_device_gets_one_line_and_no_summary) {
+  dir_.write("fleet.jsonl", raw_line("vm", R"("0x1000")"));
+  const auto r = run_ptwalk(dir_, {"walk", path("fleet.jsonl"), "--out", "/dev/full"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.err, "ptwalk: /dev/full: write failed: No space left on device\n");
+}
+
 TEST_F(cli_walk, info_on_manifest_and_elf) {
   dir_.write("fleet.jsonl", R"({"id":"vm","format":"x86_64","memory":{"raw":"img.raw","base":"0x1000"},)"
                             R"("roots":["0x1000","0x7000"],"labels":["init","pti-user"]})" "\n");

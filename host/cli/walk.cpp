@@ -142,16 +142,17 @@ std::vector<loaded_snapshot> load_fleet(const walk_options& o) {
   throw input_error(fmt::format("{}: no snapshot with id \"{}\"", o.manifest, o.snapshot));
 }
 
-// The walk of `fleet`, its records as JSON Lines on `out`, and the summary on stderr.
-void walk_and_write(const walk_options& o, const std::vector<loaded_snapshot>& fleet, va_range range,
-                    std::ostream& out) {
+// The walk of `fleet`, its records as JSON Lines on `out`; returns the
+// summary, which the caller prints once the output is safely written.
+std::string walk_and_write(const walk_options& o, const std::vector<loaded_snapshot>& fleet, va_range range,
+                           std::ostream& out) {
   unsigned levels = 0;
   for (const auto& s : fleet) levels = std::max(levels, format_levels(s.format()));
   const auto start = std::chrono::steady_clock::now();
   const auto walks = walk_snapshots(fleet, *parse_backend(o.backend), range);
   const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
   write_walk_jsonl(out, walks);
-  fmt::print(stderr, "{}", format_walk_summary(walks, levels, o.backend, elapsed.count()));
+  return format_walk_summary(walks, levels, o.backend, elapsed.count());
 }
 
 // What a shard's record says changes the bytes of a walk.
@@ -163,18 +164,20 @@ void run_walk(const walk_options& o) {
   if (!o.raw.empty() && o.roots.empty())
     throw input_error("walk: --raw needs --roots (a raw file has no CPU state to find them from; see ptwalk roots)");
   const va_range range = o.va_range_text.empty() ? va_range{} : parse_va_range(o.va_range_text);
+  std::string summary;
   if (o.manifest.empty() || !o.snapshot.empty()) {
     if (!o.shard.empty() && o.shard != "none") throw input_error("walk: --shard needs a MANIFEST and no --snapshot");
     const auto fleet = load_fleet(o);
-    write_output(o.out, [&](std::ostream& out) { walk_and_write(o, fleet, range, out); });
-    return;
+    write_output(o.out, [&](std::ostream& out) { summary = walk_and_write(o, fleet, range, out); });
+  } else {
+    const std::vector<snapshot_spec> specs = read_manifest(o.manifest);
+    const sharding shard = resolve_shard("walk", o.shard, o.manifest, specs);
+    const std::size_t first = shard.first(), end = shard.end(specs.size());
+    write_share("walk", shard, walk_part_options(range), o.out, [&](std::ostream& out) {
+      summary = walk_and_write(o, load_specs(std::span(specs).subspan(first, end - first), o.manifest), range, out);
+    });
   }
-  const std::vector<snapshot_spec> specs = read_manifest(o.manifest);
-  const sharding shard = resolve_shard("walk", o.shard, o.manifest, specs);
-  const std::size_t first = shard.first(), end = shard.end(specs.size());
-  write_share("walk", shard, walk_part_options(range), o.out, [&](std::ostream& out) {
-    walk_and_write(o, load_specs(std::span(specs).subspan(first, end - first), o.manifest), range, out);
-  });
+  fmt::print(stderr, "{}", summary);
 }
 
 void setup_walk(CLI::App& app) {
