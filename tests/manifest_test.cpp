@@ -8,6 +8,7 @@
 
 #include "input/json_path.hpp"
 #include "input/manifest.hpp"
+#include "walk/batch_walk.hpp"
 #include "support/error_of.hpp"
 #include "support/temp_dir.hpp"
 
@@ -264,6 +265,14 @@ TEST(manifest_load, a_root_must_start_inside_a_region) {
   const auto loaded = load_snapshot(cut, {});
   EXPECT_EQ(loaded.image.bytes_at(0x2000, 0x800) != nullptr, true);
   EXPECT_EQ(loaded.image.bytes_at(0x2800, 8), nullptr);
+  // A region that ends inside the root's first entry: the root starts in
+  // it, so it is walked; every entry, the cut first one too, reads as 0
+  // and is counted dangling.
+  dir.write("b.raw", pattern_bytes(0x1004, 0));
+  snapshot_spec first_cut{"first-cut", paging_format::x86_64, raw_source{(dir / "b.raw").string(), 0}, {0x1000}, {}, {}, {}};
+  const auto walk = reference_walk(load_snapshot(first_cut, {}));
+  EXPECT_EQ(walk.stats.dangling_reads, 512u);
+  EXPECT_EQ(walk.stats.entries_read, 512u);
   // Without a manifest the error names the memory file.
   snapshot_spec spec{"one", paging_format::x86_64, raw_source{(dir / "a.raw").string(), 0x100000}, {0x1000}, {}, {}, {}};
   EXPECT_EQ(error_of([&] { (void)load_snapshot(spec, {}); }),
