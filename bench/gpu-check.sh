@@ -12,7 +12,8 @@
 #   bench/gpu-check.sh             on the GPU machine, from the carried
 #       $BUILD_DIR/carry, in this order so that the most telling numbers come
 #       back even when a later step fails or runs out of time:
-#     1. the GPU tests (what `ctest -L gpu` runs), plainly;
+#     1. the GPU tests (what `ctest -L gpu` runs), plainly, and the cuda walk
+#        held to the independent SPEC walker (tests/independent, --quick);
 #     2. the fleet benchmark on generated fleets of 100, 1,000 and 10,000 spaces
 #        (the largest over a million page-table pages), then ten snapshots
 #        streamed through the GPU in small batches; the yardsticks are the
@@ -119,6 +120,12 @@ step() {
 log "GPU tests"
 tests_status=$(step 150 "$base-tests.txt" "$gpu_tests")
 tail -8 "$base-tests.txt" >&2
+log "cuda walk against the independent SPEC walker"
+independent_backends=reference
+grep -q '^GPU: none' <<<"$version" || independent_backends=cuda
+independent_status=$(step 60 "$base-independent.txt" python3 tests/independent/compare.py "$ptwalk" --quick \
+  --backends "$independent_backends")
+tail -1 "$base-independent.txt" >&2
 
 # 2. The fleet benchmark: sizes sweep, then a fleet streamed in batches.
 log "fleet benchmark: $SHAPE at $SIZES spaces"
@@ -180,7 +187,7 @@ fi
 
 # 5. The human-readable record.
 files=("$(basename "$base").json (all sizes, machine, phases)" "$(basename "$base")-streamed.json"
-       "$(basename "$base")-tests.txt")
+       "$(basename "$base")-tests.txt" "$(basename "$base")-independent.txt")
 [[ -f $base-memcheck.txt ]] && files+=("$(basename "$base")-memcheck.txt")
 [[ -f $base.png ]] && files+=("$(basename "$base").png")
 {
@@ -194,6 +201,7 @@ files=("$(basename "$base").json (all sizes, machine, phases)" "$(basename "$bas
   echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown); $SECONDS s"
   echo '```'
   echo
+  echo "- independent SPEC walker (--quick, backend $independent_backends): $independent_status ($(tail -1 "$base-independent.txt"))"
   echo "- GPU tests: $tests_status ($(grep -Eo '\[ +(PASSED|SKIPPED|FAILED) +\] [0-9]+ tests?' "$base-tests.txt" | tr '\n' ' '))"
   echo "- fleet benchmark: $bench_status; streamed: $stream_status"
   echo "- root scan: $scan_status"

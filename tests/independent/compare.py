@@ -2,15 +2,16 @@
 """Checks `ptwalk walk` (backends reference and cpu) byte for byte against
 spec_walker.py, the independent walker written from docs/SPEC.md alone.
 
-    python3 compare.py [PTWALK] [--workdir DIR] [--keep] [--quick] [-v]
+    python3 compare.py [PTWALK] [--backends reference,cpu] [--workdir DIR] [--keep] [--quick] [-v]
 
-PTWALK defaults to $PTWALK_BINARY.  For a temporary directory (or --workdir),
+PTWALK defaults to $PTWALK_BINARY; --backends names the `ptwalk walk`
+backends to hold to it (bench/gpu-check.sh adds cuda).  For a temporary directory (or --workdir),
 it generates fleets with `ptwalk gen` over many shapes and writes the
 hand-made hostile images of craft_hostile.py, then for every manifest and
 every VA range (the whole space; fixed ranges: unaligned, across the x86
 hole, across / between / inside the AArch64 halves; ranges derived from the
 walk that cut large leaves and shared blocks) it compares the output of
-`ptwalk walk --backend reference` and `--backend cpu` with spec_walker's.
+`ptwalk walk --backend B` for each backend B with spec_walker's.
 On a mismatch it prints the manifest, the range, the command and the first
 differing line of each, and exits 1.  Python 3.11 standard library only.
 """
@@ -117,10 +118,13 @@ def main(argv):
     args = list(argv[1:])
     ptwalk = os.environ.get("PTWALK_BINARY")
     workdir, keep, quick, verbose = None, False, False, False
+    backends = ["reference", "cpu"]
     while args:
         a = args.pop(0)
         if a == "--workdir":
             workdir = args.pop(0)
+        elif a == "--backends":
+            backends = args.pop(0).split(",")
         elif a == "--keep":
             keep = True
         elif a == "--quick":
@@ -130,7 +134,7 @@ def main(argv):
         elif not a.startswith("--"):
             ptwalk = a
         else:
-            raise SystemExit("usage: compare.py [PTWALK] [--workdir DIR] [--keep] [--quick] [-v]")
+            raise SystemExit("usage: compare.py [PTWALK] [--backends LIST] [--workdir DIR] [--keep] [--quick] [-v]")
     if not ptwalk:
         raise SystemExit("compare.py: give the ptwalk binary as argument or in PTWALK_BINARY")
     ptwalk = os.path.abspath(ptwalk)
@@ -188,7 +192,7 @@ def main(argv):
             mfail = 0
             for r in ranges:
                 expect = full if r is None else py_walk(m, r)
-                for backend in ("reference", "cpu"):
+                for backend in backends:
                     cmd = [ptwalk, "walk", m, "--backend", backend]
                     if r is not None:
                         cmd += ["--va-range", r]
@@ -208,8 +212,8 @@ def main(argv):
                         failures.append((name, r))
                         mfail += 1
             if verbose or mfail:
-                print("%-28s %s: %d ranges x 2 backends, %d lines in the whole walk"
-                      % (name, "ok" if not mfail else "%d FAILED" % mfail, len(ranges),
+                print("%-28s %s: %d ranges x %d backends, %d lines in the whole walk"
+                      % (name, "ok" if not mfail else "%d FAILED" % mfail, len(ranges), len(backends),
                          full.count("\n")))
         dt = time.time() - t0
         print("independent spec walker: %d manifests, %d comparisons, %d failed (setup %.1f s, total %.1f s)"
