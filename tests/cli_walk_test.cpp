@@ -13,6 +13,7 @@
 #include "support/cpu_notes.hpp"
 #include "support/elf_builder.hpp"
 #include "support/run_cli.hpp"
+#include "support/shell.hpp"
 #include "support/temp_dir.hpp"
 #include "input/table_views.hpp"
 
@@ -261,6 +262,12 @@ TEST_F(cli_walk, full_device_gets_one_line_and_no_summary) {
   const auto r = run_ptwalk(dir_, {"walk", path("fleet.jsonl"), "--out", "/dev/full"});
   EXPECT_EQ(r.status, 1);
   EXPECT_EQ(r.err, "ptwalk: /dev/full: write failed: No space left on device\n");
+  // stdout on that device: the same, named stdout, with its errno.
+  const char* carried = std::getenv("PTWALK_BINARY");
+  const auto piped = testing::shell(fmt::format("{{ {} walk {} >/dev/full; }}", carried && *carried ? carried : PTWALK_BINARY,
+                                                path("fleet.jsonl")));
+  EXPECT_EQ(piped.status, 1);
+  EXPECT_EQ(piped.out, "ptwalk: stdout: write failed: No space left on device\n");
 }
 
 TEST_F(cli_walk, info_on_manifest_and_elf) {

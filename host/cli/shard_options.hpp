@@ -11,7 +11,6 @@
 
 #include <exception>
 #include <functional>
-#include <iostream>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -75,15 +74,11 @@ inline sharding resolve_dump_shard(std::string_view command, const std::string& 
       [&](const shard_plan& plan, std::string_view origin) { return describe_dump_shard(plan, origin, dumps); });
 }
 
-// Writes to `out`, or stdout when empty. The file is created first, so an
-// unwritable destination fails before a long run, and appears only on commit.
+// Writes to `out`, or stdout when empty (as `-`: a failed write names its
+// errno). The file is created first, so an unwritable destination fails
+// before a long run, and appears only on commit.
 inline void write_output(const std::string& out, const std::function<void(std::ostream&)>& write) {
-  if (out.empty()) {
-    write(std::cout);
-    if (!std::cout.flush()) throw input_error("stdout: write failed");
-    return;
-  }
-  atomic_output_file file(out);
+  atomic_output_file file(out.empty() ? "-" : out);
   write(file.stream());
   file.commit();
 }
