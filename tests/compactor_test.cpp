@@ -256,6 +256,53 @@ TEST(compactor_placement, small_frames_fill_the_gaps_around_kept_frames) {
   EXPECT_EQ(out.image.find(0x1000, 1), nullptr);
 }
 
+// A 2 MiB frame the image backs only in part stays at its address under
+// --keep-unbacked, with the bytes the image has; a 4 KiB frame inside it
+// that the image backs whole stays there too (one copy per frame, SPEC §4),
+// not copied into the data region beside it. Without --keep-unbacked the
+// large frame is dropped and the small one copied.
+TEST(compactor_placement, a_backed_frame_inside_a_partly_backed_kept_frame_stays_in_it) {
+  using F = x86_64_4level;
+  page_table_buffer tables(0x100'0000);
+  const u64 root = tables.alloc_table();
+  tables.update_root(root);
+  ASSERT_EQ(map<F>(tables, {0x4000'0000, 0x0, 21, 0x3, {}}), map_status::ok);        // partly backed
+  ASSERT_EQ(map<F>(tables, {0x4020'0000, 0x1000, 12, 0x3, {}}), map_status::ok);     // inside it, backed
+  ASSERT_EQ(map<F>(tables, {0x4020'1000, 0x40'0000, 12, 0x3, {}}), map_status::ok);  // elsewhere, backed
+  loaded_snapshot input;
+  input.spec.id = "partly";
+  input.spec.roots = {root};
+  std::vector<std::byte> low(0x3000), high(kib4);
+  for (std::size_t i = 0; i < low.size(); ++i) low[i] = static_cast<std::byte>(i * 7 + 1);
+  high[5] = std::byte{0x55};
+  input.image.add_owned_region(0x1000, std::move(low));  // 0x1000..0x4000 of the 2 MiB frame at 0
+  input.image.add_owned_region(0x40'0000, std::move(high));
+  std::vector<std::byte> table_bytes(tables.words().size() * 8);
+  std::memcpy(table_bytes.data(), tables.words().data(), table_bytes.size());
+  input.image.add_owned_region(tables.base(), std::move(table_bytes));
+  const snapshot_walk walk = reference_walk(input);
+
+  for (const bool keep_unbacked : {true, false}) {
+    SCOPED_TRACE(keep_unbacked ? "--keep-unbacked" : "default");
+    compaction_policy policy;
+    policy.keep_unbacked = keep_unbacked;
+    const compacted_snapshot c = compact_snapshot(input, walk, policy);
+    const loaded_snapshot out = load_written(c, write_to_memory(c));
+    const verification v = verify_snapshot(input, out);
+    EXPECT_TRUE(v.ok()) << format_verification(v);
+    std::vector<u64> pas;
+    for (const auto& r : reference_walk(out).records) pas.push_back(r.pa);
+    if (keep_unbacked) {
+      EXPECT_EQ(pas, (std::vector<u64>{0x0, 0x1000, mib2}));  // the first free 4 KiB after the kept frame
+      EXPECT_EQ(c.stats.frames_in_place, 2u);
+      EXPECT_EQ(c.stats.data_bytes, 0x3000 + kib4);
+    } else {
+      EXPECT_EQ(pas, (std::vector<u64>{0x0, 0x1000}));  // the 2 MiB leaf dropped, the pages packed from 0
+      EXPECT_EQ(c.stats.frames_copied, 2u);
+    }
+  }
+}
+
 // A backed 1 GiB frame keeps its size and alignment. The frame comes from a
 // sparse file and is checked in the plan (where its copy comes from), so the
 // test never touches a GiB of memory.

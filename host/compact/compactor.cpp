@@ -259,21 +259,27 @@ class frame_plan {
   }
 
   // A small frame inside a larger frame that is copied anyway reuses that
-  // copy, so two mappings of the same memory stay one memory after.
+  // copy, and one inside a larger frame kept in place (an unbacked or partly
+  // backed one under --keep-unbacked) stays in place with it, where the
+  // output keeps its bytes: two mappings of the same memory stay one memory.
   void nest_small_in_large() {
     for (auto size = sizes_.rbegin(); size != sizes_.rend(); ++size)
-      for (frame& f : frames_)
-        if (f.size_log2 == *size && f.state == frame_state::copied && copied_outer(f) != nullptr)
-          f.state = frame_state::nested;
+      for (frame& f : frames_) {
+        if (f.size_log2 != *size || f.state != frame_state::copied) continue;
+        if (const frame* outer = kept_outer(f)) {
+          f.state = outer->state == frame_state::in_place ? frame_state::in_place : frame_state::nested;
+          if (f.state == frame_state::in_place) f.new_pa = f.pa;
+        }
+      }
   }
 
-  // The smallest larger frame around `f` whose bytes are copied, if any.
-  [[nodiscard]] const frame* copied_outer(const frame& f) const {
+  // The smallest larger frame around `f` whose bytes the output keeps
+  // (copied, nested or in place), if any.
+  [[nodiscard]] const frame* kept_outer(const frame& f) const {
     for (const u8 outer_log2 : sizes_) {
       if (outer_log2 <= f.size_log2) continue;
       const frame* outer = lookup(f.pa & ~((u64{1} << outer_log2) - 1), outer_log2);
-      if (outer != nullptr && (outer->state == frame_state::copied || outer->state == frame_state::nested))
-        return outer;
+      if (outer != nullptr && outer->state != frame_state::dropped) return outer;
     }
     return nullptr;
   }
@@ -298,7 +304,7 @@ class frame_plan {
       // Nested frames of this size follow their outer frame, placed in an earlier round.
       for (frame& f : frames_)
         if (f.size_log2 == size_log2 && f.state == frame_state::nested) {
-          const frame* outer = copied_outer(f);
+          const frame* outer = kept_outer(f);
           f.new_pa = outer->new_pa + (f.pa - outer->pa);
         }
     }
