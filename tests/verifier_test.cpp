@@ -64,7 +64,8 @@ TEST_F(verifier_test, an_untouched_compaction_verifies) {
   EXPECT_TRUE(v.ok()) << format_verification(v);
   EXPECT_EQ(v.counts.spaces, 4u);
   EXPECT_EQ(v.counts.leaves_dropped, 2u);
-  EXPECT_EQ(v.counts.links_checked, 7u);  // the shared root, 2 kernel links, 4 page-table links
+  EXPECT_EQ(v.counts.links_checked, 5u);  // the shared root, 2 kernel links, 2 page-table links
+  EXPECT_EQ(v.counts.links_to_empty_tables, 2u);  // to the all-zero PT and the APIC's emptied PT
   EXPECT_EQ(v.counts.os_private_entries, 4u);
   EXPECT_EQ(v.counts.frames_compared, 14u + 1u);
   EXPECT_EQ(v.counts.bytes_before, input.image.backed_bytes());
@@ -97,7 +98,16 @@ TEST_F(verifier_test, a_broken_alias_link) {
   const u64 copy = written.bytes.size() + std::get<raw_source>(written.source).base;
   written.bytes.insert(written.bytes.end(), at(pdpt), at(pdpt) + kib4);
   entry(1, L::upper, 0) = F::make_table_entry(copy, entry(1, L::upper, 0));
-  expect_difference("shared table link changed: the depth-1 table of space");
+  const std::string report = expect_difference("shared table link lost: was the depth-1 table of space");
+  EXPECT_NE(report.find("depth 1 has 5 tables after, 4 before: sharing lost"), std::string::npos) << report;
+}
+
+// A link may go only with a table that maps nothing after: dropping space
+// 1's link to space 0's user PT, which still maps pages, is a difference.
+TEST_F(verifier_test, a_dropped_link_to_a_table_that_still_maps_pages) {
+  entry(1, L::user_shared_pt, F::levels - 2) = 0;
+  expect_difference(fmt::format("va {:#x}: shared table link lost: was the depth-{} table of space",
+                                L::user_shared_pt, F::levels - 1));
 }
 
 TEST_F(verifier_test, a_missing_page) {

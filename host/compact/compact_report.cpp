@@ -39,7 +39,7 @@ nlohmann::json compact_report::to_json() const {
                      {"leaves_kept_unbacked", compaction.leaves_kept_unbacked},
                      {"leaves_made_cow", compaction.leaves_made_cow},
                      {"links", compaction.links},
-                     {"empty_shared_tables", compaction.empty_shared_tables},
+                     {"links_to_empty_tables", compaction.links_to_empty_tables},
                      {"os_private_entries", compaction.os_private_entries},
                      {"frames_copied", compaction.frames_copied},
                      {"frames_nested", compaction.frames_nested},
@@ -83,6 +83,9 @@ std::string compact_report::format() const {
                       "{} OS-private entries kept\n",
                       compaction.leaves_kept, compaction.leaves_dropped_unbacked, compaction.leaves_kept_unbacked,
                       compaction.leaves_made_cow, compaction.os_private_entries);
+  if (compaction.links_to_empty_tables != 0)
+    text += fmt::format("  links: {} to tables that map nothing now, dropped with them\n",
+                        compaction.links_to_empty_tables);
   text += fmt::format("  size: {:.1f} MiB in, {:.1f} MiB out{} of guest memory the images back\n",
                       mib(compaction.bytes_in), mib(compaction.bytes_out), percent_text(compaction.bytes_out,
                                                                                         compaction.bytes_in));
@@ -153,7 +156,7 @@ compact_report compact_report::from_json(const nlohmann::json& j, std::string_vi
     for (auto [key, field] : std::initializer_list<std::pair<const char*, u64*>>{
              {"leaves_kept", &c.leaves_kept}, {"leaves_dropped_unbacked", &c.leaves_dropped_unbacked},
              {"leaves_kept_unbacked", &c.leaves_kept_unbacked}, {"leaves_made_cow", &c.leaves_made_cow},
-             {"links", &c.links}, {"empty_shared_tables", &c.empty_shared_tables},
+             {"links", &c.links}, {"links_to_empty_tables", &c.links_to_empty_tables},
              {"os_private_entries", &c.os_private_entries}, {"frames_copied", &c.frames_copied},
              {"frames_nested", &c.frames_nested}, {"frames_in_place", &c.frames_in_place},
              {"data_bytes", &c.data_bytes}, {"padding_bytes", &c.padding_bytes}, {"tables", &c.tables}})

@@ -46,7 +46,7 @@ compaction_stats& compaction_stats::operator+=(const compaction_stats& o) {
   leaves_kept_unbacked += o.leaves_kept_unbacked;
   leaves_made_cow += o.leaves_made_cow;
   links += o.links;
-  empty_shared_tables += o.empty_shared_tables;
+  links_to_empty_tables += o.links_to_empty_tables;
   os_private_entries += o.os_private_entries;
   frames_copied += o.frames_copied;
   frames_nested += o.frames_nested;
@@ -399,8 +399,12 @@ class relinker {
         break;
       case owned_entry_kind::link: {
         const space_aware_mapping& r = *e.record;
-        const table_addr shared = shared_table(r.owner, r.depth, r.pa);
-        check(space_aware_map<Format>(ops_, r.depth, r.va, shared, e.entry, tables), e.va);
+        const std::optional<table_addr> shared = shared_table(r.owner, r.depth, r.pa);
+        if (!shared) {  // the table maps nothing now and was not rebuilt: no link to it either
+          ++stats_.links_to_empty_tables;
+          break;
+        }
+        check(space_aware_map<Format>(ops_, r.depth, r.va, *shared, e.entry, tables), e.va);
         ++stats_.links;
         break;
       }
@@ -427,41 +431,20 @@ class relinker {
     if (!f.backed) ++stats_.leaves_kept_unbacked;
   }
 
-  // The owner's rebuilt depth-`depth` table at `their_va`. The owner's whole
-  // path there is its own (a walk descends only through owned tables), so
-  // if the table is missing it had nothing to copy: it is created empty,
-  // with the owner's original entries above it, so the link still shares.
-  table_addr shared_table(u32 owner, unsigned depth, u64 their_va) {
+  // The owner's rebuilt depth-`depth` table at `their_va`, if it was
+  // rebuilt. The owner's whole path there is its own (a walk descends only
+  // through owned tables) and was rebuilt first, so a missing table had
+  // nothing to keep: it was empty, or emptied by dropped leaves (SPEC §4:
+  // "minus tables that became empty").
+  std::optional<table_addr> shared_table(u32 owner, unsigned depth, u64 their_va) const {
     table_addr table = roots_[half_of<Format>(their_va)][owner];
     const u64 linear = Format::linear(their_va);
     for (unsigned d = 0; d < depth; ++d) {
       const u64 entry = ops_.read_entry(ops_.entry_addr(table, Format::table_index(linear, d)));
-      if (Format::classify(entry, d) != entry_kind::table) return empty_shared_table(owner, depth, their_va);
+      if (Format::classify(entry, d) != entry_kind::table) return std::nullopt;
       table = ops_.from_phys(Format::table_address(entry));
     }
     return table;
-  }
-
-  table_addr empty_shared_table(u32 owner, unsigned depth, u64 their_va) {
-    std::array<u64, max_levels> path{};
-    const image_table_view original(image_);
-    const unsigned half = half_of<Format>(their_va);
-    u64 table = original_roots_[half][owner];
-    for (unsigned d = 0; d < depth; ++d) {
-      path[d] = original.read_entry(original.entry_addr(table, Format::table_index(Format::linear(their_va), d)));
-      if (Format::classify(path[d], d) != entry_kind::table)
-        throw walk_mismatch(fmt::format("walk names a shared table at va {:#x} that the owner does not reach", their_va));
-      table = Format::table_address(path[d]);
-    }
-    const table_addr shared = ops_.alloc_table();
-    const table_addr current_root = ops_.root_table();
-    ops_.update_root(roots_[half][owner]);
-    const map_status status = space_aware_map<Format>(ops_, depth, their_va, shared, path[depth - 1],
-                                                      flags_of(std::span(path.data(), depth)));
-    ops_.update_root(current_root);
-    check(status, their_va);
-    ++stats_.empty_shared_tables;
-    return shared;
   }
 
   static void check(map_status status, u64 va) {

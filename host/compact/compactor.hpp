@@ -48,7 +48,7 @@ struct compaction_stats {
   u64 leaves_kept_unbacked = 0;     // --keep-unbacked / --keep-pa: left at their PA
   u64 leaves_made_cow = 0;          // --cow-writable
   u64 links = 0;                    // AnotherSpace records relinked (shared tables kept shared)
-  u64 empty_shared_tables = 0;      // shared tables rebuilt empty because a link needs them
+  u64 links_to_empty_tables = 0;    // AnotherSpace records dropped: the table maps nothing now
   u64 os_private_entries = 0;       // not-present entries with bits set, kept verbatim
   u64 frames_copied = 0;            // distinct frames given their own copy
   u64 frames_nested = 0;            // frames inside a larger copied frame: reuse its copy

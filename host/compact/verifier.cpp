@@ -26,6 +26,7 @@ verification_counts& verification_counts::operator+=(const verification_counts& 
   frames_compared += o.frames_compared;
   bytes_compared += o.bytes_compared;
   links_checked += o.links_checked;
+  links_to_empty_tables += o.links_to_empty_tables;
   os_private_entries += o.os_private_entries;
   for (unsigned d = 0; d < max_levels; ++d) {
     tables_before[d] += o.tables_before[d];
@@ -195,6 +196,10 @@ class snapshot_verifier {
     }
   }
 
+  // AnotherSpace records match one for one, except that a link to a table
+  // that maps nothing after compaction goes with the table (SPEC §4: "minus
+  // tables that became empty"); the owner's own check proves it held
+  // nothing to keep.
   void check_links() {
     std::vector<space_aware_mapping> before, after;
     for (const auto& r : walk_before_.records_of(space_)) if (!r.is_leaf()) before.push_back(r);
@@ -202,19 +207,38 @@ class snapshot_verifier {
     const auto describe = [&](const space_aware_mapping& r) {
       return fmt::format("depth-{} table of space {:#x} at {:#x}", r.depth, walk_before_.roots[r.owner], r.pa);
     };
-    for (std::size_t k = 0; k < std::max(before.size(), after.size()); ++k) {
-      if (k >= after.size()) {
-        differ(before[k].va, fmt::format("shared table link lost: was the {}", describe(before[k])));
-      } else if (k >= before.size()) {
-        differ(after[k].va, fmt::format("shared table link not there before: now the {}", describe(after[k])));
-      } else if (before[k] != after[k]) {
-        differ(before[k].va, fmt::format("shared table link changed: the {} before, the {} after at {:#x}",
-                                         describe(before[k]), describe(after[k]), after[k].va));
+    std::size_t i = 0, j = 0;
+    while (i < before.size() || j < after.size()) {
+      if (j == after.size() || (i < before.size() && before[i].va < after[j].va)) {
+        const space_aware_mapping& b = before[i++];
+        if (owner_table_gone(b)) ++out_.counts.links_to_empty_tables;
+        else differ(b.va, fmt::format("shared table link lost: was the {}", describe(b)));
+      } else if (i == before.size() || after[j].va < before[i].va) {
+        differ(after[j].va, fmt::format("shared table link not there before: now the {}", describe(after[j])));
+        ++j;
       } else {
-        ++out_.counts.links_checked;
-        check_path(before[k].va, before[k].depth);
+        const space_aware_mapping &b = before[i++], &a = after[j++];
+        if (b != a) {
+          differ(b.va, fmt::format("shared table link changed: the {} before, the {} after at {:#x}", describe(b),
+                                   describe(a), a.va));
+        } else {
+          ++out_.counts.links_checked;
+          check_path(b.va, b.depth);
+        }
       }
     }
+  }
+
+  // Whether the owner of link `r` has no table at its VA and depth after.
+  [[nodiscard]] bool owner_table_gone(const space_aware_mapping& r) const {
+    const image_table_view view(after_.image);
+    u64 table = root_of(after_, walk_after_, r.owner, half_of<Format>(r.pa));
+    for (unsigned d = 0; d < r.depth; ++d) {
+      const u64 entry = view.read_entry(view.entry_addr(table, Format::table_index(Format::linear(r.pa), d)));
+      if (Format::classify(entry, d) != entry_kind::table) return true;
+      table = Format::table_address(entry);
+    }
+    return false;
   }
 
   void check_os_private() {
@@ -345,9 +369,12 @@ std::string format_verification(const verification& result) {
     text += fmt::format("depth {}: {} tables before, {} after, {} shared-table links\n", d, c.tables_before[d],
                         c.tables_after[d], c.links_per_depth[d]);
   text += fmt::format("checked: {} pages ({} frames, {:.1f} MiB of bytes), {} links, {} OS-private entries; "
-                      "{} unbacked pages dropped by policy\n",
+                      "{} unbacked pages dropped by policy{}\n",
                       c.leaves_checked, c.frames_compared, mib(c.bytes_compared), c.links_checked,
-                      c.os_private_entries, c.leaves_dropped);
+                      c.os_private_entries, c.leaves_dropped,
+                      c.links_to_empty_tables == 0
+                          ? std::string()
+                          : fmt::format(", {} links gone with the empty tables they named", c.links_to_empty_tables));
   if (result.ok()) {
     text += "verify: OK, no differences\n";
     return text;

@@ -36,10 +36,11 @@ struct verification_counts {
   u64 frames_compared = 0;  // distinct (before, after) frame pairs whose bytes were compared
   u64 bytes_compared = 0;
   u64 links_checked = 0;
+  u64 links_to_empty_tables = 0;  // links gone with the table they named, which maps nothing after
   u64 os_private_entries = 0;
   u64 tables_before[max_levels] = {};
   u64 tables_after[max_levels] = {};
-  u64 links_per_depth[max_levels] = {};  // AnotherSpace records per depth (equal before and after)
+  u64 links_per_depth[max_levels] = {};  // AnotherSpace records per depth, before
   u64 bytes_before = 0;
   u64 bytes_after = 0;
   u64 difference_count = 0;
