@@ -56,6 +56,7 @@ class Image:
 
     def __init__(self):
         self.regions = []  # (gpa, end, buf, off)
+        self.paths = []    # the file of each region (same order)
         self._files = {}
 
     def _map(self, path):
@@ -71,6 +72,7 @@ class Image:
         avail = max(0, min(size, fsize - offset)) if offset <= fsize else 0
         if avail > 0:
             self.regions.append((gpa, gpa + avail, buf, offset))
+            self.paths.append(path)
 
     def close(self):
         self.regions = []
@@ -84,6 +86,52 @@ class Image:
         _, buf, fsize = self._map(path)
         if fsize > 0:
             self.regions.append((base, base + fsize, buf, 0))
+            self.paths.append(path)
+
+    def pieces(self, pa, n):
+        """[pa, pa+n) cut into (start, end, region index or None): which
+        region backs each byte (the first that holds it, as read_entries)."""
+        out = []
+        a, end = pa, pa + n
+        while a < end:
+            best = None
+            nxt = end
+            for k, (g, e, _, _) in enumerate(self.regions):
+                if g <= a < e:
+                    best = k
+                    break
+                if a < g < nxt:
+                    nxt = g
+            if best is None:
+                out.append((a, nxt, None))
+                a = nxt
+            else:
+                b = min(end, self.regions[best][1])
+                out.append((a, b, best))
+                a = b
+        return out
+
+    def backed_bytes(self, pa, n):
+        """How many of the bytes [pa, pa+n) some region backs."""
+        return sum(b - a for a, b, k in self.pieces(pa, n) if k is not None)
+
+    def read_bytes(self, pa, n):
+        """The bytes [pa, pa+n), unbacked ones as 0."""
+        parts = []
+        for a, b, k in self.pieces(pa, n):
+            if k is None:
+                parts.append(bytes(b - a))
+            else:
+                g, _, buf, off = self.regions[k]
+                parts.append(buf[off + a - g:off + b - g])
+        return b"".join(parts)
+
+    def file_offset(self, pa):
+        """(file path, offset in it) of the byte at pa, or None if unbacked."""
+        for (g, e, _, off), path in zip(self.regions, self.paths):
+            if g <= pa < e:
+                return path, off + pa - g
+        return None
 
     def table_start_backed(self, pa):
         return any(g <= pa < e for g, e, _, _ in self.regions)
@@ -313,14 +361,34 @@ def jbool(b):
     return "true" if b else "false"
 
 
-def walk_snapshot(fmt, img, roots, ttbr1s, lo, hi, out):
-    """roots: root table addresses in primacy order; ttbr1s: per root a TTBR1
-    table address or None.  Range [lo, hi) over full 64-bit canonical VAs
-    (hi may be 2^64)."""
-    owner = {}  # (pa, depth) -> (space id, va) of the first visit
-    levels = fmt.levels
+def walk_events(fmt, img, roots, ttbr1s, lo, hi, sink):
+    """The walk of SPEC §3, reporting what it meets to `sink`:
 
-    def walk_table(pa, depth, half, raw_base, path, space, recs):
+    sink.leaf(idx, space, depth, va, decoded, entry_addr, parent_key)
+        a leaf; decoded = ('leaf', pa, size, w, u, x, cow, flags)
+    sink.alias(idx, space, depth, owner_idx, owner_space, our_va, their_va)
+        an AnotherSpace record (owner_idx: the owner's index in `roots`)
+    sink.table(idx, depth, va, entry, entry_addr, parent_key, child_key)
+        a table descriptor at `depth` (optional: sink.table may be None)
+    sink.private(idx, depth, va, entry, entry_addr, parent_key)
+        a nonzero entry that maps nothing (not present / invalid / reserved;
+        SPEC §4's OS-private entries) (optional: may be None)
+    sink.own(idx, key, va)
+        key (pa, depth) is owned (first visit, descended) (optional)
+    sink.end_space(idx, space)
+        after each root.
+
+    roots: root table addresses in primacy order; ttbr1s: per root a TTBR1
+    table address or None.  Range [lo, hi) over full 64-bit canonical VAs
+    (hi may be 2^64).  Keys are (table pa, depth), SPEC §3."""
+    owner = {}  # (pa, depth) -> (root index, space id, va) of the first visit
+    levels = fmt.levels
+    on_leaf, on_alias = sink.leaf, sink.alias
+    on_table = getattr(sink, "table", None)
+    on_private = getattr(sink, "private", None)
+    on_own = getattr(sink, "own", None)
+
+    def walk_table(pa, depth, half, raw_base, path, idx, space):
         n = fmt.entries(depth)
         span = fmt.span(depth)
         ents = img.read_entries(pa, n)
@@ -338,30 +406,29 @@ def walk_snapshot(fmt, img, roots, ttbr1s, lo, hi, out):
                 continue
             d = fmt.decode(e, depth, path)
             if d is None:
+                if on_private is not None:
+                    on_private(idx, depth, start, e, pa + 8 * i, (pa, depth))
                 continue
             if d[0] == "leaf":
-                _, lpa, size, w, u, x, cow, flags = d
-                recs.append('{"space":"%s","type":"leaf","va":"%s","pa":"%s","size":%d,'
-                            '"w":%s,"u":%s,"x":%s,"cow":%s,"flags":"%s"}'
-                            % (hx(space), hx(start), hx(lpa), size, jbool(w), jbool(u),
-                               jbool(x), jbool(cow), hx(flags)))
+                on_leaf(idx, space, depth, start, d, pa + 8 * i, (pa, depth))
                 continue
             _, child, cpath = d
             if depth + 1 >= levels:
                 continue  # cannot happen: the last depth has no tables
             key = (child, depth + 1)
+            if on_table is not None:
+                on_table(idx, depth, start, e, pa + 8 * i, (pa, depth), key)
             if key in owner:
-                ospace, ova = owner[key]
-                recs.append('{"space":"%s","type":"alias","depth":%d,"owner":"%s",'
-                            '"our_va":"%s","their_va":"%s"}'
-                            % (hx(space), depth + 1, hx(ospace), hx(start), hx(ova)))
+                oidx, ospace, ova = owner[key]
+                on_alias(idx, space, depth + 1, oidx, ospace, start, ova)
             else:
-                owner[key] = (space, start)
-                walk_table(child, depth + 1, half, raw, cpath, space, recs)
+                owner[key] = (idx, space, start)
+                if on_own is not None:
+                    on_own(idx, key, start)
+                walk_table(child, depth + 1, half, raw, cpath, idx, space)
 
     for idx, root in enumerate(roots):
         space = root  # SpaceId = root (TTBR0 table) physical address
-        recs = []
         for half, hstart in fmt.halves(ttbr1s[idx] is not None):
             table = root if half != "hi" else ttbr1s[idx]
             # Which part of the 64-bit space this half's table translates.
@@ -385,16 +452,48 @@ def walk_snapshot(fmt, img, roots, ttbr1s, lo, hi, out):
             va0 = max(lo, min(s for s, e in segs if s < hi and lo < e))
             key = (table, 0)
             if key in owner:
-                ospace, ova = owner[key]
-                recs.append('{"space":"%s","type":"alias","depth":0,"owner":"%s",'
-                            '"our_va":"%s","their_va":"%s"}'
-                            % (hx(space), hx(ospace), hx(va0), hx(ova)))
+                oidx, ospace, ova = owner[key]
+                on_alias(idx, space, 0, oidx, ospace, va0, ova)
                 continue
-            owner[key] = (space, va0)
-            walk_table(table, 0, half, 0, fmt.path_init(), space, recs)
-        if recs:
-            out.write("\n".join(recs))
-            out.write("\n")
+            owner[key] = (idx, space, va0)
+            if on_own is not None:
+                on_own(idx, key, va0)
+            walk_table(table, 0, half, 0, fmt.path_init(), idx, space)
+        sink.end_space(idx, space)
+
+
+class _PrintSink:
+    """Formats the events of walk_events as `ptwalk walk` prints them."""
+
+    def __init__(self, out):
+        self.out = out
+        self.recs = []
+
+    def leaf(self, idx, space, depth, va, d, eaddr, pkey):
+        _, lpa, size, w, u, x, cow, flags = d
+        self.recs.append('{"space":"%s","type":"leaf","va":"%s","pa":"%s","size":%d,'
+                         '"w":%s,"u":%s,"x":%s,"cow":%s,"flags":"%s"}'
+                         % (hx(space), hx(va), hx(lpa), size, jbool(w), jbool(u),
+                            jbool(x), jbool(cow), hx(flags)))
+
+    def alias(self, idx, space, depth, oidx, ospace, our_va, their_va):
+        self.recs.append('{"space":"%s","type":"alias","depth":%d,"owner":"%s",'
+                         '"our_va":"%s","their_va":"%s"}'
+                         % (hx(space), depth, hx(ospace), hx(our_va), hx(their_va)))
+
+    table = private = own = None
+
+    def end_space(self, idx, space):
+        # Spaces with no records print nothing.
+        if self.recs:
+            self.out.write("\n".join(self.recs))
+            self.out.write("\n")
+        self.recs = []
+
+
+def walk_snapshot(fmt, img, roots, ttbr1s, lo, hi, out):
+    """Writes the walk of one snapshot to `out` as `ptwalk walk` prints it."""
+    walk_events(fmt, img, roots, ttbr1s, lo, hi, _PrintSink(out))
 
 
 def parse_range(s):
@@ -410,39 +509,54 @@ def parse_range(s):
     return lo, hi
 
 
+def open_snapshot(snap, mdir, manifest="", lineno=0):
+    """One parsed manifest line -> (fmt, img, roots, ttbr1s): root and TTBR1
+    table addresses (SPEC §2, §2.1).  The caller closes img."""
+    fmt = make_format(snap["format"])
+    img = load_memory(snap["memory"], mdir)
+    try:
+        roots = [fmt.root_table(parse_hex(r, "roots")) for r in snap["roots"]]
+        t1 = snap.get("ttbr1")
+        if t1 is None:
+            ttbr1s = [None] * len(roots)
+        elif isinstance(t1, str):
+            ttbr1s = [fmt.root_table(parse_hex(t1, "ttbr1"))] * len(roots)
+        else:
+            ttbr1s = [fmt.root_table(parse_hex(v, "ttbr1")) for v in t1]
+            if len(ttbr1s) != len(roots):
+                raise SystemExit("spec_walker: %s:%d: ttbr1 list length differs from roots"
+                                 % (manifest, lineno))
+        # README: "a root whose table does not start inside a region" is an error.
+        for r in roots + [t for t in ttbr1s if t is not None]:
+            if not img.table_start_backed(r):
+                raise SystemExit("spec_walker: %s:%d: root table 0x%x outside every region"
+                                 % (manifest, lineno, r))
+    except BaseException:
+        img.close()
+        raise
+    return fmt, img, roots, ttbr1s
+
+
+def manifest_lines(manifest):
+    """(line number, parsed snapshot) for every non-blank line of MANIFEST."""
+    with open(manifest) as f:
+        lines = f.read().splitlines()
+    for lineno, line in enumerate(lines, 1):
+        if line.strip():  # README: blank lines are skipped
+            yield lineno, json.loads(line)
+
+
 def walk_manifest(manifest, va_range=None, snapshot=None, out=None):
     """Walk every snapshot of MANIFEST (or only snapshot ID) into `out`
     (a text stream; default stdout), as `ptwalk walk` prints it."""
     out = out or sys.stdout
     lo, hi = parse_range(va_range)
     mdir = os.path.dirname(os.path.abspath(manifest))
-    with open(manifest) as f:
-        lines = f.read().splitlines()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue  # README: blank lines are skipped
-        snap = json.loads(line)
+    for lineno, snap in manifest_lines(manifest):
         if snapshot is not None and snap.get("id") != snapshot:
             continue
-        fmt = make_format(snap["format"])
-        img = load_memory(snap["memory"], mdir)
+        fmt, img, roots, ttbr1s = open_snapshot(snap, mdir, manifest, lineno)
         try:
-            roots = [fmt.root_table(parse_hex(r, "roots")) for r in snap["roots"]]
-            t1 = snap.get("ttbr1")
-            if t1 is None:
-                ttbr1s = [None] * len(roots)
-            elif isinstance(t1, str):
-                ttbr1s = [fmt.root_table(parse_hex(t1, "ttbr1"))] * len(roots)
-            else:
-                ttbr1s = [fmt.root_table(parse_hex(v, "ttbr1")) for v in t1]
-                if len(ttbr1s) != len(roots):
-                    raise SystemExit("spec_walker: %s:%d: ttbr1 list length differs from roots"
-                                     % (manifest, lineno))
-            # README: "a root whose table does not start inside a region" is an error.
-            for r in roots + [t for t in ttbr1s if t is not None]:
-                if not img.table_start_backed(r):
-                    raise SystemExit("spec_walker: %s:%d: root table 0x%x outside every region"
-                                     % (manifest, lineno, r))
             walk_snapshot(fmt, img, roots, ttbr1s, lo, hi, out)
         finally:
             img.close()
