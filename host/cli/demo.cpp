@@ -177,10 +177,13 @@ void explain(const compact_report& r, const fs::path& fleet, const fs::path& com
              percent(r.disk_out.allocated_bytes, r.disk_in.allocated_bytes));
   fmt::print("   Frames no page maps are gone. An image whose 1 GiB direct map maps all of its memory, as a\n"
              "   general OS's does, cannot shrink this way: for such images use --keep-pa (see the README).\n");
+  const u64 gone = r.verify.counts.links_to_empty_tables;
   fmt::print("\n4. Verified, independently of the compactor: {} pages in {} spaces map the same {} of bytes\n"
-             "   with the same permissions and CoW markers, and all {} links to shared tables are still there: {}.\n",
+             "   with the same permissions and CoW markers, and all {} links to shared tables are still there{}: {}.\n",
              r.verify.counts.leaves_checked, r.verify.counts.spaces, mib(r.verify.counts.bytes_compared),
-             r.verify.counts.links_checked, r.verify.ok() ? "OK" : "FAILED");
+             r.verify.counts.links_checked,
+             gone == 0 ? std::string() : fmt::format(" ({} more went with tables that map nothing now)", gone),
+             r.verify.ok() ? "OK" : "FAILED");
   fmt::print("\nThe same by hand:\n  ptwalk compact {} --out {} --verify\n  ptwalk verify {} {}/manifest.jsonl\n",
              fleet.string(), compacted.string(), fleet.string(), compacted.string());
   fmt::print("{}\n", dir.kept() ? fmt::format("Files kept in {}.", dir.path().string())

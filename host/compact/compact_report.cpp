@@ -62,7 +62,8 @@ nlohmann::json compact_report::to_json() const {
                    {"first_differences", std::move(differences)},
                    {"leaves_checked", verify.counts.leaves_checked},
                    {"bytes_compared", verify.counts.bytes_compared},
-                   {"links_checked", verify.counts.links_checked}};
+                   {"links_checked", verify.counts.links_checked},
+                   {"links_to_empty_tables", verify.counts.links_to_empty_tables}};
   } else {
     j["verify"] = nullptr;
   }
@@ -182,6 +183,7 @@ compact_report compact_report::from_json(const nlohmann::json& j, std::string_vi
       out.verify.counts.leaves_checked = r.count({"verify", "leaves_checked"});
       out.verify.counts.bytes_compared = r.count({"verify", "bytes_compared"});
       out.verify.counts.links_checked = r.count({"verify", "links_checked"});
+      out.verify.counts.links_to_empty_tables = r.count({"verify", "links_to_empty_tables"});
       for (const auto& d : r.at({"verify", "first_differences"}))
         out.verify.differences.push_back({d.at("snapshot").get<std::string>(),
                                           parse_hex(d.at("space").get<std::string>()).value_or(0),
