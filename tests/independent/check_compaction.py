@@ -766,19 +766,8 @@ def main(argv):
     failures = 0
     runs = 0
     try:
-        inputs = []
-        for name, shape, seed in GEN:
-            if quick and name not in QUICK:
-                continue
-            d = os.path.join(tmp, "gen-" + name)
-            shutil.rmtree(d, ignore_errors=True)
-            p = subprocess.run([ptwalk, "gen", "--out", d, "--shape", shape, "--seed", str(seed)],
-                               capture_output=True, text=True)
-            if p.returncode != 0:
-                print("FAIL gen %s (%s): %s" % (name, shape, p.stderr.strip()))
-                failures += 1
-                continue
-            inputs.append((name, os.path.join(d, "manifest.jsonl")))
+        inputs, failed = craft_hostile.gen_fleets(ptwalk, tmp, GEN, QUICK if quick else None)
+        failures += len(failed)
         cdir = os.path.join(tmp, "crafted")
         shutil.rmtree(cdir, ignore_errors=True)
         os.makedirs(cdir)

@@ -12,19 +12,15 @@ one path per line.  Python 3.11 standard library only.
 import json
 import os
 import random
+import shutil
 import struct
+import subprocess
 import sys
 
 U64 = (1 << 64) - 1
 
-ARM = {
-    "aarch64-4k-48": (12, 48),
-    "aarch64-4k-39": (12, 39),
-    "aarch64-16k-47": (14, 47),
-    "aarch64-16k-48": (14, 48),
-    "aarch64-64k-42": (16, 42),
-    "aarch64-64k-48": (16, 48),
-}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from spec_walker import ARM_FORMATS as ARM  # noqa: E402  (name: granule shift, VA bits)
 ALL_FORMATS = ["x86_64", "x86_64-la57"] + list(ARM)
 
 
@@ -577,6 +573,26 @@ def fuzz(out, rng, count, name="fuzz", first=0):
             mem = {"regions": regs}
         snaps.append(snap("fuzz-%03d" % k, fmt, mem, roots, ttbr1=ttbr1, note="fuzz seed"))
     out.manifest(name + ".jsonl", snaps)
+
+def gen_fleets(ptwalk, tmp, fleets, only=None):
+    """Writes each (name, shape, seed) of `fleets` (those in `only`, if given)
+    with `ptwalk gen` into tmp/gen-NAME; returns ([(name, manifest)], [failed
+    names]), printing why each failed."""
+    made, failed = [], []
+    for name, shape, seed in fleets:
+        if only is not None and name not in only:
+            continue
+        d = os.path.join(tmp, "gen-" + name)
+        shutil.rmtree(d, ignore_errors=True)
+        p = subprocess.run([ptwalk, "gen", "--out", d, "--shape", shape, "--seed", str(seed)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            print("FAIL gen %s (%s): %s" % (name, shape, p.stderr.strip()))
+            failed.append(name)
+            continue
+        made.append((name, os.path.join(d, "manifest.jsonl")))
+    return made, failed
+
 
 
 def main(argv):
