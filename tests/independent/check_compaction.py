@@ -50,7 +50,6 @@ import craft_hostile  # noqa: E402
 
 U64 = (1 << 64) - 1
 hx = spec_walker.hx
-USAGE = "usage: check_compaction.py [PTWALK] [--workdir DIR] [--keep] [--quick] [--limit N] [-v]"
 
 # (name, shape, seed): small `ptwalk gen` fleets (README "Generating fleets").
 GEN = [
@@ -738,27 +737,12 @@ def crafted_inputs(d, quick):
 
 
 def main(argv):
-    args = list(argv[1:])
-    ptwalk = os.environ.get("PTWALK_BINARY")
-    workdir, keep, quick, verbose, limit = None, False, False, False, 12
-    while args:
-        a = args.pop(0)
-        if a == "--workdir":
-            workdir = args.pop(0)
-        elif a == "--keep":
-            keep = True
-        elif a == "--quick":
-            quick = True
-        elif a == "-v":
-            verbose = True
-        elif a == "--limit":
-            limit = int(args.pop(0))
-        elif not a.startswith("--"):
-            ptwalk = a
-        else:
-            raise SystemExit(USAGE)
-    if not ptwalk:
-        raise SystemExit("check_compaction.py: give the ptwalk binary as argument or in PTWALK_BINARY")
+    parser = craft_hostile.driver_options("check_compaction.py", "ptwalk compact checked against SPEC §4")
+    parser.add_argument("--limit", type=int, default=12, help="failures printed per run")
+    o = parser.parse_args(argv[1:])
+    if not o.ptwalk:
+        parser.error("give the ptwalk binary as argument or in PTWALK_BINARY")
+    ptwalk, workdir, keep, quick, verbose, limit = o.ptwalk, o.workdir, o.keep, o.quick, o.verbose, o.limit
     ptwalk = os.path.abspath(ptwalk)
     t0 = time.time()
     tmp = workdir or tempfile.mkdtemp(prefix="ptwalk-compaction-")

@@ -115,28 +115,13 @@ def first_diff(a, b):
 
 
 def main(argv):
-    args = list(argv[1:])
-    ptwalk = os.environ.get("PTWALK_BINARY")
-    workdir, keep, quick, verbose = None, False, False, False
-    backends = ["reference", "cpu"]
-    while args:
-        a = args.pop(0)
-        if a == "--workdir":
-            workdir = args.pop(0)
-        elif a == "--backends":
-            backends = args.pop(0).split(",")
-        elif a == "--keep":
-            keep = True
-        elif a == "--quick":
-            quick = True
-        elif a == "-v":
-            verbose = True
-        elif not a.startswith("--"):
-            ptwalk = a
-        else:
-            raise SystemExit("usage: compare.py [PTWALK] [--backends LIST] [--workdir DIR] [--keep] [--quick] [-v]")
-    if not ptwalk:
-        raise SystemExit("compare.py: give the ptwalk binary as argument or in PTWALK_BINARY")
+    parser = craft_hostile.driver_options("compare.py", "ptwalk walk against spec_walker.py, byte for byte")
+    parser.add_argument("--backends", default="reference,cpu", help="ptwalk walk backends (comma-separated)")
+    o = parser.parse_args(argv[1:])
+    if not o.ptwalk:
+        parser.error("give the ptwalk binary as argument or in PTWALK_BINARY")
+    ptwalk, workdir, keep, quick, verbose = o.ptwalk, o.workdir, o.keep, o.quick, o.verbose
+    backends = o.backends.split(",")
     ptwalk = os.path.abspath(ptwalk)
     t0 = time.time()
     tmp = workdir or tempfile.mkdtemp(prefix="ptwalk-independent-")

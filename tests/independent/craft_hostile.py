@@ -9,6 +9,7 @@ and README.md's manifest forms.  The manifests written are listed on stdout,
 one path per line.  Python 3.11 standard library only.
 """
 
+import argparse
 import json
 import os
 import random
@@ -573,6 +574,19 @@ def fuzz(out, rng, count, name="fuzz", first=0):
             mem = {"regions": regs}
         snaps.append(snap("fuzz-%03d" % k, fmt, mem, roots, ttbr1=ttbr1, note="fuzz seed"))
     out.manifest(name + ".jsonl", snaps)
+
+def driver_options(prog, description):
+    """The options both checks take: PTWALK (or $PTWALK_BINARY), --workdir,
+    --keep, --quick, -v. Add more to the parser, then parse."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("ptwalk", nargs="?", default=os.environ.get("PTWALK_BINARY"),
+                        help="the ptwalk binary (default: $PTWALK_BINARY)")
+    parser.add_argument("--workdir", help="write inputs and outputs here and keep them")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--quick", action="store_true", help="a subset")
+    parser.add_argument("-v", dest="verbose", action="store_true", help="a line per input")
+    return parser
+
 
 def gen_fleets(ptwalk, tmp, fleets, only=None):
     """Writes each (name, shape, seed) of `fleets` (those in `only`, if given)
