@@ -94,22 +94,29 @@ class snapshot_verifier {
  private:
   using path_entries = std::array<u64, max_levels>;
 
-  void check_leaves() {
+  // Walks this space's records of one kind (leaves or links) before and
+  // after side by side, in VA order: each is only before, only after, or
+  // in both at the same VA.
+  template <class OnlyBefore, class OnlyAfter, class Both>
+  void merge_by_va(bool leaves, OnlyBefore&& only_before, OnlyAfter&& only_after, Both&& both) const {
     std::vector<space_aware_mapping> before, after;
-    for (const auto& r : walk_before_.records_of(space_)) if (r.is_leaf()) before.push_back(r);
-    for (const auto& r : walk_after_.records_of(space_)) if (r.is_leaf()) after.push_back(r);
+    for (const auto& r : walk_before_.records_of(space_)) if (r.is_leaf() == leaves) before.push_back(r);
+    for (const auto& r : walk_after_.records_of(space_)) if (r.is_leaf() == leaves) after.push_back(r);
     std::size_t i = 0, j = 0;
     while (i < before.size() || j < after.size()) {
-      if (j == after.size() || (i < before.size() && before[i].va < after[j].va)) {
-        missing_leaf(before[i++]);
-      } else if (i == before.size() || after[j].va < before[i].va) {
-        differ(after[j].va, fmt::format("page mapped after, not before ({:#x} bytes at {:#x})",
-                                        after[j].size(), after[j].pa));
-        ++j;
-      } else {
-        check_leaf(before[i++], after[j++]);
-      }
+      if (j == after.size() || (i < before.size() && before[i].va < after[j].va)) only_before(before[i++]);
+      else if (i == before.size() || after[j].va < before[i].va) only_after(after[j++]);
+      else both(before[i++], after[j++]);
     }
+  }
+
+  void check_leaves() {
+    merge_by_va(
+        true, [&](const space_aware_mapping& b) { missing_leaf(b); },
+        [&](const space_aware_mapping& a) {
+          differ(a.va, fmt::format("page mapped after, not before ({:#x} bytes at {:#x})", a.size(), a.pa));
+        },
+        [&](const space_aware_mapping& b, const space_aware_mapping& a) { check_leaf(b, a); });
   }
 
   void missing_leaf(const space_aware_mapping& b) {
@@ -201,43 +208,35 @@ class snapshot_verifier {
   // tables that became empty"); the owner's own check proves it held
   // nothing to keep.
   void check_links() {
-    std::vector<space_aware_mapping> before, after;
-    for (const auto& r : walk_before_.records_of(space_)) if (!r.is_leaf()) before.push_back(r);
-    for (const auto& r : walk_after_.records_of(space_)) if (!r.is_leaf()) after.push_back(r);
     const auto describe = [&](const space_aware_mapping& r) {
       return fmt::format("depth-{} table of space {:#x} at {:#x}", r.depth, walk_before_.roots[r.owner], r.pa);
     };
-    std::size_t i = 0, j = 0;
-    while (i < before.size() || j < after.size()) {
-      if (j == after.size() || (i < before.size() && before[i].va < after[j].va)) {
-        const space_aware_mapping& b = before[i++];
-        if (owner_table_gone(b)) ++out_.counts.links_to_empty_tables;
-        else differ(b.va, fmt::format("shared table link lost: was the {}", describe(b)));
-      } else if (i == before.size() || after[j].va < before[i].va) {
-        differ(after[j].va, fmt::format("shared table link not there before: now the {}", describe(after[j])));
-        ++j;
-      } else {
-        const space_aware_mapping &b = before[i++], &a = after[j++];
-        if (b != a) {
-          differ(b.va, fmt::format("shared table link changed: the {} before, the {} after at {:#x}", describe(b),
-                                   describe(a), a.va));
-        } else {
+    merge_by_va(
+        false,
+        [&](const space_aware_mapping& b) {
+          if (owner_table_gone(b)) ++out_.counts.links_to_empty_tables;
+          else differ(b.va, fmt::format("shared table link lost: was the {}", describe(b)));
+        },
+        [&](const space_aware_mapping& a) {
+          differ(a.va, fmt::format("shared table link not there before: now the {}", describe(a)));
+        },
+        [&](const space_aware_mapping& b, const space_aware_mapping& a) {
+          if (b != a) {
+            differ(b.va, fmt::format("shared table link changed: the {} before, the {} after at {:#x}", describe(b),
+                                     describe(a), a.va));
+            return;
+          }
           ++out_.counts.links_checked;
           check_path(b.va, b.depth);
-        }
-      }
-    }
+        });
   }
 
   // Whether the owner of link `r` has no table at its VA and depth after.
   [[nodiscard]] bool owner_table_gone(const space_aware_mapping& r) const {
-    const image_table_view view(after_.image);
-    u64 table = root_of(after_, walk_after_, r.owner, half_of<Format>(r.pa));
-    for (unsigned d = 0; d < r.depth; ++d) {
-      const u64 entry = view.read_entry(view.entry_addr(table, Format::table_index(Format::linear(r.pa), d)));
-      if (Format::classify(entry, d) != entry_kind::table) return true;
-      table = Format::table_address(entry);
-    }
+    const u64 root = root_of(after_, walk_after_, r.owner, half_of<Format>(r.pa));
+    const path_entries path = path_to(after_.image, root, r.pa, r.depth);
+    for (unsigned d = 0; d < r.depth; ++d)
+      if (Format::classify(path[d], d) != entry_kind::table) return true;
     return false;
   }
 
